@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # Gateway: how long a request to a scaled-to-zero endpoint is held by default (seconds).
     scale_up_timeout: float = 120.0
 
+    # Worker periodic tasks (seconds).
+    resync_interval: float = 30.0
+    idle_check_interval: float = 15.0
+    autoscale_interval: float = 10.0
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
