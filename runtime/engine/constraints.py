@@ -1,0 +1,55 @@
+"""Per-sequence constrained decoding: the hook grammar engines (xgrammar, llguidance, ...) plug into.
+
+The engine knows nothing about grammars. A protocol layer that wants constrained output sets
+``SamplingParams.constraint_factory`` on the validated request; the scheduler calls the factory once per
+sequence (so ``n=2`` gets two independent matchers) when the sequence joins the batch, and then, on every step:
+
+1. ``fill_bitmask(bitmask, index)`` for each constrained row ``index`` of the batch. ``bitmask`` is the whole
+   batch's int32 tensor of shape ``(batch, (vocab_size + 31) // 32)`` on CPU, xgrammar's packed layout (bit
+   ``j % 32`` of word ``j // 32`` set = token ``j`` allowed), pre-filled with ``-1`` (all allowed) so an
+   implementation writes only its own row. This is exactly ``xgrammar.GrammarMatcher.fill_next_token_bitmask``'s
+   signature, so an xgrammar matcher can be wrapped without copying. Unconstrained rows are never masked, so
+   constrained and free requests share one forward pass.
+2. the engine samples a token from the masked logits and calls ``accept(token_id)``; ``False`` means the
+   constraint refused a token it had allowed, which ends the sequence (``finish_reason`` stop).
+3. after accepting, ``is_terminated()`` true ends the sequence with ``finish_reason`` stop (the EOS token the
+   grammar may have accepted is not part of the output text).
+
+``rollback(num_tokens)`` undoes accepted tokens; the engine does not call it today (no speculative decoding),
+it is part of the protocol so speculative decoding can be added without changing implementations.
+
+``vocab_size`` for the bitmask is the model's logits width (``Engine.vocab_size``), which can be larger than the
+tokenizer's vocabulary; the protocol layer can read ``Engine.tokenizer`` and ``Engine.vocab_size`` to build
+its compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class TokenConstraint(Protocol):
+    """One sequence's grammar state. Methods are called from the engine thread only, never concurrently."""
+
+    def fill_bitmask(self, bitmask: Any, index: int) -> None:
+        """Write the allowed-token mask for the next token into row ``index`` of ``bitmask`` (int32, packed)."""
+
+    def accept(self, token_id: int) -> bool:
+        """Advance by the sampled token; return False if the token is not allowed."""
+
+    def is_terminated(self) -> bool:
+        """True once the grammar is complete; the sequence then ends with finish_reason stop."""
+
+    def rollback(self, num_tokens: int) -> None:
+        """Undo the last ``num_tokens`` accepted tokens."""
+
+
+ConstraintFactory = Callable[[], TokenConstraint]
+"""Builds a fresh constraint for one sequence; called in the engine thread when the sequence is admitted."""
+
+
+def bitmask_words(vocab_size: int) -> int:
+    """Number of int32 words per bitmask row for ``vocab_size`` tokens (xgrammar's layout)."""
+    return (vocab_size + 31) // 32
