@@ -1,0 +1,36 @@
+"""The root Typer app and its global options; command modules register their verbs on `app`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.output import OutputFormat
+from cli.state import get_state
+
+app = typer.Typer(
+    name="endpointctl",
+    help=(
+        "Manage self-hosted LLM inference endpoints.\n\n"
+        "Connection settings come from flags, then ENDPOINTCTL_URL / ENDPOINTCTL_TOKEN / ENDPOINTCTL_NAMESPACE, "
+        "then the config file (`endpointctl config show`), then what `endpointctl up` recorded."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option("--url", help="Control-plane URL (env: ENDPOINTCTL_URL; default http://127.0.0.1:8000).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token (env: ENDPOINTCTL_TOKEN).")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (env: ENDPOINTCTL_NAMESPACE; default: whoami's name).")] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)] = OutputFormat.table,
+) -> None:
+    state = get_state(ctx)
+    state.url, state.token, state.namespace, state.output = url, token, namespace, output
+    ctx.call_on_close(state.close)

@@ -1,0 +1,116 @@
+"""Verbs backed by other packages: `up`, `demo`, `runtime serve`, `dev tiny-model`, `dev cluster ...`.
+
+Each imports its implementation only when run, so the CLI starts fast (no torch import for `list`) and works
+before or without those modules: a missing one is a clear `MissingComponent` error, not an ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.app import app
+from cli.errors import CliError, MissingComponent
+from cli.output import message
+
+dev_app = typer.Typer(help="Developer tools: tiny local models, the simulated Kubernetes cluster.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev", rich_help_panel="Setup")
+runtime_app = typer.Typer(help="The bundled inference runtime.", no_args_is_help=True)
+app.add_typer(runtime_app, name="runtime", rich_help_panel="Setup")
+
+
+def _load(module: str, attr: str, what: str) -> Any:
+    """Import `module.attr`, turning "this module is not there" into a clear error (and nothing else)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise MissingComponent(f"{what} is not available in this installation ({module} is missing)") from exc
+        raise
+    try:
+        return getattr(mod, attr)
+    except AttributeError as exc:
+        raise MissingComponent(f"{what} is not available in this installation ({module}.{attr} is missing)") from exc
+
+
+def _exit_with(code: object) -> None:
+    if isinstance(code, int) and code != 0:
+        raise typer.Exit(code)
+
+
+@app.command(rich_help_panel="Setup")
+def up(
+    host: Annotated[str, typer.Option("--host", help="Interface the API and gateway bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 = any free port).")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Database, broker, logs (default: $ENDPOINTCTL_DATA_DIR or ~/.local/share/endpointctl).")] = None,
+) -> None:
+    """Run the whole stack on this machine in the foreground: API, gateway, worker, beat (Ctrl-C stops it all)."""
+    run = _load("cli.up", "up", "`endpointctl up`")
+    _exit_with(run(host, port, data_dir))
+
+
+@app.command(rich_help_panel="Setup")
+def demo() -> None:
+    """Run the main job end to end on a tiny local model: create, wait, chat, scale to zero, wake, pause, resume, delete."""
+    run = _load("cli.demo", "demo", "`endpointctl demo`")
+    _exit_with(run())
+
+
+@runtime_app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def runtime_serve(ctx: typer.Context) -> None:
+    """Serve a model with the bundled runtime; every argument goes to the runtime (try `runtime serve --help`)."""
+    main = None
+    for module in ("runtime.server", "runtime.__main__"):
+        try:
+            main = _load(module, "main", "`endpointctl runtime serve`")
+            break
+        except MissingComponent:
+            continue
+    if main is None:
+        raise MissingComponent("`endpointctl runtime serve` is not available in this installation (no runtime.server.main)")
+    _exit_with(main(list(ctx.args)))
+
+
+@dev_app.command("tiny-model")
+def tiny_model(
+    path: Annotated[Path, typer.Argument(help="Directory to write the model to (created if missing).", show_default=False)],
+    seed: Annotated[int, typer.Option("--seed", help="Weights seed (same seed, same bytes).")] = 0,
+    chat_template: Annotated[bool, typer.Option("--chat-template/--no-chat-template", help="Include a chat template.")] = True,
+) -> None:
+    """Build the tiny Llama chat model locally (no download): the model tests and demos run on."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{path} exists and is not a directory")
+    build = _load("runtime.tinymodel", "build_tiny_model", "`endpointctl dev tiny-model`")
+    message(f"building the tiny model in {path} …")
+    built = build(path, seed=seed, chat_template=chat_template)
+    print(Path(built).resolve())
+
+
+def _mount_dev_cluster() -> None:
+    """Mount the Kubernetes engineer's `dev cluster` app if it is there; its absence is not an error."""
+    if importlib.util.find_spec("cli.devcluster") is None or importlib.util.find_spec("cli.devcluster.commands") is None:
+        return
+    try:
+        module = importlib.import_module("cli.devcluster.commands")
+        cluster_app = module.app
+    except (ImportError, AttributeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+
+        @dev_app.command("cluster", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+        def cluster_unavailable() -> None:
+            """The simulated Kubernetes cluster (unavailable here; run it to see why)."""
+            raise MissingComponent(f"`endpointctl dev cluster` is unavailable: {reason}")
+
+        return
+    dev_app.add_typer(cluster_app, name="cluster")
+
+
+_mount_dev_cluster()

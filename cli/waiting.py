@@ -1,0 +1,85 @@
+"""`wait`: poll an endpoint until it serves, fails, or time runs out, showing state and replica counts.
+
+Semantics follow huggingface_hub's `InferenceEndpoint.wait()`: `failed` and `updateFailed` end the wait with an
+error, `running` with a URL ends it successfully, anything else keeps polling. `paused` and `scaledToZero` keep
+polling too (a `resume` may just have been issued and the worker not yet picked it up) but the spinner says what
+would move them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cli.client import ControlPlaneClient
+from cli.errors import WaitFailed, WaitTimeout
+from cli.output import err, replicas
+
+HINTS = {
+    "paused": "paused: run `endpointctl resume {name}`",
+    "scaledToZero": "scaled to zero: the next request or `endpointctl resume {name}` wakes it",
+}
+
+
+def describe_progress(ep: dict[str, Any]) -> str:
+    status = ep.get("status") or {}
+    state = status.get("state") or "unknown"
+    parts = [f"{ep.get('name')}: {state}"]
+    counts = replicas(ep)
+    if counts:
+        parts.append(f"replicas {counts} ready")
+    hint = HINTS.get(state)
+    if hint:
+        parts.append(hint.format(name=ep.get("name")))
+    elif status.get("message"):
+        parts.append(str(status["message"]))
+    return " — ".join(parts)
+
+
+def wait_for_running(
+    client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0
+) -> dict[str, Any]:
+    """Return the endpoint once `running` with a URL; raise `WaitFailed` / `WaitTimeout` otherwise."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_line = None
+    with err.status(f"waiting for {name}…", spinner="dots") as spinner:
+        while True:
+            ep = client.get_endpoint(namespace, name)
+            status = ep.get("status") or {}
+            state = status.get("state")
+            line = describe_progress(ep)
+            spinner.update(line)
+            if line != last_line:
+                # One line per transition, so non-terminal logs (CI) show the progression too.
+                err.print(line, markup=False)
+                last_line = line
+            if state == "failed":
+                raise WaitFailed(f"endpoint {name} failed to deploy: {status.get('message') or 'no reason given'}")
+            if state == "updateFailed":
+                raise WaitFailed(f"endpoint {name} failed to update: {status.get('message') or 'no reason given'}")
+            if state == "running" and status.get("url"):
+                return ep
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for endpoint {name} to be running (state: {state})")
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+
+
+def wait_for_deletion(client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0) -> None:
+    """Poll until the endpoint is gone (404)."""
+    from cli.errors import ApiError
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with err.status(f"waiting for {name} to be deleted…", spinner="dots"):
+        while True:
+            try:
+                ep = client.get_endpoint(namespace, name)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                state = (ep.get("status") or {}).get("state")
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for endpoint {name} to be deleted (state: {state})")
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
