@@ -40,11 +40,15 @@ class Settings(BaseSettings):
 
     # Gateway: how long a request to a scaled-to-zero endpoint is held by default (seconds).
     scale_up_timeout: float = 120.0
+    # Networks whose clients may call `private` endpoints (the host itself; add the cluster's pod CIDR in k8s).
+    private_networks: str = "127.0.0.0/8,::1/128"
 
     # Worker periodic tasks (seconds).
     resync_interval: float = 30.0
     idle_check_interval: float = 15.0
     autoscale_interval: float = 10.0
+    # Autoscaler: scale down only to the highest recommendation seen within this window (seconds), so it won't flap.
+    scale_down_window: float = 120.0
 
     @property
     def effective_database_url(self) -> str:

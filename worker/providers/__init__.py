@@ -1,0 +1,35 @@
+"""Providers: where replicas run. `get_provider` picks the configured one, once per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from controlplane.core.config import Settings, get_settings
+from worker.providers.base import Provider
+
+_providers: dict[tuple, Provider] = {}
+_lock = threading.Lock()
+
+
+def get_provider(settings: Settings | None = None) -> Provider:
+    settings = settings or get_settings()
+    key = (settings.provider, str(settings.data_dir))
+    with _lock:
+        provider = _providers.get(key)
+        if provider is None:
+            provider = _providers[key] = _make(settings)
+        return provider
+
+
+def _make(settings: Settings) -> Provider:
+    if settings.provider == "local":
+        from worker.providers.local import LocalProvider
+
+        owner = os.environ.get("ENDPOINTCTL_OWNER_PID")
+        return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None)
+    if settings.provider == "kubernetes":
+        from worker.providers.kubernetes import KubernetesProvider
+
+        return KubernetesProvider.from_settings(settings)
+    raise ValueError(f"unknown provider {settings.provider!r}; choose 'local' or 'kubernetes'")

@@ -1,0 +1,265 @@
+"""The data-plane gateway: <base>/endpoints/<namespace>/<name>/<path> → a ready replica of that endpoint.
+
+Responsibilities, in request order: authorize by endpoint type; refuse paused endpoints (503, no wake); wake a
+scaled-to-zero endpoint and hold the request until a replica is ready (bounded by `X-Scale-Up-Timeout`); pick the
+replica with the fewest outstanding requests; stream the response through without buffering and without a read
+timeout (LLM streams may run for minutes); record activity for scale-to-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from controlplane.core.config import Settings
+from controlplane.gateway.routing import EndpointDirectory, EndpointView
+from controlplane.gateway.tokens import is_internal_token
+from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+ACTIVITY_WRITE_EVERY = 5.0
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message, "error_type": "gateway"}, status_code=self.status,
+                            headers={"X-Error-Message": self.message, **self.headers})
+
+
+class Gateway:
+    def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
+        self.directory = EndpointDirectory(factory)
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self._activity_written: dict[int, float] = {}
+        self._token_cache: dict[str, tuple[float, object | None]] = {}
+        self._wake_locks: dict[int, asyncio.Lock] = {}
+        self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",") if n.strip()]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- authorization -------------------------------------------------------------------------------------
+    async def _principal_for(self, raw: str):
+        cached = self._token_cache.get(raw)
+        if cached and time.monotonic() - cached[0] < 5.0:
+            return cached[1]
+
+        def lookup():
+            with self.factory() as session:
+                return self.authenticate(session, raw, settings=self.settings)
+
+        principal = await run_in_threadpool(lookup)
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[raw] = (time.monotonic(), principal)
+        return principal
+
+    async def authorize(self, request: Request, view: EndpointView) -> None:
+        if view.type == "private":
+            host = request.client.host if request.client else None
+            try:
+                address = ipaddress.ip_address(host) if host else None
+            except ValueError:
+                address = None
+            if address is None or not any(address in net for net in self.private_networks):
+                raise GatewayError(403, f"endpoint {view.namespace}/{view.name} is private: it accepts traffic only "
+                                        f"from inside the cluster/host")
+        if view.type == "public":
+            return
+        header = request.headers.get("authorization", "")
+        raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not raw:
+            raise GatewayError(401, f"endpoint {view.namespace}/{view.name} requires a token: send "
+                                    f"'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        if is_internal_token(self.settings, raw):
+            return
+        principal = await self._principal_for(raw)
+        if principal is None:
+            raise GatewayError(401, "invalid or revoked token", {"WWW-Authenticate": "Bearer"})
+        if not principal.can_access(view.namespace):
+            raise GatewayError(403, f"this token has no access to namespace {view.namespace!r}")
+
+    # -- scale from zero -----------------------------------------------------------------------------------
+    async def wake(self, view: EndpointView) -> None:
+        lock = self._wake_locks.setdefault(view.id, asyncio.Lock())
+        async with lock:
+            def write() -> bool:
+                from worker.celery_app import enqueue_reconcile
+
+                with self.factory() as session:
+                    result = session.execute(
+                        update(Endpoint)
+                        .where(Endpoint.id == view.id, Endpoint.desired_state == DesiredState.SCALED_TO_ZERO.value)
+                        .values(desired_state=DesiredState.RUNNING.value, generation=Endpoint.generation + 1,
+                                last_activity_at=datetime.now(UTC), updated_at=datetime.now(UTC))
+                    )
+                    if result.rowcount:
+                        endpoint = session.get(Endpoint, view.id)
+                        record_event(session, endpoint, type=EventType.NORMAL, reason="Waking",
+                                     message="request received while scaled to zero; scaling up")
+                    session.commit()
+                if result.rowcount:
+                    enqueue_reconcile(view.id)
+                return bool(result.rowcount)
+
+            if await run_in_threadpool(write):
+                log.info("waking %s/%s", view.namespace, view.name)
+                self.directory.invalidate(view.namespace, view.name)
+
+    async def ready_view(self, request: Request, namespace: str, name: str) -> EndpointView:
+        view = await self.directory.get(namespace, name)
+        if view is None:
+            raise GatewayError(404, f"endpoint {namespace}/{name} not found")
+        await self.authorize(request, view)
+        if view.targets and view.desired_state == DesiredState.RUNNING.value:
+            return view
+        if view.desired_state == DesiredState.PAUSED.value:
+            raise GatewayError(503, f"endpoint {namespace}/{name} is paused; resume it to serve requests",
+                               {"Retry-After": "60"})
+        if view.desired_state == DesiredState.DELETED.value:
+            raise GatewayError(404, f"endpoint {namespace}/{name} is being deleted")
+        if view.state in (EndpointState.FAILED.value,) and not view.targets:
+            raise GatewayError(503, f"endpoint {namespace}/{name} failed: {view.message or 'see its events'}")
+        if view.desired_state == DesiredState.SCALED_TO_ZERO.value:
+            await self.wake(view)
+        timeout = self._hold_timeout(request)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            view = await self.directory.get(namespace, name)
+            if view is None:
+                raise GatewayError(404, f"endpoint {namespace}/{name} not found")
+            if view.desired_state == DesiredState.PAUSED.value:
+                raise GatewayError(503, f"endpoint {namespace}/{name} is paused; resume it to serve requests",
+                                   {"Retry-After": "60"})
+            if view.targets:
+                return view
+            if view.state == EndpointState.FAILED.value:
+                raise GatewayError(503, f"endpoint {namespace}/{name} failed: {view.message or 'see its events'}")
+        raise GatewayError(503, f"endpoint {namespace}/{name} is starting (state: {view.state}); no replica became "
+                                f"ready within {timeout:g}s", {"Retry-After": str(max(1, math.ceil(timeout / 4)))})
+
+    def _hold_timeout(self, request: Request) -> float:
+        raw = request.headers.get("x-scale-up-timeout")
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError as exc:
+                raise GatewayError(400, f"X-Scale-Up-Timeout must be a number of seconds, got {raw!r}") from exc
+            if value < 0 or not math.isfinite(value):
+                raise GatewayError(400, "X-Scale-Up-Timeout must be a non-negative number of seconds")
+            return min(value, 3600.0)
+        return self.settings.scale_up_timeout
+
+    # -- activity ------------------------------------------------------------------------------------------
+    def record_activity(self, endpoint_id: int) -> None:
+        now = time.monotonic()
+        if now - self._activity_written.get(endpoint_id, 0.0) < ACTIVITY_WRITE_EVERY:
+            return
+        self._activity_written[endpoint_id] = now
+
+        def write() -> None:
+            with self.factory() as session:
+                session.execute(update(Endpoint).where(Endpoint.id == endpoint_id)
+                                .values(last_activity_at=datetime.now(UTC)))
+                session.commit()
+
+        task = asyncio.get_running_loop().run_in_executor(None, write)
+        task.add_done_callback(lambda f: f.exception() and log.warning("activity write failed: %s", f.exception()))
+
+    # -- proxying ------------------------------------------------------------------------------------------
+    async def handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
+        try:
+            return await self._handle(request, namespace, name, path)
+        except GatewayError as exc:
+            return exc.response()
+
+    async def _handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
+        view = await self.ready_view(request, namespace, name)
+        self.record_activity(view.id)
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() not in ("authorization", "x-scale-up-timeout")]
+        headers.append(("x-forwarded-for", request.client.host if request.client else ""))
+        query = request.url.query
+        deadline = time.monotonic() + self._hold_timeout(request)
+        while True:
+            target = self.directory.pick(view)
+            if target is None:
+                view = await self.ready_view(request, namespace, name)
+                continue
+            url = f"{target}/{path}" + (f"?{query}" if query else "")
+            upstream_request = self.client.build_request(request.method, url, headers=headers, content=body)
+            self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
+            try:
+                upstream = await self.client.send(upstream_request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._release(target)
+                # The replica went away between our last look and now: try another, or wait for one.
+                self.directory.mark_bad(target)
+                self.directory.invalidate(namespace, name)
+                if time.monotonic() > deadline:
+                    raise GatewayError(503, f"no replica of {namespace}/{name} is reachable: {exc}",
+                                       {"Retry-After": "5"}) from exc
+                await asyncio.sleep(0.2)
+                view = await self.ready_view(request, namespace, name)
+                continue
+            except httpx.HTTPError as exc:
+                self._release(target)
+                raise GatewayError(502, f"replica of {namespace}/{name} failed: {exc}") from exc
+            break
+        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        if "text/event-stream" in upstream.headers.get("content-type", ""):
+            response_headers["X-Accel-Buffering"] = "no"
+            response_headers["Cache-Control"] = "no-cache"
+
+        finished = False
+
+        async def finish() -> None:
+            # Runs from the generator's finally (client went away mid-stream) or as the background task; once.
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            await upstream.aclose()
+            self._release(target)
+
+        async def relay():
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await finish()
+
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers,
+                                 background=BackgroundTask(finish))
+
+    def _release(self, target: str) -> None:
+        self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)

@@ -1,0 +1,255 @@
+"""The reconciler's impure shell: read desired (DB) and observed (provider), plan, act, record status and events.
+
+Level-triggered: `reconcile_endpoint` can run any number of times, in any order, after any crash; it looks at the
+world as it is now and moves it one step toward the spec. It returns how soon it wants to look again (None when
+converged) instead of waiting, so a worker thread is never parked on a slow replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.errors import ControlPlaneError
+from controlplane.core.config import Settings
+from controlplane.db import session_scope
+from controlplane.gateway.tokens import internal_token
+from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from worker.hardware import resolve_hardware
+from worker.plan import Action, Desired, Plan, plan
+from worker.providers.base import (
+    DesiredDeployment,
+    ObservedDeployment,
+    Provider,
+    ProviderPermanentError,
+)
+
+log = logging.getLogger(__name__)
+
+WARNING_STATES = {EndpointState.FAILED.value, EndpointState.UPDATE_FAILED.value}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requeue_after: float | None
+    state: str | None
+
+
+def public_base_url(settings: Settings) -> str:
+    return (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+
+
+def endpoint_url(settings: Settings, endpoint: Endpoint) -> str:
+    return f"{public_base_url(settings)}/endpoints/{endpoint.namespace}/{endpoint.name}"
+
+
+def health_route(endpoint: Endpoint) -> str:
+    return "/" + (endpoint.spec.get("healthRoute") or "/health").lstrip("/")
+
+
+def desired_view(endpoint: Endpoint) -> Desired:
+    return Desired(
+        desired_state=endpoint.desired_state,
+        spec_revision=endpoint.spec_revision,
+        min_replicas=endpoint.min_replicas,
+        max_replicas=endpoint.max_replicas,
+        desired_replicas=endpoint.desired_replicas,
+        last_ready_revision=(endpoint.observed or {}).get("last_ready_revision"),
+        current_state=endpoint.state,
+    )
+
+
+def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> DesiredDeployment:
+    spec = endpoint.spec
+    model = spec["model"]
+    image = model.get("image") or {"huggingface": {}}
+    variant = next(iter(image.values())) if image else {}
+    variant = variant or {}
+    env = {str(k): str(v) for k, v in (model.get("env") or {}).items()}
+    if isinstance(variant, dict):
+        env = {**{str(k): str(v) for k, v in (variant.get("env") or {}).items()}, **env}
+    hardware = resolve_hardware(settings, spec["provider"]["vendor"], spec["provider"]["region"],
+                                spec["compute"]["instanceType"], spec["compute"]["instanceSize"])
+    return DesiredDeployment(
+        endpoint_id=endpoint.id, namespace=endpoint.namespace, name=endpoint.name, key=endpoint.provider_key,
+        revision=endpoint.spec_revision, replicas=replicas, repository=model["repository"],
+        model_revision=model.get("revision"), framework=model.get("framework") or "pytorch", task=model.get("task"),
+        image=image, command=model.get("command"), args=model.get("args"), env=env,
+        secrets={str(k): str(v) for k, v in (endpoint.secrets or {}).items()},
+        health_route=health_route(endpoint), port=int(variant.get("port") or 80) if isinstance(variant, dict) else 80,
+        hardware=hardware, endpoint_type=endpoint.type,
+    )
+
+
+def probe_health(settings: Settings, endpoint: Endpoint) -> bool:
+    """GET {url}{healthRoute} through the gateway, exactly as huggingface_hub's wait() will."""
+    url = endpoint_url(settings, endpoint) + health_route(endpoint)
+    try:
+        response = httpx.get(url, headers={"Authorization": f"Bearer {internal_token(settings)}"}, timeout=5.0)
+    except httpx.HTTPError as exc:
+        log.info("health probe of %s failed: %s", url, exc)
+        return False
+    return response.status_code == 200
+
+
+def _conditions(previous: list, wanted: dict[str, tuple[bool, str, str | None]], now: str) -> list[dict]:
+    by_type = {c.get("type"): c for c in previous or []}
+    result = []
+    for ctype, (status, reason, message) in wanted.items():
+        old = by_type.get(ctype)
+        value = "True" if status else "False"
+        changed = old is None or old.get("status") != value
+        result.append({"type": ctype, "status": value, "reason": reason, "message": message,
+                       "lastTransitionTime": now if changed else old.get("lastTransitionTime", now)})
+    return result
+
+
+def _observed_doc(previous: dict, o: ObservedDeployment, p: Plan, spec_revision: int) -> dict:
+    doc = dict(previous or {})
+    doc["replicas"] = [
+        {"name": r.name, "ready": r.ready, "url": r.url, "revision": r.revision, "phase": r.phase, "restarts": r.restarts}
+        for r in o.replicas
+    ]
+    doc["service_url"] = o.service_url
+    doc["revision"] = o.revision
+    if p.state == EndpointState.RUNNING.value:
+        doc["last_ready_revision"] = spec_revision
+    return doc
+
+
+def reconcile_endpoint(factory: sessionmaker[Session], provider: Provider, settings: Settings,
+                       endpoint_id: int) -> Outcome:
+    with session_scope(factory) as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        if endpoint is None:
+            return Outcome(None, None)
+        generation = endpoint.generation
+        key = endpoint.provider_key
+        desired = desired_view(endpoint)
+        deployment = None
+        if desired.desired_state != DesiredState.DELETED.value:
+            try:
+                deployment = build_deployment(endpoint, settings, 0)
+            except (KeyError, ValueError, TypeError, ControlPlaneError) as exc:
+                return _record_invalid(session, endpoint, f"invalid spec: {exc}")
+
+    observed = provider.observe(key)
+    p = plan(desired, observed)
+    if p.action is Action.APPLY:
+        try:
+            provider.apply(_with_replicas(deployment, p.replicas))
+        except ProviderPermanentError as exc:
+            with session_scope(factory) as session:
+                endpoint = session.get(Endpoint, endpoint_id)
+                return _record_invalid(session, endpoint, str(exc)) if endpoint else Outcome(None, None)
+        observed = provider.observe(key)
+        p = plan(desired, observed)
+    elif p.action is Action.DELETE:
+        provider.delete(key)
+        observed = provider.observe(key)
+        p = plan(desired, observed)
+    if p.action is Action.FINALIZE:
+        with session_scope(factory) as session:
+            endpoint = session.get(Endpoint, endpoint_id)
+            if endpoint is not None and endpoint.desired_state == DesiredState.DELETED.value:
+                record_event(session, endpoint, type=EventType.NORMAL, reason="Deleted",
+                             message="all replicas stopped and provider objects removed")
+                session.flush()
+                session.delete(endpoint)
+        return Outcome(None, "deleted")
+
+    if p.wants_health_check:
+        # The gateway routes from the row's observed replicas, so publish them before probing through it.
+        with session_scope(factory) as session:
+            endpoint = session.get(Endpoint, endpoint_id)
+            if endpoint is None:
+                return Outcome(None, None)
+            endpoint.observed = _observed_doc(endpoint.observed, observed, p, desired.spec_revision)
+        healthy = probe_health(settings, endpoint) if getattr(provider, "verify_through_gateway", True) else True
+        p = plan(desired, observed, health_ok=healthy)
+
+    return _write_status(factory, settings, endpoint_id, generation, observed, p, deployment)
+
+
+def _with_replicas(deployment: DesiredDeployment, replicas: int) -> DesiredDeployment:
+    from dataclasses import replace
+
+    return replace(deployment, replicas=replicas)
+
+
+def _record_invalid(session: Session, endpoint: Endpoint, message: str) -> Outcome:
+    if endpoint.state != EndpointState.FAILED.value or endpoint.message != message:
+        record_event(session, endpoint, type=EventType.WARNING, reason="InvalidSpec", message=message)
+    endpoint.state = EndpointState.FAILED.value
+    endpoint.message = message
+    endpoint.url = None
+    endpoint.ready_replicas = 0
+    endpoint.observed_generation = endpoint.generation
+    endpoint.updated_at = datetime.now(UTC)
+    return Outcome(None, endpoint.state)
+
+
+def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_id: int, generation: int,
+                  observed: ObservedDeployment, p: Plan, deployment: DesiredDeployment | None) -> Outcome:
+    now = datetime.now(UTC)
+    with session_scope(factory) as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        if endpoint is None:
+            return Outcome(None, None)
+        if endpoint.generation != generation:
+            # The API changed the desired state while we acted; our status may be stale. Look again at once.
+            return Outcome(0.0, endpoint.state)
+        url = endpoint_url(settings, endpoint) if p.state == EndpointState.RUNNING.value else None
+        new_observed = _observed_doc(endpoint.observed, observed, p, endpoint.spec_revision)
+        _notices(session, endpoint, deployment, new_observed, settings)
+        changed = (endpoint.state != p.state or endpoint.message != p.message or endpoint.url != url
+                   or endpoint.ready_replicas != p.ready_replicas or endpoint.target_replicas != p.replicas
+                   or endpoint.observed != new_observed or endpoint.observed_generation != generation)
+        if not changed:
+            return Outcome(p.requeue_after, p.state)
+        if endpoint.state != p.state:
+            kind = EventType.WARNING if p.state in WARNING_STATES or p.reason == "InsufficientCapacity" else EventType.NORMAL
+            detail = f": {p.message}" if p.message else ""
+            record_event(session, endpoint, type=kind, reason=p.reason or p.state,
+                         message=f"{endpoint.state} → {p.state} ({p.ready_replicas}/{p.replicas} replicas ready){detail}")
+            log.info("endpoint %s/%s: %s → %s", endpoint.namespace, endpoint.name, endpoint.state, p.state)
+        endpoint.state = p.state
+        endpoint.message = p.message
+        endpoint.url = url
+        endpoint.ready_replicas = p.ready_replicas
+        endpoint.target_replicas = p.replicas
+        endpoint.conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        endpoint.observed = new_observed
+        endpoint.observed_generation = generation
+        endpoint.updated_at = now
+        return Outcome(p.requeue_after, p.state)
+
+
+def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment | None, observed_doc: dict,
+             settings: Settings) -> None:
+    """One-time events per spec revision about how the provider interprets the spec on this host."""
+    if deployment is None or settings.provider != "local":
+        return
+    noticed = observed_doc.get("noticed_revision")
+    if noticed == endpoint.spec_revision:
+        return
+    observed_doc["noticed_revision"] = endpoint.spec_revision
+    if "custom" in deployment.image:
+        url = deployment.image["custom"].get("url")
+        record_event(session, endpoint, type=EventType.NORMAL, reason="CustomImageNotRunnable",
+                     message=f"no container engine on the local provider: running the bundled runtime with the env of "
+                             f"image {url} instead")
+    if deployment.hardware.accelerator == "gpu":
+        record_event(session, endpoint, type=EventType.NORMAL, reason="LocalHardware",
+                     message=f"{deployment.hardware.instance_type} {deployment.hardware.instance_size} requested; the local "
+                             f"provider runs on this host's devices (CUDA when present, CPU otherwise)")
+
+
+def all_endpoint_ids(factory: sessionmaker[Session]) -> list[int]:
+    with session_scope(factory) as session:
+        return list(session.scalars(select(Endpoint.id).order_by(Endpoint.id)))

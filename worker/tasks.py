@@ -1,0 +1,211 @@
+"""Celery tasks: thin wrappers that give the reconciler a lease, retries and a schedule.
+
+- `reconcile(endpoint_id)`: one level-triggered pass; requeues itself (deduplicated) until converged.
+- `resync_all` (beat): re-reconciles every endpoint and removes provider objects no endpoint owns, so lost
+  messages, crashed workers and drift repair themselves.
+- `scale_idle_to_zero` (beat): endpoints idle for `scaleToZeroTimeout` minutes go to zero replicas.
+- `autoscale` (beat): replicas between minReplica and maxReplica from pending requests per replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from celery.signals import worker_ready
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from controlplane.core.config import get_settings
+from controlplane.db import session_factory, session_scope
+from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from worker.celery_app import AUTOSCALE, QUEUE, RECONCILE, RESYNC_ALL, SCALE_IDLE_TO_ZERO, app
+from worker.lease import endpoint_lease, _redis
+from worker.providers import get_provider
+from worker.providers.base import ProviderTemporaryError
+from worker.reconcile import all_endpoint_ids, reconcile_endpoint
+
+log = logging.getLogger(__name__)
+
+_requeue_marks: dict[int, float] = {}
+_requeue_lock = threading.Lock()
+
+
+def schedule_requeue(endpoint_id: int, delay: float) -> None:
+    """At most one pending requeue per endpoint, so repeated triggers don't multiply reconcile chains."""
+    settings = get_settings()
+    delay = max(delay, 0.2)
+    if settings.redis_url:
+        if not _redis(settings.redis_url).set(f"endpointctl:requeue:{endpoint_id}", "1", nx=True,
+                                               px=int(delay * 1000)):
+            return
+    else:
+        with _requeue_lock:
+            now = time.monotonic()
+            if _requeue_marks.get(endpoint_id, 0) > now:
+                return
+            _requeue_marks[endpoint_id] = now + delay
+    app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE, countdown=delay)
+
+
+@app.task(name=RECONCILE, bind=True, autoretry_for=(ProviderTemporaryError, OperationalError),
+          retry_backoff=1, retry_backoff_max=60, retry_jitter=True, max_retries=20)
+def reconcile(self, endpoint_id: int) -> str | None:
+    settings = get_settings()
+    with endpoint_lease(settings, endpoint_id) as held:
+        if not held:
+            # Another worker is reconciling it now; it re-checks the generation before writing and requeues.
+            schedule_requeue(endpoint_id, 1.0)
+            return "busy"
+        outcome = reconcile_endpoint(session_factory(settings), get_provider(settings), settings, endpoint_id)
+    if outcome.requeue_after is not None:
+        schedule_requeue(endpoint_id, outcome.requeue_after)
+    return outcome.state
+
+
+@app.task(name=RESYNC_ALL)
+def resync_all() -> int:
+    settings = get_settings()
+    factory = session_factory(settings)
+    provider = get_provider(settings)
+    ids = all_endpoint_ids(factory)
+    with session_scope(factory) as session:
+        known = {e.provider_key for e in session.scalars(select(Endpoint))}
+    for key in provider.list_keys():
+        if key not in known:
+            log.warning("removing provider objects %s: no endpoint owns them", key)
+            provider.delete(key)
+    for endpoint_id in ids:
+        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+    return len(ids)
+
+
+def idle_since(endpoint: Endpoint) -> datetime:
+    """Last request through the gateway, or when the endpoint last became ready, whichever is later."""
+    candidates = [endpoint.last_activity_at]
+    for condition in endpoint.conditions or []:
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            try:
+                candidates.append(datetime.strptime(condition["lastTransitionTime"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                                  .replace(tzinfo=UTC))
+            except (KeyError, ValueError):
+                pass
+    candidates = [c for c in candidates if c is not None] or [endpoint.updated_at]
+    return max(candidates)
+
+
+@app.task(name=SCALE_IDLE_TO_ZERO)
+def scale_idle_to_zero() -> list[int]:
+    settings = get_settings()
+    factory = session_factory(settings)
+    now = datetime.now(UTC)
+    scaled = []
+    with session_scope(factory) as session:
+        rows = session.scalars(select(Endpoint).where(Endpoint.desired_state == DesiredState.RUNNING.value,
+                                                      Endpoint.state == EndpointState.RUNNING.value))
+        for endpoint in rows:
+            scaling = endpoint.spec["compute"]["scaling"]
+            timeout = scaling.get("scaleToZeroTimeout")
+            if timeout is None or int(scaling.get("minReplica", 1)) > 0:
+                continue
+            idle = now - idle_since(endpoint)
+            if idle < timedelta(minutes=float(timeout)):
+                continue
+            endpoint.desired_state = DesiredState.SCALED_TO_ZERO.value
+            endpoint.generation += 1
+            endpoint.updated_at = now
+            record_event(session, endpoint, type=EventType.NORMAL, reason="ScaledToZero",
+                         message=f"no traffic for {int(idle.total_seconds())}s (scaleToZeroTimeout {timeout} min)")
+            scaled.append(endpoint.id)
+    for endpoint_id in scaled:
+        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+    return scaled
+
+
+_METRIC = re.compile(r"^(tgi_queue_size|tgi_batch_current_size|vllm:num_requests_waiting|vllm:num_requests_running)"
+                     r"(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.M)
+
+
+def pending_requests(url: str) -> float | None:
+    """Queued + running requests of one replica, read from its Prometheus metrics (TGI or vLLM names)."""
+    try:
+        text = httpx.get(url.rstrip("/") + "/metrics", timeout=2.0).text
+    except httpx.HTTPError:
+        return None
+    values: dict[str, float] = {}
+    for name, value in _METRIC.findall(text):
+        values[name] = values.get(name, 0.0) + float(value)
+    if not values:
+        return None
+    tgi = values.get("tgi_queue_size", 0.0) + values.get("tgi_batch_current_size", 0.0)
+    vllm = values.get("vllm:num_requests_waiting", 0.0) + values.get("vllm:num_requests_running", 0.0)
+    return max(tgi, vllm)
+
+
+def recommend(pending: float, threshold: float, lower: int, upper: int) -> int:
+    return min(upper, max(lower, math.ceil(pending / threshold) if pending > 0 else lower))
+
+
+def stabilized(history: list[list[float]], now: float, recommendation: int, current: int, window: float) -> tuple[int, list]:
+    """HPA-style: scale up at once, scale down only to the highest recommendation seen within `window`."""
+    history = [h for h in history if now - h[0] <= window] + [[now, recommendation]]
+    if recommendation >= current:
+        return recommendation, history
+    return max(int(h[1]) for h in history), history
+
+
+@app.task(name=AUTOSCALE)
+def autoscale() -> dict[int, int]:
+    settings = get_settings()
+    factory = session_factory(settings)
+    changes: dict[int, int] = {}
+    with session_scope(factory) as session:
+        rows = list(session.scalars(select(Endpoint).where(Endpoint.desired_state == DesiredState.RUNNING.value,
+                                                           Endpoint.state == EndpointState.RUNNING.value)))
+        candidates = []
+        for endpoint in rows:
+            scaling = endpoint.spec["compute"]["scaling"]
+            lower, upper = max(1, int(scaling.get("minReplica", 1))), int(scaling.get("maxReplica", 1))
+            if upper <= lower:
+                continue
+            measure = scaling.get("measure") or {}
+            threshold = measure.get("pendingRequests") or 1.5
+            urls = [r["url"] for r in (endpoint.observed or {}).get("replicas", []) if r.get("ready") and r.get("url")]
+            candidates.append((endpoint.id, lower, upper, float(threshold), urls))
+    for endpoint_id, lower, upper, threshold, urls in candidates:
+        readings = [p for p in (pending_requests(u) for u in urls) if p is not None]
+        if not readings:
+            continue
+        total = sum(readings)
+        with session_scope(factory) as session:
+            endpoint = session.get(Endpoint, endpoint_id)
+            if endpoint is None:
+                continue
+            current = endpoint.desired_replicas or lower
+            observed = dict(endpoint.observed or {})
+            want, history = stabilized(observed.get("autoscale_history", []), time.time(),
+                                       recommend(total, threshold, lower, upper), current, settings.scale_down_window)
+            observed["autoscale_history"] = history
+            endpoint.observed = observed
+            if want != current:
+                endpoint.desired_replicas = want
+                endpoint.generation += 1
+                record_event(session, endpoint, type=EventType.NORMAL,
+                             reason="ScaledUp" if want > current else "ScaledDown",
+                             message=f"{total:g} pending requests over {len(readings)} replicas "
+                                     f"(target {threshold:g} per replica): {current} → {want} replicas")
+                changes[endpoint_id] = want
+    for endpoint_id in changes:
+        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+    return changes
+
+
+@worker_ready.connect
+def _resync_on_start(**_kwargs) -> None:
+    """A (re)started worker adopts live replicas and converges everything without waiting for the beat."""
+    app.send_task(RESYNC_ALL, queue=QUEUE)
