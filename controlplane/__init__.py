@@ -1,0 +1,26 @@
+"""endpointctl control plane: the v2 API, its database, and a Python SDK.
+
+    from controlplane import create_inference_endpoint, get_inference_endpoint, list_inference_endpoints
+
+The SDK names are imported lazily so `import controlplane.core.config` (every process does) stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["InferenceEndpoint", "InferenceEndpointError", "InferenceEndpointTimeoutError", "create_inference_endpoint",
+           "get_inference_endpoint", "list_inference_endpoints", "ControlPlaneClient"]
+
+if TYPE_CHECKING:
+    from controlplane.sdk import (ControlPlaneClient, InferenceEndpoint, InferenceEndpointError,
+                                  InferenceEndpointTimeoutError, create_inference_endpoint, get_inference_endpoint,
+                                  list_inference_endpoints)
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from controlplane import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'controlplane' has no attribute {name!r}")

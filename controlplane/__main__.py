@@ -1,0 +1,45 @@
+"""`python -m controlplane [--host H] [--port P] [--no-migrate]` serves the API; `python -m controlplane migrate`
+only applies migrations. Configuration comes from the environment (DATABASE_URL, REDIS_URL, ENDPOINTCTL_*)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from controlplane.core.config import get_settings
+
+log = logging.getLogger("controlplane")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start-up)")
+    parser.add_argument("--no-migrate", action="store_true",
+                        help="do not apply pending migrations at start-up (also ENDPOINTCTL_MIGRATE_ON_START=false)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    settings = get_settings()
+    from controlplane import migrate
+
+    if args.command == "migrate" or (settings.migrate_on_start and not args.no_migrate):
+        migrate.upgrade(settings)
+        log.info("database schema at %s", migrate.head_revision())
+    if args.command == "migrate":
+        return 0
+
+    import uvicorn
+
+    from controlplane.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

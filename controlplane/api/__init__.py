@@ -1,0 +1,1 @@
+"""HTTP layer: thin routers over `controlplane.services`, dependencies, and the one error-to-HTTP mapping."""

@@ -1,0 +1,55 @@
+"""`/api/whoami-v2` (huggingface_hub resolves the default namespace with it) and `/api/tokens`.
+
+Authorization model: a token acts as one user namespace plus that user's organisations; the bootstrap admin
+token acts on every namespace. Requests for any other namespace answer **403**, whether it exists or not.
+The admin mints tokens for any user (creating the user and the organisations in `orgs`); every other token
+may mint tokens for its own namespace and list or revoke its own tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from controlplane.api.responses import FastJSONResponse
+
+from controlplane.api.deps import ContextDep
+from controlplane.models import ApiToken
+from controlplane.schemas import ErrorBody, TokenCreate, TokenCreated, TokensPublic, WhoAmI, iso_z
+from controlplane.services.tokens import TokenService
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
+router = APIRouter(prefix="/api", tags=["auth"], responses=ERRORS)
+
+
+def _token(token: ApiToken) -> dict:
+    return {"id": token.id, "name": token.name, "namespace": token.namespace.name, "prefix": token.prefix,
+            "createdAt": iso_z(token.created_at), "lastUsedAt": iso_z(token.last_used_at),
+            "revoked": token.revoked_at is not None}
+
+
+@router.get("/whoami-v2", responses={200: {"model": WhoAmI}}, summary="Who the bearer token is")
+def read_whoami(ctx: ContextDep) -> FastJSONResponse:
+    p = ctx.principal
+    return FastJSONResponse({"type": "user", "name": p.name, "orgs": [{"name": o} for o in p.orgs],
+                           "auth": {"type": "access_token", "accessToken": {"role": "admin" if p.is_admin else "write"}},
+                           "isAdmin": p.is_admin})
+
+
+@router.post("/tokens", status_code=201, responses={201: {"model": TokenCreated}},
+             summary="Mint a token (the plain value is in this response only)")
+def create_token(body: TokenCreate, ctx: ContextDep) -> FastJSONResponse:
+    token, raw = TokenService(ctx.session, ctx.principal).mint(namespace=body.namespace, name=body.name,
+                                                               orgs=body.orgs)
+    return FastJSONResponse({**_token(token), "token": raw}, status_code=201)
+
+
+@router.get("/tokens", responses={200: {"model": TokensPublic}},
+            summary="List tokens (own namespace; all for the admin); never the secret")
+def read_tokens(ctx: ContextDep) -> FastJSONResponse:
+    return FastJSONResponse({"items": [_token(t) for t in TokenService(ctx.session, ctx.principal).list()]})
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke a token (own tokens; any for the admin)")
+def delete_token(token_id: Annotated[int, Path(ge=1, le=2**62)], ctx: ContextDep) -> FastJSONResponse:
+    return FastJSONResponse(_token(TokenService(ctx.session, ctx.principal).revoke(token_id)))

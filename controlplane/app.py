@@ -1,0 +1,50 @@
+"""The control-plane FastAPI application: v2 endpoint routes, hardware catalog, auth, health, metrics, gateway."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from controlplane.api import errors
+from controlplane.api.routes import auth, endpoints, health, providers
+from controlplane.catalog import load_catalog
+from controlplane.core.config import Settings, get_settings
+from controlplane.db import session_factory
+from controlplane.metrics import Metrics, MetricsMiddleware
+from controlplane.services.enqueue import Enqueue, make_enqueuer
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Self-hosted control plane speaking the Inference Endpoints v2 wire format: point
+`huggingface_hub.constants.INFERENCE_ENDPOINTS_ENDPOINT` at `<this-url>/v2` and `HF_ENDPOINT` at `<this-url>`.
+
+**Auth.** Every `/v2` and `/api` route takes `Authorization: Bearer <token>`. A token acts as one user namespace
+and the organisations that user belongs to; the bootstrap admin token (`ENDPOINTCTL_ADMIN_TOKEN`, namespace
+`ENDPOINTCTL_ADMIN_NAMESPACE`) acts on every namespace and mints tokens for users with `POST /api/tokens`.
+A request for a namespace the token does not hold answers **403** (whether or not it exists).
+
+**State.** Writes store the desired state and return at once; the worker reconciles and writes `status`.
+Errors are `{"error": "...", "param"?: "..."}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = None) -> FastAPI:
+    """Build the API for `settings` (default: the environment). Migrations are applied by the caller
+    (`python -m controlplane` does it at start-up); `enqueue` replaces the Celery hand-off (embedding, tests)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="endpointctl control plane", version="0.1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.sessions = session_factory(settings)
+    app.state.catalog = load_catalog(settings.hardware_catalog)
+    app.state.enqueue = enqueue or make_enqueuer(settings)
+    app.state.metrics = Metrics(app.state.sessions)
+    errors.install(app)
+    for module in (endpoints, providers, auth, health):
+        app.include_router(module.router)
+    from controlplane import gateway
+
+    app.include_router(gateway.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,83 @@
+"""Engines and sessions for the control-plane database, importable without the web app (the worker uses them).
+
+SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection, so the API's thread
+pool, the worker and the gateway can share one file; PostgreSQL is used as is through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.core.config import Settings, get_settings
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects are untyped
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def make_engine(settings: Settings | None = None, *, url: str | None = None) -> Engine:
+    """A new engine for the configured database (callers that want sharing use `get_engine`)."""
+    settings = settings or get_settings()
+    url = url or settings.effective_database_url
+    if url.startswith("sqlite"):
+        # pysqlite begins a transaction only before the first write, so writers queue on the busy timeout
+        # instead of failing with "database is locked" on a read-to-write upgrade.
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=20, max_overflow=20)
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return engine
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """One engine per database URL per process."""
+    settings = settings or get_settings()
+    url = settings.effective_database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(settings, url=url)
+        return engine
+
+
+def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
+    """Sessions bound to the shared engine; objects stay readable after commit (we serialize after writing)."""
+    return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work: commit on success, roll back on any error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests drop their databases afterwards)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

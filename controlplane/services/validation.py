@@ -1,0 +1,199 @@
+"""Turns a parsed create/update request into the stored desired spec, or an `InvalidSpec` naming the parameter.
+
+Shape errors were already answered with 422 by pydantic; everything here is a 400 whose message says what is
+allowed, because huggingface_hub shows the `error` string to the user as is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.catalog import Catalog
+from controlplane.errors import InvalidSpec
+from controlplane.schemas import DEFAULT_HEALTH_ROUTE, IMAGE_VARIANTS, EndpointCreate
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+MAX_NAME = 32
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+MAX_REPLICAS = 1000
+MAX_SCALE_TO_ZERO_MINUTES = 525_600  # a year
+MEASURES = ("pendingRequests", "hardwareUsage")
+MAX_TEXT = 1024  # repository, revision, framework, task, image url, route fields
+MAX_TAGS = 64
+
+
+@dataclass(frozen=True)
+class ValidSpec:
+    """What the database stores for a valid request: the public spec and the write-only parts apart."""
+
+    name: str
+    type: str
+    spec: dict[str, Any]
+    secrets: dict[str, str]
+    image_credentials: dict[str, str | None] | None
+    catalog_id: str
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or not NAME_RE.match(name):
+        raise InvalidSpec(
+            f"invalid endpoint name {name[:64]!r}: a name is a DNS label of at most {MAX_NAME} characters: lowercase "
+            "letters, digits and '-', starting and ending with a letter or digit", param="name")
+    return name
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE_RE.match(namespace or ""):
+        raise InvalidSpec(f"invalid namespace {namespace[:80]!r}: letters, digits, '.', '_' and '-', at most 63 "
+                          "characters, starting with a letter or digit", param="namespace")
+    return namespace
+
+
+def _text(value: str | None, param: str, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise InvalidSpec(f"{param} is required and must not be empty", param=param)
+        return value
+    if len(value) > MAX_TEXT:
+        raise InvalidSpec(f"{param} is longer than {MAX_TEXT} characters", param=param)
+    if "\x00" in value:
+        raise InvalidSpec(f"{param} contains a NUL character", param=param)
+    return value
+
+
+def _env(values: dict[str, str] | None, param: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (values or {}).items():
+        if not ENV_NAME_RE.match(key) or len(key) > 256:
+            raise InvalidSpec(f"{param}: {key[:64]!r} is not a valid environment variable name", param=param)
+        if "\x00" in value:
+            raise InvalidSpec(f"{param}.{key} contains a NUL character", param=param)
+        out[key] = value
+    return out
+
+
+def _route_path(value: str | None, param: str) -> str | None:
+    value = _text(value, param)
+    if value and not value.startswith("/"):
+        raise InvalidSpec(f"{param} must start with '/' (got {value[:64]!r})", param=param)
+    return value
+
+
+def validate_create(body: EndpointCreate, catalog: Catalog) -> ValidSpec:
+    name = check_name(body.name)
+    endpoint_type = "authenticated" if body.type == "protected" else body.type
+
+    compute = body.compute
+    for field_name in ("accelerator", "instanceType", "instanceSize"):
+        _text(getattr(compute, field_name), f"compute.{field_name}", required=True)
+    _text(body.provider.vendor, "provider.vendor", required=True)
+    _text(body.provider.region, "provider.region", required=True)
+    inst = catalog.resolve(vendor=body.provider.vendor, region=body.provider.region,
+                           instance_type=compute.instanceType, instance_size=compute.instanceSize,
+                           accelerator=compute.accelerator)
+
+    scaling = compute.scaling
+    if scaling.minReplica < 0:
+        raise InvalidSpec(f"compute.scaling.minReplica must be >= 0 (got {scaling.minReplica})",
+                          param="compute.scaling.minReplica")
+    if scaling.maxReplica < 1 or scaling.maxReplica > MAX_REPLICAS:
+        raise InvalidSpec(f"compute.scaling.maxReplica must be between 1 and {MAX_REPLICAS} "
+                          f"(got {scaling.maxReplica})", param="compute.scaling.maxReplica")
+    if scaling.minReplica > scaling.maxReplica:
+        raise InvalidSpec(f"compute.scaling.minReplica ({scaling.minReplica}) must be <= maxReplica "
+                          f"({scaling.maxReplica})", param="compute.scaling.minReplica")
+    timeout = scaling.scaleToZeroTimeout
+    if timeout is not None and not 0 <= timeout <= MAX_SCALE_TO_ZERO_MINUTES:
+        raise InvalidSpec(f"compute.scaling.scaleToZeroTimeout is in minutes and must be between 0 and "
+                          f"{MAX_SCALE_TO_ZERO_MINUTES} (got {timeout})", param="compute.scaling.scaleToZeroTimeout")
+    scaling_out: dict[str, Any] = {"minReplica": scaling.minReplica, "maxReplica": scaling.maxReplica,
+                                   "scaleToZeroTimeout": timeout}
+    if scaling.measure is not None:
+        if len(scaling.measure) != 1 or next(iter(scaling.measure)) not in MEASURES:
+            raise InvalidSpec("compute.scaling.measure must have exactly one key: pendingRequests or hardwareUsage",
+                              param="compute.scaling.measure")
+        (metric, threshold), = scaling.measure.items()
+        if threshold is not None and (threshold <= 0 or (metric == "hardwareUsage" and threshold > 100)):
+            raise InvalidSpec(f"compute.scaling.measure.{metric} must be > 0" +
+                              (" and <= 100 (percent)" if metric == "hardwareUsage" else ""),
+                              param=f"compute.scaling.measure.{metric}")
+        scaling_out["measure"] = {metric: threshold}
+
+    model = body.model
+    _text(model.repository, "model.repository", required=True)
+    _text(model.framework, "model.framework", required=True)
+    _text(model.revision, "model.revision")
+    _text(model.task, "model.task")
+    if len(model.image) != 1:
+        raise InvalidSpec("model.image must have exactly one key, one of: " + ", ".join(IMAGE_VARIANTS),
+                          param="model.image")
+    (variant, image), = model.image.items()
+    if variant not in IMAGE_VARIANTS:
+        raise InvalidSpec(f"unknown model.image variant {variant[:64]!r}; valid variants: " + ", ".join(IMAGE_VARIANTS),
+                          param="model.image")
+    param = f"model.image.{variant}"
+    if variant == "custom" and not image.url:
+        raise InvalidSpec(f"{param}.url is required for a custom image", param=f"{param}.url")
+    _text(image.url, f"{param}.url")
+    if image.port is not None and not 1 <= image.port <= 65535:
+        raise InvalidSpec(f"{param}.port must be between 1 and 65535 (got {image.port})", param=f"{param}.port")
+    health_route = _route_path(image.healthRoute, f"{param}.healthRoute") or DEFAULT_HEALTH_ROUTE
+    for size_field in ("tensorParallelSize", "dataParallelSize"):
+        size = getattr(image, size_field)
+        if size is not None and not 1 <= size <= 64:
+            raise InvalidSpec(f"{param}.{size_field} must be between 1 and 64", param=f"{param}.{size_field}")
+    credentials = None
+    image_out = image.model_dump(exclude_none=True, exclude={"credentials"})
+    if image.credentials is not None:
+        if variant != "custom":
+            raise InvalidSpec("registry credentials are only allowed for a custom image",
+                              param=f"{param}.credentials")
+        _text(image.credentials.username, f"{param}.credentials.username", required=True)
+        credentials = {"username": image.credentials.username, "password": image.credentials.password}
+        image_out["credentials"] = {"username": image.credentials.username}
+    for list_name in ("command", "args"):
+        for item in getattr(model, list_name) or []:
+            if "\x00" in item:
+                raise InvalidSpec(f"model.{list_name} contains a NUL character", param=f"model.{list_name}")
+    env = _env(model.env, "model.env")
+    secrets = _env(model.secrets, "model.secrets")
+    clash = sorted(set(env) & set(secrets))
+    if clash:
+        raise InvalidSpec(f"model.env and model.secrets both set {', '.join(clash)}", param="model.secrets")
+
+    route = None
+    if body.route is not None:
+        route = {"domain": _text(body.route.domain, "route.domain"), "path": _route_path(body.route.path, "route.path")}
+    tags = list(body.tags) if body.tags is not None else []
+    if len(tags) > MAX_TAGS:
+        raise InvalidSpec(f"at most {MAX_TAGS} tags", param="tags")
+    for tag in tags:
+        if not tag or len(tag) > 128 or "\x00" in tag:
+            raise InvalidSpec("tags must be non-empty strings of at most 128 characters", param="tags")
+
+    spec = {
+        "compute": {"id": inst.id, "accelerator": inst.accelerator, "instanceType": inst.instanceType,
+                    "instanceSize": inst.instanceSize, "scaling": scaling_out},
+        "model": {"repository": model.repository, "revision": model.revision, "framework": model.framework,
+                  "task": model.task, "image": {variant: image_out}, "command": model.command,
+                  "args": model.args, "env": env},
+        "provider": {"vendor": body.provider.vendor, "region": body.provider.region},
+        "route": route,
+        "tags": tags,
+        "cacheHttpResponses": body.cacheHttpResponses,
+        "healthRoute": health_route,
+    }
+    if body.privateService is not None:
+        spec["privateService"] = body.privateService
+    return ValidSpec(name=name, type=endpoint_type, spec=spec, secrets=secrets, image_credentials=credentials,
+                     catalog_id=inst.id)
+
+
+# Parts of the spec that change what the replicas run; other changes (scaling, tags, type) do not roll pods.
+def runtime_view(spec: dict[str, Any], secrets: dict[str, str], credentials: dict | None) -> dict[str, Any]:
+    compute = {k: v for k, v in spec["compute"].items() if k != "scaling"}
+    return {"compute": compute, "model": spec["model"], "provider": spec["provider"],
+            "healthRoute": spec.get("healthRoute"), "secrets": secrets, "credentials": credentials}
