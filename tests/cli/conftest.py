@@ -1,0 +1,135 @@
+"""A live control plane (`python -m controlplane`) on a free loopback port, and a runner for the CLI as a subprocess.
+
+The server gets its own data directory (SQLite, embedded broker) and a known admin token; no worker runs, so
+endpoints created here stay `pending`. Every CLI run gets an empty HOME and its own config file, so a developer's
+~/.config/endpointctl never leaks into the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ENDPOINTCTL = str(Path(sys.executable).with_name("endpointctl"))
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    admin_token: str
+    data_dir: Path
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    data_dir = tmp_path_factory.mktemp("cp-data")
+    log = data_dir / "server.log"
+    token = "admin-" + secrets.token_hex(16)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"ENDPOINTCTL_DATA_DIR": str(data_dir), "ENDPOINTCTL_ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"})
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"control plane exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"control plane did not answer /healthz in 60s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield ControlPlane(url=url, admin_token=token, data_dir=data_dir, log=log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return f"Result(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+class Cli:
+    """Runs `endpointctl` as a subprocess with a controlled environment."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+
+    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
+        full_env = {**self.env, **(env or {})}
+        full_env = {k: v for k, v in full_env.items() if v is not None}
+        proc = subprocess.run(
+            [ENDPOINTCTL, *args], input=input if input is not None else "", capture_output=True, text=True,
+            env=full_env, timeout=timeout, cwd=self.home,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_")}
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                "ENDPOINTCTL_CONFIG": str(home / ".config" / "endpointctl" / "config.yaml")})
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, controlplane: ControlPlane) -> Cli:
+    """The CLI pointed at the live control plane as the admin (via the environment)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _base_env(home)
+    env.update({"ENDPOINTCTL_URL": controlplane.url, "ENDPOINTCTL_TOKEN": controlplane.admin_token})
+    return Cli(home, env)
+
+
+@pytest.fixture
+def bare_cli(tmp_path: Path) -> Cli:
+    """The CLI with no settings at all (no server needed)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(home, _base_env(home))
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A DNS-label endpoint name unique per test (the server is shared by the session)."""
+    return f"t{secrets.token_hex(3)}-" + request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:18].strip("-")

@@ -1,0 +1,109 @@
+"""The CLI as a subprocess without a usable control plane: usage errors, unreachable servers, the config verbs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.conftest import Cli, free_port
+
+
+def test_help_lists_every_verb(bare_cli: Cli) -> None:
+    r = bare_cli("--help")
+    assert r.code == 0, r
+    for verb in ("create", "list", "describe", "wait", "update", "pause", "resume", "scale-to-zero", "delete", "logs",
+                 "events", "chat", "hardware", "token", "dev", "runtime", "up", "demo", "config", "login", "whoami"):
+        assert f" {verb} " in r.stdout, verb
+
+
+def test_unreachable_control_plane_is_one_line_exit_1(bare_cli: Cli) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["list"], ["-n", "me", "describe", "x"], ["-n", "me", "create", "x", "-r", "m"], ["whoami"]):
+        r = bare_cli("--url", url, *args)
+        assert r.code == 1, r
+        assert r.stderr.startswith(f"error: cannot reach the control plane at {url}: "), r
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r
+
+
+def test_default_url_comes_from_env_then_config(bare_cli: Cli) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert bare_cli("config", "set", "url", url).code == 0
+    r = bare_cli("list")
+    assert f"cannot reach the control plane at {url}" in r.stderr, r
+    other = f"http://127.0.0.1:{free_port()}"
+    r = bare_cli("list", env={"ENDPOINTCTL_URL": other})
+    assert f"cannot reach the control plane at {other}" in r.stderr, r
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--output", "xml", "list"],
+        ["list", "-o", "csv"],
+        ["list", "--bogus"],
+        ["create"],
+        ["create", "x", "--min-replica", "two"],
+        ["create", "x", "-r", "m", "--accelerator", "tpu"],
+        ["create", "x", "-r", "m", "--type", "secret"],
+        ["wait", "x", "--timeout", "-1"],
+        ["describe"],
+        ["no-such-verb"],
+        ["token", "revoke"],
+        ["config", "set", "colour", "red"],
+    ],
+)
+def test_bad_flags_are_usage_errors(bare_cli: Cli, args: list[str]) -> None:
+    r = bare_cli(*args)
+    assert r.code == 2, r
+    assert "Usage:" in r.stderr and "Traceback" not in r.stderr, r
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "x"], "--repository is required"),
+        (["create", "x", "-r", "m", "--min-replica", "2", "--max-replica", "1"], "--min-replica (2) must not exceed --max-replica (1)"),
+        (["create", "x", "-r", "m", "--env", "NOEQUALS"], "--env expects KEY=VALUE, got 'NOEQUALS'"),
+        (["create", "x", "-r", "m", "--health-route", "/h"], "give --image-url too"),
+        (["update", "x"], "nothing to update"),
+    ],
+)
+def test_invalid_option_values_are_refused_before_any_request(bare_cli: Cli, args: list[str], message: str) -> None:
+    # No server listens at the default URL's port in the tests' HOME: these must fail before connecting.
+    r = bare_cli("--url", f"http://127.0.0.1:{free_port()}", "-n", "me", *args)
+    assert r.code == 2, r
+    assert r.stderr.strip() == f"error: {message}" or message in r.stderr, r
+    assert "cannot reach" not in r.stderr
+
+
+def test_config_set_show_unset(bare_cli: Cli) -> None:
+    assert bare_cli("config", "set", "token", "tok-abcdefghijklmnop").code == 0
+    assert bare_cli("config", "set", "namespace", "team").code == 0
+    r = bare_cli("config", "show", "-o", "json")
+    assert r.code == 0, r
+    shown = json.loads(r.stdout)
+    assert shown["settings"] == {"url": "http://127.0.0.1:8000", "token": "tok-…mnop", "namespace": "team"}
+    assert shown["sources"]["url"] == "default" and shown["sources"]["token"].endswith("config.yaml")
+    r = bare_cli("config", "show", "--reveal", "-o", "yaml")
+    assert "token: tok-abcdefghijklmnop" in r.stdout, r
+    r = bare_cli("--token", "flagtoken", "config", "show", "--reveal")
+    assert "flagtoken" in r.stdout and "flag" in r.stdout, r
+    assert bare_cli("config", "unset", "token").code == 0
+    assert json.loads(bare_cli("config", "show", "-o", "json").stdout)["settings"]["token"] is None
+
+
+def test_broken_config_file_is_one_line(bare_cli: Cli) -> None:
+    path = bare_cli.home / ".config" / "endpointctl" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("url: [oops\n")
+    r = bare_cli("list")
+    assert r.code == 1, r
+    assert r.stderr.startswith(f"error: config file {path} is not valid YAML"), r
+
+
+def test_dev_tiny_model_refuses_a_file_path(bare_cli: Cli) -> None:
+    target = bare_cli.home / "file"
+    target.write_text("x")
+    r = bare_cli("dev", "tiny-model", str(target))
+    assert r.code == 1 and r.stderr.strip() == f"error: {target} exists and is not a directory", r
