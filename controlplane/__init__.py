@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["InferenceEndpoint", "InferenceEndpointError", "InferenceEndpointTimeoutError", "create_inference_endpoint",
-           "get_inference_endpoint", "list_inference_endpoints", "ControlPlaneClient"]
+__all__ = ["ControlPlaneClient", "EndpointctlHTTPError", "InferenceEndpoint", "InferenceEndpointError",
+           "InferenceEndpointTimeoutError", "create_inference_endpoint", "delete_inference_endpoint",
+           "get_inference_endpoint", "list_inference_endpoints", "pause_inference_endpoint",
+           "resume_inference_endpoint", "scale_to_zero_inference_endpoint", "update_inference_endpoint"]
 
 if TYPE_CHECKING:
-    from controlplane.sdk import (ControlPlaneClient, InferenceEndpoint, InferenceEndpointError,
-                                  InferenceEndpointTimeoutError, create_inference_endpoint, get_inference_endpoint,
-                                  list_inference_endpoints)
+    from controlplane.sdk import (ControlPlaneClient, EndpointctlHTTPError, InferenceEndpoint,
+                                  InferenceEndpointError, InferenceEndpointTimeoutError, create_inference_endpoint,
+                                  delete_inference_endpoint, get_inference_endpoint, list_inference_endpoints,
+                                  pause_inference_endpoint, resume_inference_endpoint,
+                                  scale_to_zero_inference_endpoint, update_inference_endpoint)
 
 
 def __getattr__(name: str) -> Any:
