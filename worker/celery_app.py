@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from celery import Celery
 
+import worker.embedded_broker  # noqa: F401 - registers the `esqla` transport alias
 from controlplane.core.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=QUEUE,
-        broker_transport_options={"visibility_timeout": 300, "polling_interval": 0.2},
+        broker_transport_options={"visibility_timeout": 300} if settings.redis_url else {},
         worker_hijack_root_logger=False,
         beat_schedule={
             "resync-all": {"task": RESYNC_ALL, "schedule": timedelta(seconds=settings.resync_interval)},

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     hardware_catalog: Path | None = None
     # Provider the worker drives: "local" (processes on this machine) or "kubernetes".
     provider: str = "local"
+    # Local provider: the command that runs one replica (default: the bundled runtime, `python -m runtime`).
+    local_runtime_command: str | None = None
     # Apply pending Alembic migrations when the API starts.
     migrate_on_start: bool = True
 
@@ -49,6 +51,39 @@ class Settings(BaseSettings):
     autoscale_interval: float = 10.0
     # Autoscaler: scale down only to the highest recommendation seen within this window (seconds), so it won't flap.
     scale_down_window: float = 120.0
+
+    # --- Kubernetes provider (ENDPOINTCTL_PROVIDER=kubernetes) ----------------------------------------------
+    # Cluster access: KUBECONFIG (standard name) or, when unset and running in a pod, the in-cluster config.
+    kubeconfig: Path | None = Field(default=None, validation_alias=AliasChoices("KUBECONFIG", "ENDPOINTCTL_KUBECONFIG"))
+    k8s_context: str | None = None
+    # Namespace holding every endpoint's Deployment/Service/Secret (created if the credentials may).
+    k8s_namespace: str = "endpointctl-endpoints"
+    k8s_field_manager: str = "endpointctl"
+    # Bundled runtime image; a custom image `url` in the endpoint spec replaces it.
+    k8s_runtime_image: str = "ghcr.io/endpointctl/runtime:0.1.0"
+    # Image of the init container that downloads the model snapshot (default: the runtime image, which ships `hf`).
+    k8s_downloader_image: str | None = None
+    k8s_image_pull_secrets: list[str] = Field(default_factory=list)  # JSON list of Secret names
+    k8s_image_pull_policy: str = "IfNotPresent"
+    # Model cache: emptyDir when no storage class is set, else a per-pod ephemeral PVC of this class and size.
+    k8s_storage_class: str | None = None
+    k8s_model_cache_size: str = "100Gi"
+    k8s_shm_size: str = "1Gi"
+    k8s_extra_labels: dict[str, str] = Field(default_factory=dict)  # JSON objects
+    k8s_extra_annotations: dict[str, str] = Field(default_factory=dict)
+    k8s_tolerations: list[dict] = Field(default_factory=list)  # extra pod tolerations (JSON list)
+    # Seconds a pod stays on a NotReady/unreachable node before it is evicted and rescheduled.
+    k8s_node_failure_toleration_seconds: int = 60
+    # Slow model loads: the startup probe allows this long before the kubelet restarts the container, and a
+    # rollout that makes no progress for `k8s_progress_deadline_seconds` is reported as updateFailed.
+    k8s_startup_timeout_seconds: int = 1800
+    k8s_progress_deadline_seconds: int = 2400
+    # Readiness already is the kubelet's probe of the health route; probing again through the gateway needs the
+    # gateway to reach Services (it runs in the cluster). Off by default.
+    k8s_verify_through_gateway: bool = False
+    # Hub access for the download init container (put into the endpoint's Secret, never into the pod spec).
+    hub_token: str | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "ENDPOINTCTL_HUB_TOKEN"))
+    hub_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "ENDPOINTCTL_HUB_ENDPOINT"))
 
     @property
     def effective_database_url(self) -> str:
@@ -66,7 +101,7 @@ class Settings(BaseSettings):
         """Redis in production; kombu's SQLAlchemy transport on SQLite when no broker server is configured."""
         if self.redis_url:
             return self.redis_url
-        return f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        return f"esqla+sqlite:///{self.data_dir / 'broker.db'}"
 
 
 @lru_cache

@@ -59,7 +59,8 @@ class EndpointDirectory:
 
     async def get(self, namespace: str, name: str, *, max_age: float = TTL) -> EndpointView | None:
         key = (namespace, name)
-        if key in self._cache and time.monotonic() - self._fetched[key] < max_age:
+        fetched = self._fetched.get(key)
+        if fetched is not None and time.monotonic() - fetched < max_age:
             return self._cache[key]
         pending = self._inflight_refresh.get(key)
         if pending is not None:

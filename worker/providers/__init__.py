@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 
 from controlplane.core.config import Settings, get_settings
@@ -27,7 +28,8 @@ def _make(settings: Settings) -> Provider:
         from worker.providers.local import LocalProvider
 
         owner = os.environ.get("ENDPOINTCTL_OWNER_PID")
-        return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None)
+        command = shlex.split(settings.local_runtime_command) if settings.local_runtime_command else None
+        return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None, runtime_command=command)
     if settings.provider == "kubernetes":
         from worker.providers.kubernetes import KubernetesProvider
 

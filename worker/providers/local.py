@@ -61,13 +61,14 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, data_dir: Path, *, owner_pid: int | None = None, python: str | None = None,
-                 host: str = "127.0.0.1", max_failures: int = 3) -> None:
+                 host: str = "127.0.0.1", max_failures: int = 3, runtime_command: list[str] | None = None) -> None:
         self.root = Path(data_dir) / "local-replicas"
         self.root.mkdir(parents=True, exist_ok=True)
         self.owner_pid = owner_pid
         self.python = python or sys.executable
         self.host = host
         self.max_failures = max_failures
+        self.runtime_command = runtime_command or [self.python, "-m", "runtime"]
         self._children: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -237,7 +238,7 @@ class LocalProvider:
                "--health-url", f"http://{self.host}:{port}{health_route}", "--max-failures", str(self.max_failures)]
         if self.owner_pid:
             cmd += ["--owner-pid", str(self.owner_pid)]
-        cmd += ["--", self.python, "-m", "runtime", *(desired.args or [])]
+        cmd += ["--", *self.runtime_command, *(desired.args or [])]
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         with self._lock:
