@@ -114,7 +114,8 @@ def pick_compute(catalog: dict[str, Any], opts: EndpointOptions) -> tuple[str, s
         f"{k}={v}" for k, v in (("vendor", opts.vendor), ("region", opts.region), ("accelerator", wanted_accel),
                                 ("instance-type", opts.instance_type), ("instance-size", opts.instance_size)) if v
     )
-    raise CliError(f"no hardware in the catalog matches {pinned}; see `endpointctl hardware`")
+    known = ", ".join(str(v.get("name")) for v in vendors) or "none"
+    raise CliError(f"no hardware in the catalog matches {pinned} (vendors: {known}); see `endpointctl hardware`")
 
 
 def needs_catalog(opts: EndpointOptions) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 
 from cli.app import app
@@ -100,7 +99,7 @@ def create(
 ) -> None:
     """Create an endpoint (hardware not given is picked from the catalog: local vendor and CPU first)."""
     if not repository:
-        raise click.MissingParameter(ctx=ctx, param_hint="'--repository' / '-r'", param_type="option")
+        raise CliError("--repository is required: a hub repo id or a local path", exit_code=2)
     opts = _options(repository=repository, revision=revision, framework=framework, task=task, accelerator=accelerator,
                     vendor=vendor, region=region, instance_type=instance_type, instance_size=instance_size,
                     min_replica=min_replica, max_replica=max_replica, scale_to_zero_timeout=scale_to_zero_timeout,
@@ -276,7 +275,7 @@ def delete(
 def events(
     ctx: typer.Context,
     name: NameArg,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many events (newest first).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=500, help="At most this many events (newest first; up to 500).")] = None,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
 ) -> None:

@@ -57,7 +57,7 @@ def test_pick_compute_honours_pins_and_prefers_available() -> None:
     assert pick_compute(CATALOG, EndpointOptions(instance_type="nvidia-a100"))[2]["id"] == "a-a100-x1"
     assert pick_compute(CATALOG, EndpointOptions(accelerator="gpu", instance_size="x2"))[2]["id"] == "a-a100-x2"
     assert pick_compute(CATALOG, EndpointOptions(vendor="aws"))[2]["id"] == "a-cpu"
-    with pytest.raises(CliError, match="no hardware in the catalog matches vendor=local, accelerator=gpu"):
+    with pytest.raises(CliError, match=r"no hardware in the catalog matches vendor=local, accelerator=gpu \(vendors: local, aws\)"):
         pick_compute(CATALOG, EndpointOptions(vendor="local", accelerator="gpu"))
 
 
