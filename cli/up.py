@@ -84,7 +84,8 @@ class Stack:
     """The supervised children of `endpointctl up`; usable from code (the demo, tests) as a context manager."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None,
-                 admin_token: str | None = None, worker_concurrency: int = 4) -> None:
+                 admin_token: str | None = None, worker_concurrency: int = 4,
+                 extra_env: dict[str, str] | None = None) -> None:
         from controlplane.core.config import Settings
 
         self.host, self.port = host, port
@@ -93,6 +94,7 @@ class Stack:
         self.generated_token = admin_token is None and not os.environ.get("ENDPOINTCTL_ADMIN_TOKEN")
         self.admin_token = admin_token or os.environ.get("ENDPOINTCTL_ADMIN_TOKEN") or ("epc_" + secrets.token_urlsafe(32))
         self.env = stack_env(host=host, port=port, data_dir=self.data_dir, admin_token=self.admin_token)
+        self.env.update(extra_env or {})
         self.url = self.env["ENDPOINTCTL_PUBLIC_URL"]
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)

@@ -8,6 +8,8 @@ converged) instead of waiting, so a worker thread is never parked on a slow repl
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,6 +124,14 @@ def _observed_doc(previous: dict, o: ObservedDeployment, p: Plan, spec_revision:
     return doc
 
 
+def _fault_point(name: str) -> None:
+    """Crash-safety tests stop a reconcile half-way here (ENDPOINTCTL_FAULT_PAUSE_<NAME>=seconds) to SIGKILL it."""
+    delay = os.environ.get(f"ENDPOINTCTL_FAULT_PAUSE_{name.upper()}")
+    if delay:
+        log.warning("fault point %s: pausing %ss", name, delay)
+        time.sleep(float(delay))
+
+
 def reconcile_endpoint(factory: sessionmaker[Session], provider: Provider, settings: Settings,
                        endpoint_id: int) -> Outcome:
     with session_scope(factory) as session:
@@ -147,6 +157,7 @@ def reconcile_endpoint(factory: sessionmaker[Session], provider: Provider, setti
             with session_scope(factory) as session:
                 endpoint = session.get(Endpoint, endpoint_id)
                 return _record_invalid(session, endpoint, str(exc)) if endpoint else Outcome(None, None)
+        _fault_point("after_apply")
         observed = provider.observe(key)
         p = plan(desired, observed)
     elif p.action is Action.DELETE:

@@ -226,7 +226,7 @@ class LocalProvider:
     def _start_replica(self, desired: DesiredDeployment, name: str) -> None:
         directory = self._dir(desired.key)
         port = free_port()
-        env = self._replica_env(desired, port)
+        env = self._replica_env(desired, port, name)
         state_path = directory / f"{name}.json"
         log_path = directory / f"{name}.log"
         write_json_atomic(state_path, {
@@ -250,7 +250,7 @@ class LocalProvider:
             write_json_atomic(state_path, state)
         log.info("started replica %s/%s on port %s (supervisor pid %s)", desired.key, name, port, proc.pid)
 
-    def _replica_env(self, desired: DesiredDeployment, port: int) -> dict[str, str]:
+    def _replica_env(self, desired: DesiredDeployment, port: int, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_")}
         env.update(desired.env)
         env.update(desired.secrets)
@@ -260,6 +260,9 @@ class LocalProvider:
             env["MODEL_ID"] = repository
         if desired.model_revision and "REVISION" not in desired.env:
             env["REVISION"] = desired.model_revision
+        # Markers that let operators (and tests) tell which endpoint a runtime process serves: `ps e`.
+        env["ENDPOINTCTL_REPLICA"] = f"{desired.key}/{name}"
+        env["ENDPOINTCTL_REPLICA_DIR"] = str(self._dir(desired.key))
         env["PORT"] = str(port)
         env["HOSTNAME"] = self.host
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,176 @@
+"""`endpointctl demo`: the main job on the embedded default, start to finish, as a user would do it.
+
+Starts the embedded stack, builds the tiny model, creates an endpoint with the documented example call (repository
+pointing at the tiny model), waits, streams a chat answer through the OpenAI SDK, scales to zero, wakes it with a
+request, pauses, resumes, deletes, and stops everything — checking that no replica process is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _runtime_processes(data_dir: Path) -> list[int]:
+    """PIDs of replica supervisors/runtimes started for this data directory."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes() if b"local_replica" not in cmdline else b""
+        except OSError:
+            continue
+        if (b"local_replica" in cmdline and str(data_dir).encode() in cmdline) or \
+                (b"-m\x00runtime" in cmdline and str(data_dir).encode() in environ):
+            pids.append(int(proc.name))
+    return pids
+
+
+def demo(keep_data: bool = False) -> int:
+    import openai
+
+    from cli.up import Stack
+    from controlplane import create_inference_endpoint
+    from runtime.tinymodel import build_tiny_model
+
+    console = Console()
+    cache = Path(os.environ.get("ENDPOINTCTL_CACHE", Path.home() / ".cache" / "endpointctl"))
+    model_dir = cache / "models" / "demo-tiny-llama"
+    data_dir = Path(tempfile.mkdtemp(prefix="endpointctl-demo-"))
+    t0 = time.monotonic()
+
+    def step(text: str) -> None:
+        console.print(f"[bold cyan]▶[/bold cyan] {text}  [dim](t+{time.monotonic() - t0:.1f}s)[/dim]")
+
+    step(f"building the tiny chat model at {model_dir}")
+    if not (model_dir / "config.json").exists():
+        build_tiny_model(model_dir)
+    port = _free_port()
+    step(f"starting the embedded stack (SQLite, embedded broker, local processes) on port {port}")
+    try:
+        with Stack(port=port, data_dir=data_dir) as stack:
+            console.print(f"  control plane: {stack.url}")
+            step("create_inference_endpoint(...) — the documented example call, repository = the tiny model")
+            endpoint = create_inference_endpoint(
+                "demo-chat",
+                repository=str(model_dir),
+                framework="pytorch",
+                task="text-generation",
+                accelerator="gpu",
+                vendor="aws",
+                region="us-east-1",
+                type="protected",
+                instance_size="x2",
+                instance_type="nvidia-a100",
+                min_replica=0,
+                max_replica=1,
+                scale_to_zero_timeout=15,
+                custom_image={
+                    "health_route": "/health",
+                    "env": {
+                        "MAX_BATCH_PREFILL_TOKENS": "2048",
+                        "MAX_INPUT_LENGTH": "1024",
+                        "MAX_TOTAL_TOKENS": "1512",
+                        "MODEL_ID": "/repository",
+                    },
+                    "url": "ghcr.io/huggingface/text-generation-inference:latest",
+                },
+                namespace="admin",
+                token=stack.admin_token,
+                url=stack.url,
+            )
+            console.print(f"  state: {endpoint.status}")
+            step("endpoint.wait()")
+            endpoint.wait(timeout=300, refresh_every=1)
+            console.print(f"  state: {endpoint.status}  url: {endpoint.url}")
+
+            step("chat through the OpenAI SDK (streaming)")
+            client = endpoint.openai_client()
+            stream = client.chat.completions.create(
+                model="tgi", stream=True, max_tokens=40, temperature=0.7, seed=7,
+                messages=[{"role": "system", "content": "You are a helpful assistant."},
+                          {"role": "user", "content": "Say hello to the endpointctl team!"}],
+            )
+            console.print("  [green]assistant:[/green] ", end="")
+            answer = []
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    answer.append(chunk.choices[0].delta.content)
+                    console.print(chunk.choices[0].delta.content, end="", markup=False, highlight=False)
+            console.print()
+            if not answer:
+                raise RuntimeError("the chat stream returned no content")
+
+            step("scale_to_zero()")
+            endpoint.scale_to_zero()
+            _wait_state(endpoint, "scaledToZero")
+            console.print(f"  state: {endpoint.status}")
+            step("one request wakes it (held by the gateway until a replica is ready)")
+            woke = time.monotonic()
+            reply = client.with_options(timeout=180).chat.completions.create(
+                model="tgi", max_tokens=16, messages=[{"role": "user", "content": "Are you awake?"}])
+            console.print(f"  answered after {time.monotonic() - woke:.1f}s: {reply.choices[0].message.content!r}")
+
+            step("pause() — requests now get 503 and do not wake it")
+            endpoint.pause()
+            _wait_state(endpoint, "paused")
+            try:
+                client.with_options(max_retries=0).chat.completions.create(
+                    model="tgi", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+                raise RuntimeError("a paused endpoint answered a request")
+            except openai.APIStatusError as exc:
+                console.print(f"  {exc.status_code}: {exc.message}")
+            step("resume().wait()")
+            endpoint.resume().wait(timeout=300, refresh_every=1)
+            console.print(f"  state: {endpoint.status}")
+            step("delete()")
+            endpoint.delete()
+            _wait_gone(endpoint)
+        leftovers = _runtime_processes(data_dir)
+        if leftovers:
+            raise RuntimeError(f"replica processes left behind: {leftovers}")
+        step("stopped cleanly; no replica process left")
+        console.print("[bold green]demo complete[/bold green]")
+        return 0
+    finally:
+        if not keep_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _wait_state(endpoint, state: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        endpoint.fetch()
+        if endpoint.status == state:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"endpoint did not reach {state} within {timeout:g}s (state: {endpoint.status})")
+
+
+def _wait_gone(endpoint, timeout: float = 60.0) -> None:
+    from controlplane.sdk import EndpointctlHTTPError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            endpoint.fetch()
+        except EndpointctlHTTPError as exc:
+            if exc.status_code == 404:
+                return
+            raise
+        time.sleep(0.5)
+    raise RuntimeError("endpoint was not removed in time")

@@ -1,0 +1,125 @@
+"""Fixtures for end-to-end tests: the real embedded stack (`cli.up.Stack`: API + gateway + Celery worker + beat as
+separate processes), on the embedded default or on real PostgreSQL + Redis, with real runtime replicas."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cli.up import Stack
+
+ADMIN_TOKEN = "epc_e2e-admin-token-0123456789abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def replica_processes(data_dir: Path, endpoint_key: str | None = None) -> dict[str, list[int]]:
+    """Live supervisor and runtime processes started for `data_dir` (optionally one endpoint), by kind."""
+    found: dict[str, list[int]] = {"supervisors": [], "runtimes": []}
+    marker = str(data_dir / "local-replicas" / (endpoint_key or "")).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_bytes()
+            if stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X"):
+                continue
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"local_replica" in cmdline:
+                if marker in cmdline:
+                    found["supervisors"].append(int(proc.name))
+                continue
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"ENDPOINTCTL_REPLICA_DIR=" + marker in environ:
+            found["runtimes"].append(int(proc.name))
+    return found
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, every: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+class Api:
+    """Just enough of the v2 API over httpx for assertions on raw state."""
+
+    def __init__(self, url: str, token: str = ADMIN_TOKEN) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def get(self, name: str, ns: str = "admin") -> dict:
+        response = self.http.get(f"/v2/endpoint/{ns}/{name}")
+        response.raise_for_status()
+        return response.json()
+
+    def state(self, name: str, ns: str = "admin") -> str:
+        return self.get(name, ns)["status"]["state"]
+
+    def wait_state(self, name: str, state: str, *, timeout: float = 180, ns: str = "admin") -> dict:
+        return wait_until(lambda: (body := self.get(name, ns))["status"]["state"] == state and body,
+                          timeout=timeout, what=f"{ns}/{name} to be {state}")
+
+    def events(self, name: str, ns: str = "admin") -> list[dict]:
+        return self.http.get(f"/v2/endpoint/{ns}/{name}/events", params={"limit": 100}).json()["items"]
+
+
+def create_body(name: str, repository: str, **overrides) -> dict:
+    body = {
+        "compute": {"accelerator": "cpu", "instanceSize": "x1", "instanceType": "intel-icl",
+                    "scaling": {"minReplica": 1, "maxReplica": 1, "scaleToZeroTimeout": None}},
+        "model": {"framework": "pytorch", "repository": repository, "revision": None, "image": {"huggingface": {}},
+                  "task": "text-generation", "env": {"MAX_TOTAL_TOKENS": "512", "MAX_INPUT_TOKENS": "384"}},
+        "name": name, "provider": {"region": "us-east-1", "vendor": "aws"}, "type": "authenticated",
+    }
+    for key, value in overrides.items():
+        body[key] = value
+    return body
+
+
+def _start_stack(tmp_path: Path, extra_env: dict[str, str]) -> Stack:
+    env = {"ENDPOINTCTL_IDLE_CHECK_INTERVAL": "2", "ENDPOINTCTL_AUTOSCALE_INTERVAL": "2",
+           "ENDPOINTCTL_RESYNC_INTERVAL": "10", "ENDPOINTCTL_SCALE_DOWN_WINDOW": "6", **extra_env}
+    return Stack(port=free_port(), data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, extra_env=env,
+                 worker_concurrency=4)
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, request) -> Iterator[Callable[..., Stack]]:
+    """Start a stack: `make_stack()` on the embedded default, `make_stack(backend="redis-postgres")` on real servers."""
+    stacks: list[Stack] = []
+
+    def make(backend: str = "embedded", **extra_env: str) -> Stack:
+        env = dict(extra_env)
+        if backend == "redis-postgres":
+            postgres = request.getfixturevalue("postgres_server")
+            redis = request.getfixturevalue("redis_server")
+            redis.flush()
+            env.update(DATABASE_URL=postgres.create_database(), REDIS_URL=redis.url)
+        stack = _start_stack(tmp_path / f"stack{len(stacks)}", env)
+        stacks.append(stack)
+        stack.start()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+        # No orphans, ever: stopping the stack stops every replica it started.
+        wait_until(lambda: not any(replica_processes(stack.data_dir).values()), timeout=30,
+                   what="every replica process to stop")
