@@ -1,0 +1,184 @@
+"""kwok stages of the simulated cluster: how fake kubelets move nodes and pods through their lives.
+
+kwok nodes run nothing, so no probe can really run. The stages stand in for the kubelet:
+
+* Healthy pods (the default): kwok's own `pod-ready` stage, unchanged except that it skips the fault images
+  below. It marks init containers Completed and the containers Running and Ready at once, which is what a kubelet
+  reports after the model download finished and the startup and readiness probes on the health route passed.
+  Readiness therefore means "the kubelet would have probed it healthy"; the probes are still in the manifest
+  and validated by the API server, they are just never executed.
+* Faults are chosen by the container image reference, under the reserved `.invalid` top-level domain, so a test
+  (or a user trying the provider) triggers them with an ordinary custom image URL through any layer - the API,
+  the worker or the provider - without test-only hooks in production code:
+
+  ==================================  =============================================================
+  image prefix                        what the fake kubelet reports
+  ==================================  =============================================================
+  ``unpullable.kwok.invalid/``        Pending, container waiting ``ImagePullBackOff`` (no such host)
+  ``crashloop.kwok.invalid/``         Running, waiting ``CrashLoopBackOff``, last state ``Error`` exit 1
+  ``oomkilled.kwok.invalid/``         Running, waiting ``CrashLoopBackOff``, last state ``OOMKilled`` 137
+  ``neverready.kwok.invalid/``        Running but never Ready (a model load that never finishes)
+  ==================================  =============================================================
+
+  The termination message of crash loops can be set with the pod annotation
+  ``kwok.endpointctl.io/termination-message`` (default: a Python traceback's last line).
+* Nodes: kwok's `node-initialize` and `node-heartbeat-with-lease` stages, read from the kwok release that
+  scripts/build-kube.sh built (copied next to the binaries), so they stay in step with the kwok version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+FAULT_DOMAIN = "kwok.invalid"
+FAULT_PREFIXES = {
+    "image-pull": f"unpullable.{FAULT_DOMAIN}/",
+    "crash-loop": f"crashloop.{FAULT_DOMAIN}/",
+    "oom-killed": f"oomkilled.{FAULT_DOMAIN}/",
+    "never-ready": f"neverready.{FAULT_DOMAIN}/",
+}
+TERMINATION_MESSAGE_ANNOTATION = "kwok.endpointctl.io/termination-message"
+
+# kwok's shipped stages used as they are (copied by scripts/build-kube.sh from the kwok module).
+KWOK_STAGE_FILES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+
+
+def _image_has_prefix(prefix: str) -> dict:
+    return {"key": f'.spec.containers.[].image | startswith("{prefix}")', "operator": "In", "values": ["true"]}
+
+
+_NOT_DELETED = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
+
+_INIT_DONE_AND_IPS = """
+      initContainerStatuses:
+      {{ range .spec.initContainers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 0
+            finishedAt: {{ $now | Quote }}
+            reason: Completed
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      {{ with NodeIPWith .spec.nodeName }}
+      hostIP: {{ . | Quote }}
+      {{ end }}
+      {{ with PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+      podIP: {{ . | Quote }}
+      {{ end }}
+      startTime: {{ $now | Quote }}
+"""
+
+_NOT_READY_CONDITIONS = """
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        message: "containers with unready status: [{{ range .spec.containers }}{{ .name }} {{ end }}]"
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        type: ContainersReady
+"""
+
+
+def _fault_stage(name: str, prefix: str, phase_from: str, container_status: str, phase: str) -> dict:
+    template = "{{ $now := Now }}\n" + _NOT_READY_CONDITIONS + """
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: false
+""" + container_status + _INIT_DONE_AND_IPS + f"      phase: {phase}\n"
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {"matchExpressions": [
+                _NOT_DELETED,
+                {"key": ".status.phase", "operator": "In", "values": [phase_from]},
+                _image_has_prefix(prefix),
+                # Apply once: a stage whose selector still matches after it ran would fire forever.
+                {"key": ".status.containerStatuses.[].started", "operator": "DoesNotExist"},
+            ]},
+            "delay": {"durationMilliseconds": 200, "jitterDurationMilliseconds": 400},
+            "next": {"statusTemplate": template},
+        },
+    }
+
+
+_CRASH_STATUS = """        restartCount: 5
+        state:
+          waiting:
+            reason: CrashLoopBackOff
+            message: "back-off 2m40s restarting failed container={{ .name }}"
+        lastState:
+          terminated:
+            exitCode: {exit_code}
+            reason: {reason}
+            message: {{{{ or ( index ( or $.metadata.annotations dict ) "{annotation}" ) "{message}" | Quote }}}}
+            startedAt: {{{{ $now | Quote }}}}
+            finishedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+"""
+
+_IMAGE_PULL_STATUS = """        restartCount: 0
+        state:
+          waiting:
+            reason: ImagePullBackOff
+            message: {{ printf "Back-off pulling image %q: ErrImagePull: failed to resolve reference %q: dial tcp: lookup %s: no such host" .image .image ( index ( splitList "/" .image ) 0 ) | Quote }}
+      {{ end }}
+"""
+
+_NEVER_READY_STATUS = """        restartCount: 0
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+"""
+
+
+def fault_stages() -> list[dict]:
+    crash = _CRASH_STATUS.format(exit_code=1, reason="Error", annotation=TERMINATION_MESSAGE_ANNOTATION,
+                                 message="RuntimeError: simulated model server crash")
+    oom = _CRASH_STATUS.format(exit_code=137, reason="OOMKilled", annotation=TERMINATION_MESSAGE_ANNOTATION,
+                               message="")
+    return [
+        _fault_stage("endpointctl-image-pull-backoff", FAULT_PREFIXES["image-pull"], "Pending", _IMAGE_PULL_STATUS,
+                     "Pending"),
+        _fault_stage("endpointctl-crash-loop", FAULT_PREFIXES["crash-loop"], "Pending", crash, "Running"),
+        _fault_stage("endpointctl-oom-killed", FAULT_PREFIXES["oom-killed"], "Pending", oom, "Running"),
+        _fault_stage("endpointctl-never-ready", FAULT_PREFIXES["never-ready"], "Pending", _NEVER_READY_STATUS,
+                     "Running"),
+    ]
+
+
+def kwok_config(kwok_stage_dir: Path) -> str:
+    """The multi-document `--config` file for kwok: its own stages (pod-ready narrowed) plus the fault stages."""
+    docs: list[dict] = []
+    for rel in KWOK_STAGE_FILES:
+        stage = yaml.safe_load((kwok_stage_dir / rel).read_text())
+        if stage["metadata"]["name"] == "pod-ready":
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": f'.spec.containers.[].image | contains(".{FAULT_DOMAIN}/")', "operator": "NotIn",
+                 "values": ["true"]})
+        docs.append(stage)
+    docs.extend(fault_stages())
+    return yaml.safe_dump_all(docs, sort_keys=False)
