@@ -106,9 +106,22 @@ class Stack:
                                        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                                        "--hostname", f"endpointctl-{os.getpid()}@%h"], logs / "worker.log")
         self.children = [self.api, self.worker]
+        if self.env.get("ENDPOINTCTL_PROVIDER", "local") == "local" and self.env.get("ENDPOINTCTL_FORKSERVER") != "off":
+            socket_path = str(self.data_dir / "forkserver.sock")
+            self.env["ENDPOINTCTL_FORKSERVER"] = socket_path
+            self.forkserver = Child("forkserver", [py, "-m", "worker.providers.forkserver", "--socket", socket_path,
+                                                   "--preload", self.env.get("ENDPOINTCTL_FORKSERVER_PRELOAD",
+                                                                             "torch,transformers,runtime.server"),
+                                                   "--owner-pid", str(os.getpid())], logs / "forkserver.log")
+            self.children.append(self.forkserver)
+        else:
+            self.env.pop("ENDPOINTCTL_FORKSERVER", None)
+            self.forkserver = None
         self._stopping = False
 
     def start(self) -> None:
+        if self.forkserver is not None:
+            self.forkserver.start(self.env)
         self.api.start(self.env)
         wait_ready(self.url, self.api.proc)
         self.worker.start(self.env)
@@ -139,6 +152,8 @@ class Stack:
 
         LocalProvider(self.data_dir).shutdown_all()
         self.api.stop()
+        if self.forkserver is not None:
+            self.forkserver.stop()
 
     def __enter__(self) -> Stack:
         try:

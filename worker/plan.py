@@ -95,7 +95,7 @@ def plan(d: Desired, o: ObservedDeployment, *, health_ok: bool | None = None) ->
                                     "Progressing": (not converged, "ScalingReplicas" if not converged else "Complete", None)})
         waiting = EndpointState.UPDATING.value if updating else EndpointState.INITIALIZING.value
         return Plan(Action.APPLY, replicas, waiting, message="replica ready; waiting for the endpoint URL to answer its health route",
-                    reason="VerifyingURL", requeue_after=1.0, wants_health_check=health_ok is None,
+                    reason="VerifyingURL", requeue_after=0.3, wants_health_check=health_ok is None,
                     ready_replicas=current_ready,
                     conditions={"Ready": (False, "VerifyingURL", None), "Progressing": (True, "VerifyingURL", None)})
 
@@ -110,5 +110,5 @@ def plan(d: Desired, o: ObservedDeployment, *, health_ok: bool | None = None) ->
                     requeue_after=5.0, ready_replicas=ready_total,
                     conditions={"Ready": (False, "Pending", o.pending_reason), "Progressing": (True, "Pending", o.pending_reason)})
     return Plan(Action.APPLY, replicas, EndpointState.INITIALIZING.value, message=o.message,
-                reason="Initializing", requeue_after=1.0, ready_replicas=ready_total,
+                reason="Initializing", requeue_after=0.5, ready_replicas=ready_total,
                 conditions={"Ready": (False, "Initializing", None), "Progressing": (True, "Initializing", None)})

@@ -29,7 +29,8 @@ def _make(settings: Settings) -> Provider:
 
         owner = os.environ.get("ENDPOINTCTL_OWNER_PID")
         command = shlex.split(settings.local_runtime_command) if settings.local_runtime_command else None
-        return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None, runtime_command=command)
+        return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None, runtime_command=command,
+                             forkserver=os.environ.get("ENDPOINTCTL_FORKSERVER"))
     if settings.provider == "kubernetes":
         from worker.providers.kubernetes import KubernetesProvider
 

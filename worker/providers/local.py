@@ -61,7 +61,8 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, data_dir: Path, *, owner_pid: int | None = None, python: str | None = None,
-                 host: str = "127.0.0.1", max_failures: int = 3, runtime_command: list[str] | None = None) -> None:
+                 host: str = "127.0.0.1", max_failures: int = 3, runtime_command: list[str] | None = None,
+                 forkserver: str | None = None) -> None:
         self.root = Path(data_dir) / "local-replicas"
         self.root.mkdir(parents=True, exist_ok=True)
         self.owner_pid = owner_pid
@@ -69,6 +70,7 @@ class LocalProvider:
         self.host = host
         self.max_failures = max_failures
         self.runtime_command = runtime_command or [self.python, "-m", "runtime"]
+        self.forkserver = forkserver
         self._children: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -238,6 +240,8 @@ class LocalProvider:
                "--health-url", f"http://{self.host}:{port}{health_route}", "--max-failures", str(self.max_failures)]
         if self.owner_pid:
             cmd += ["--owner-pid", str(self.owner_pid)]
+        if self.forkserver:
+            cmd += ["--forkserver", self.forkserver]
         cmd += ["--", *self.runtime_command, *(desired.args or [])]
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

@@ -79,6 +79,7 @@ class Supervisor:
         self.owner_pid = args.owner_pid
         self.max_failures = args.max_failures
         self.command = args.command
+        self.forkserver = args.forkserver
         self.stopping = False
         self.child: subprocess.Popen | None = None
         previous = {}
@@ -107,7 +108,27 @@ class Supervisor:
         self.state.update(changes, updated_at=time.time())
         write_json_atomic(self.state_path, self.state)
 
+    def _fork_from_zygote(self):
+        """Fork the runtime from the forkserver when there is one (saves the torch/transformers import)."""
+        cmd = self.command
+        if not self.forkserver or len(cmd) < 3 or cmd[1] != "-m" or not os.path.exists(self.forkserver):
+            return None
+        from worker.providers.forkserver import ForkedChild
+
+        try:
+            return ForkedChild.spawn(self.forkserver, module=cmd[2], argv=cmd[3:], env=dict(os.environ),
+                                     log_path=str(self.log_path), watch_pid=os.getpid())
+        except (OSError, ValueError, KeyError) as exc:
+            self.log(f"forkserver unavailable ({exc}); starting a fresh process")
+            return None
+
     def start_child(self) -> None:
+        forked = self._fork_from_zygote()
+        if forked is not None:
+            self.child = forked
+            self.save(child_pid=forked.pid, phase="Starting", ready=False, child_started_at=time.time())
+            self.log(f"started runtime pid {forked.pid} (forked from the forkserver)")
+            return
         log = self.log_path.open("ab")
         self.child = subprocess.Popen(
             self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -189,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-url", required=True)
     parser.add_argument("--owner-pid", type=int, default=None)
     parser.add_argument("--max-failures", type=int, default=3)
+    parser.add_argument("--forkserver", default=None, help="Unix socket of a zygote to fork the runtime from")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command and args.command[0] == "--":

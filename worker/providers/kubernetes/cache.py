@@ -54,6 +54,7 @@ class Reflector:
         self._response: urllib3.HTTPResponse | None = None
         self._changed = threading.Condition(self._lock)
         self.last_error: str | None = None
+        self.last_status: int | None = None  # HTTP status of the last failed list/watch (403: not allowed)
         self.relists = 0
 
     # --- reading ---------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ class Reflector:
             except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 if self._stop.is_set():
                     return
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+                self.last_status = getattr(exc, "status", None)
                 log.warning("kubernetes %s watch failed (%s); retrying in %.1fs", self.name, self.last_error, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -157,7 +159,7 @@ class Reflector:
             self._objects = objects
             self._changed.notify_all()
         self.relists += 1
-        self.last_error = None
+        self.last_error = self.last_status = None
         self._synced.set()
         return body["metadata"]["resourceVersion"]
 
