@@ -106,7 +106,7 @@ grep -q "k8s.io/kubernetes v$KUBE_VERSION" "$W/go.mod" || { log "go get moved k8
 
 ver_pkg=k8s.io/component-base/version
 ldflags="-s -w -X $ver_pkg.gitVersion=v${KUBE_VERSION} -X $ver_pkg.gitMajor=1 \
--X $ver_pkg.gitMinor=${KUBE_VERSION#1.} -X $ver_pkg.gitTreeState=clean -X $ver_pkg.buildDate=1970-01-01T00:00:00Z"
+-X $ver_pkg.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X $ver_pkg.gitTreeState=clean -X $ver_pkg.buildDate=1970-01-01T00:00:00Z"
 ldflags=$(echo "$ldflags" | tr -s ' ')
 log "building kube-apiserver, kube-controller-manager, kube-scheduler (nice, this is the long part)"
 t0=$(date +%s)

@@ -138,8 +138,13 @@ class DevCluster:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def up(self, *, gpu_nodes: int = 2, gpus_per_node: int = 8, instance_type: str = "nvidia-l4",
-           gpu_product: str | None = None, cpu_nodes: int = 1, build: bool = True, timeout: float = 120.0) -> None:
-        """Start the cluster (no-op if it already runs) and register the node pools."""
+           gpu_product: str | None = None, cpu_nodes: int = 1, build: bool = True, timeout: float = 120.0,
+           audit: bool = False) -> None:
+        """Start the cluster (no-op if it already runs) and register the node pools.
+
+        `audit=True` makes the API server write one audit record per request to `audit_log` (who, verb,
+        resource), which is how bench/k8s_scale.py counts the requests each client sends.
+        """
         if gpu_nodes < 0 or gpus_per_node < 1 or cpu_nodes < 0:
             raise DevClusterError("gpu_nodes and cpu_nodes must be >= 0 and gpus_per_node >= 1")
         if self.is_running():
@@ -163,7 +168,7 @@ class DevCluster:
         try:
             self._start(state, "etcd", self._etcd_args(state))
             self._wait_http(f"http://127.0.0.1:{state.etcd_port}/health", deadline, "etcd")
-            self._start(state, "kube-apiserver", self._apiserver_args(state, pki))
+            self._start(state, "kube-apiserver", self._apiserver_args(state, pki) + self._audit_args(audit))
             self._wait_http(f"{state.server}/readyz", deadline, "kube-apiserver")
             self._start(state, "kube-controller-manager", self._controller_manager_args(pki))
             self._start(state, "kube-scheduler", self._scheduler_args())
@@ -300,6 +305,34 @@ class DevCluster:
                 "--allow-privileged=true", "--enable-priority-and-fairness=false",
                 "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
                 "--endpoint-reconciler-type=none", "--v=1"]
+
+    @property
+    def audit_log(self) -> Path:
+        return self._data_dir / "audit.log"
+
+    def _audit_args(self, audit: bool) -> list[str]:
+        if not audit:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                          "omitStages": ["RequestReceived"], "rules": [{"level": "Metadata"}]}))
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=0",
+                "--audit-log-format=json", "--audit-log-mode=blocking"]
+
+    def audit_records(self, *, since_offset: int = 0) -> tuple[list[dict], int]:
+        """Audit records (one per request: watches count once) written after byte `since_offset`, and the new
+        offset. Needs `up(audit=True)`."""
+        records: dict[str, dict] = {}
+        with open(self.audit_log, "rb") as f:
+            f.seek(since_offset)
+            data = f.read()
+        end = since_offset + data.rfind(b"\n") + 1
+        for line in data[: end - since_offset].splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                records.setdefault(rec["auditID"], rec)
+        return list(records.values()), end
 
     def _controller_manager_args(self, pki: Pki) -> list[str]:
         return [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0",
