@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+import typer
 
 from cli.app import app
 from cli.commands import chat, config, dev, endpoints, hardware, logs, tokens  # noqa: F401  (registers the verbs)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 1)
     except Exception as exc:  # the last line of defence against a traceback; see the module docstring
         if debug:

@@ -131,6 +131,7 @@ def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:
         ("Name", ep.get("name")),
         ("Type", ep.get("type")),
         ("State", state_text(_get(ep, "status", "state"))),
+        ("Desired", _desired(ep)),
         ("Message", _get(ep, "status", "message")),
         ("URL", _get(ep, "status", "url")),
         ("Replicas (ready/target)", replicas(ep)),
@@ -158,3 +159,19 @@ def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:
             continue
         tbl.add_row(label, value if isinstance(value, Text) else Text(str(value)))
     out.print(tbl)
+    conditions = _get(ep, "status", "conditions") or []
+    if conditions:
+        out.print(table(("CONDITION", "STATUS", "REASON", "MESSAGE", "SINCE"),
+                        [[c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime")]
+                         for c in conditions if isinstance(c, dict)]))
+
+
+def _desired(ep: dict[str, Any]) -> str | None:
+    """What was last asked for, shown only while the worker has not caught up (it explains a lagging state)."""
+    status = ep.get("status") or {}
+    desired, state = status.get("desiredState"), status.get("state")
+    generation, observed = status.get("generation"), status.get("observedGeneration")
+    behind = generation is not None and observed is not None and observed < generation
+    if desired and (desired != state or behind):
+        return f"{desired}" + (f" (generation {generation}, worker has seen {observed})" if behind else "")
+    return None

@@ -1,9 +1,10 @@
 """`wait`: poll an endpoint until it serves, fails, or time runs out, showing state and replica counts.
 
 Semantics follow huggingface_hub's `InferenceEndpoint.wait()`: `failed` and `updateFailed` end the wait with an
-error, `running` with a URL ends it successfully, anything else keeps polling. `paused` and `scaledToZero` keep
-polling too (a `resume` may just have been issued and the worker not yet picked it up) but the spinner says what
-would move them.
+error, `running` with a URL ends it successfully — once the worker has reconciled the latest generation, so
+`update --wait` does not return on the old spec's `running` (nor fail on its `failed`) — and anything else keeps
+polling. `paused` and `scaledToZero` keep polling too (a `resume` may just have been issued and the worker not yet
+picked it up) but the spinner says what would move them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ HINTS = {
 }
 
 
+def _behind(status: dict[str, Any]) -> bool:
+    """The worker has not yet reconciled the latest change (e.g. right after `update`), so `running` is stale."""
+    generation, observed = status.get("generation"), status.get("observedGeneration")
+    return isinstance(generation, int) and isinstance(observed, int) and observed < generation
+
+
 def describe_progress(ep: dict[str, Any]) -> str:
     status = ep.get("status") or {}
     state = status.get("state") or "unknown"
@@ -29,6 +36,8 @@ def describe_progress(ep: dict[str, Any]) -> str:
     if counts:
         parts.append(f"replicas {counts} ready")
     hint = HINTS.get(state)
+    if _behind(status) and status.get("desiredState"):
+        parts.append(f"asked: {status['desiredState']}, not yet picked up by the worker")
     if hint:
         parts.append(hint.format(name=ep.get("name")))
     elif status.get("message"):
@@ -53,11 +62,12 @@ def wait_for_running(
                 # One line per transition, so non-terminal logs (CI) show the progression too.
                 err.print(line, markup=False)
                 last_line = line
-            if state == "failed":
+            stale = _behind(status)  # a failure of the previous spec says nothing about the one just sent
+            if state == "failed" and not stale:
                 raise WaitFailed(f"endpoint {name} failed to deploy: {status.get('message') or 'no reason given'}")
-            if state == "updateFailed":
+            if state == "updateFailed" and not stale:
                 raise WaitFailed(f"endpoint {name} failed to update: {status.get('message') or 'no reason given'}")
-            if state == "running" and status.get("url"):
+            if state == "running" and status.get("url") and not stale:
                 return ep
             now = time.monotonic()
             if deadline is not None and now >= deadline:

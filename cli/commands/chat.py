@@ -106,5 +106,12 @@ def chat(
         text = line.strip()
         if text in ("/exit", "/quit"):
             break
-        if text:
+        if not text:
+            continue
+        try:
             turn(text)
+        except KeyboardInterrupt:
+            # Ctrl-C stops this answer, not the conversation; the unanswered turn is dropped.
+            messages.pop()
+            sys.stdout.write("\n")
+            err.print("(answer interrupted)", markup=False)

@@ -48,9 +48,12 @@ def logs(
     ns = state.resolve_namespace(namespace)
     fmt = state.fmt(output)
     if follow:
-        for line in state.client.stream_logs(ns, name, tail=tail, follow="true"):
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+        try:
+            for line in state.client.stream_logs(ns, name, tail=tail, follow="true"):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how one stops following; not an error
         return
     body = state.client.logs(ns, name, tail=tail)
     if fmt is not OutputFormat.table:
