@@ -1,0 +1,109 @@
+"""Loading a model directory into either a generation engine or an embedding engine.
+
+The kind is decided from the config's ``architectures``: any ``*ForCausalLM`` serves generation, anything else
+loadable with ``AutoModel`` (BertModel, ...) serves embeddings only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from runtime.config import ResolvedLimits, RuntimeSettings, resolve_limits
+from runtime.engine.embeddings import EmbeddingEngine
+from runtime.engine.model import load_causal_lm, make_runner, pick_device, resolve_dtype
+from runtime.engine.scheduler import Engine, EngineLimits
+
+log = logging.getLogger("runtime.loader")
+
+
+@dataclass
+class LoadedModel:
+    kind: str  # "generate" | "embed"
+    tokenizer: Any
+    limits: ResolvedLimits
+    dtype: str
+    device: str
+    model_sha: str | None
+    engine: Engine | None = None
+    embedder: EmbeddingEngine | None = None
+    runner_kind: str = ""
+
+
+def _threads(settings: RuntimeSettings) -> None:
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+def _model_sha(model_id: str) -> str | None:
+    ref = os.path.join(model_id, ".git", "HEAD")
+    return None if not os.path.exists(ref) else open(ref).read().strip()
+
+
+def load_model(settings: RuntimeSettings) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    _threads(settings)
+    device = pick_device()
+    dtype = resolve_dtype(settings.dtype, device)
+    t0 = time.monotonic()
+    config = AutoConfig.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
+    architectures = list(getattr(config, "architectures", None) or [])
+    is_causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    limits = resolve_limits(settings, max_position_embeddings=max_positions, on_gpu=device.type == "cuda")
+    log.info("loading %s (%s) on %s as %s", settings.model_id, ",".join(architectures) or "?", device, dtype)
+    if not is_causal:
+        model = AutoModel.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token, dtype=dtype)
+        model = model.to(device).eval()
+        embedder = EmbeddingEngine(
+            model, tokenizer, model_dir=settings.model_id if os.path.isdir(settings.model_id) else None,
+            max_input_tokens=limits.max_input_tokens,
+        )
+        embedder.embed(["warm up"])
+        log.info("embedding model ready in %.1fs", time.monotonic() - t0)
+        return LoadedModel("embed", tokenizer, limits, str(dtype).removeprefix("torch."), device.type,
+                           _model_sha(settings.model_id), embedder=embedder, runner_kind="embedding")
+    model = load_causal_lm(settings.model_id, revision=settings.revision, token=settings.hf_token, dtype=dtype, device=device)
+    log.info("weights loaded in %.1fs", time.monotonic() - t0)
+    runner = make_runner(
+        model, max_slots=limits.max_batch_size, max_total_tokens=limits.max_total_tokens, force_hf=settings.force_hf_forward
+    )
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.append(tokenizer.eos_token_id)
+
+    @torch.inference_mode()
+    def score_prompt(ids: list[int]) -> list[float]:
+        """Log-probability of each prompt token given the ones before it (first is NaN: nothing predicts it)."""
+        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+        logprobs = torch.log_softmax(logits[:-1], dim=-1)
+        picked = logprobs.gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].tolist()
+        return [float("nan"), *picked]
+
+    engine = Engine(
+        runner,
+        tokenizer,
+        limits=EngineLimits(
+            max_batch_size=limits.max_batch_size,
+            max_batch_prefill_tokens=limits.max_batch_prefill_tokens,
+            max_batch_total_tokens=limits.max_batch_total_tokens,
+            max_total_tokens=limits.max_total_tokens,
+        ),
+        eos_token_ids=eos_ids,
+        score_prompt=score_prompt,
+    )
+    t1 = time.monotonic()
+    engine.warmup(prompt_len=min(64, limits.max_input_tokens))
+    log.info("warmed up in %.1fs (%s)", time.monotonic() - t1, type(runner).__name__)
+    return LoadedModel("generate", tokenizer, limits, str(dtype).removeprefix("torch."), device.type,
+                       _model_sha(settings.model_id), engine=engine, runner_kind=type(runner).__name__)

@@ -1,0 +1,149 @@
+"""Logits processing and sampling for a whole batch, each row with its own parameters.
+
+The common case (every row greedy, nothing to adjust) is a single ``argmax`` over the batch. Otherwise rows are
+adjusted only where needed: logit bias, EOS suppression (``ignore_eos``/``min_new_tokens``), repetition /
+frequency / presence penalties, grammar bitmasks (only for constrained rows; see
+:mod:`runtime.engine.constraints`), then greedy rows take the argmax and sampled rows draw from their own seeded
+``torch.Generator`` after temperature, top-k, top-p, min-p and typical-p filtering — so a row's result never
+depends on its neighbours, and the same seed gives the same output alone or in a batch.
+
+Logprobs are taken from the adjusted logits before temperature and filtering (what the model + penalties say).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from runtime.engine.constraints import TokenConstraint, bitmask_words
+from runtime.engine.params import SamplingParams
+
+
+class SamplingRow(Protocol):
+    params: SamplingParams
+    generator: torch.Generator | None
+    prompt_ids: list[int]
+    output_ids: list[int]
+    constraint: TokenConstraint | None
+
+
+@dataclass
+class Sampled:
+    token_id: int
+    logprob: float | None
+    top: list[tuple[int, float]] | None
+
+
+_BITS = None
+
+
+def _unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    global _BITS
+    if _BITS is None:
+        _BITS = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask.unsqueeze(-1) >> _BITS) & 1
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
+
+
+def _filter_row(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    logits = logits / p.temperature
+    if p.top_k > 0 and p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if p.min_p > 0.0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    if p.typical_p < 1.0:
+        logp = torch.log(probs.clamp_min(1e-30))
+        entropy = -(probs * logp).sum()
+        shifted = (-logp - entropy).abs()
+        order = torch.argsort(shifted)
+        cum = probs[order].cumsum(0)
+        keep_n = int((cum < p.typical_p).sum().item()) + 1
+        mask = torch.ones_like(probs, dtype=torch.bool)
+        mask[order[:keep_n]] = False
+        probs = probs.masked_fill(mask, 0.0)
+    if p.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cum = sorted_probs.cumsum(0)
+        remove = cum - sorted_probs > p.top_p * cum[-1]
+        sorted_probs = sorted_probs.masked_fill(remove, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return probs
+
+
+class BatchSampler:
+    def __init__(self, *, vocab_size: int, eos_token_ids: list[int]) -> None:
+        self.vocab_size = vocab_size
+        self.eos_ids = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
+
+    @staticmethod
+    def _is_plain(row: SamplingRow) -> bool:
+        p = row.params
+        return (
+            p.greedy
+            and not p.logprobs
+            and not p.logit_bias
+            and not p.needs_penalties
+            and row.constraint is None
+            and not p.ignore_eos
+            and len(row.output_ids) >= p.min_new_tokens
+        )
+
+    @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> list[Sampled]:
+        logits = logits[:, : self.vocab_size]
+        if all(self._is_plain(r) for r in rows):
+            return [Sampled(t, None, None) for t in logits.argmax(-1).tolist()]
+        logits = logits.clone()
+        constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
+        if constrained:
+            bitmask = torch.full((len(rows), bitmask_words(self.vocab_size)), -1, dtype=torch.int32)
+            for i in constrained:
+                rows[i].constraint.fill_bitmask(bitmask, i)
+            idx = torch.tensor(constrained)
+            allowed = _unpack_bitmask(bitmask[idx], self.vocab_size)
+            logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        for i, row in enumerate(rows):
+            p = row.params
+            line = logits[i]
+            if p.logit_bias:
+                ids = torch.tensor(list(p.logit_bias.keys()), dtype=torch.long)
+                line[ids] += torch.tensor(list(p.logit_bias.values()), dtype=line.dtype)
+            if p.needs_penalties:
+                self._penalize(line, row)
+            if (p.ignore_eos or len(row.output_ids) < p.min_new_tokens) and len(self.eos_ids):
+                line[self.eos_ids] = float("-inf")
+        results: list[Sampled] = []
+        logprobs = None
+        if any(r.params.logprobs for r in rows):
+            logprobs = torch.log_softmax(logits, dim=-1)
+        greedy_tokens = logits.argmax(-1).tolist()
+        for i, row in enumerate(rows):
+            p = row.params
+            if p.greedy:
+                token = greedy_tokens[i]
+            else:
+                probs = _filter_row(logits[i], p)
+                token = int(torch.multinomial(probs, 1, generator=row.generator).item())
+            lp = top = None
+            if p.logprobs and logprobs is not None:
+                lp = float(logprobs[i, token])
+                if p.top_logprobs > 0:
+                    values, ids = torch.topk(logprobs[i], p.top_logprobs)
+                    top = list(zip(ids.tolist(), values.tolist(), strict=True))
+            results.append(Sampled(token, lp, top))
+        return results
+
+    @staticmethod
+    def _penalize(line: torch.Tensor, row: SamplingRow) -> None:
+        p = row.params
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long)
+            vals = line[seen]
+            line[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and row.output_ids:
+            ids, counts = torch.tensor(row.output_ids, dtype=torch.long).unique(return_counts=True)
+            line[ids] -= p.frequency_penalty * counts.to(line.dtype) + p.presence_penalty

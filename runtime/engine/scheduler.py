@@ -1,0 +1,370 @@
+"""The continuous-batching engine: one thread owns the queue, the running batch and the model.
+
+Requests arrive from the asyncio side (:meth:`Engine.submit`) into a waiting queue. Between decode steps the
+engine thread admits waiting sequences while slots and the ``max_batch_prefill_tokens`` /
+``max_batch_total_tokens`` budgets allow, prefills them in one batched forward, then runs one decode forward for
+every running sequence. Finished or cancelled sequences leave at once: the last running sequence is moved into
+the freed slot so running sequences always occupy slots ``0..B-1`` (decode reads cache views, no gathers).
+
+The thread spends most of its time inside torch, which releases the GIL, so the HTTP event loop keeps serving.
+Each step's token events are handed to the loop in one ``call_soon_threadsafe`` call; each sequence's consumer
+reads an ``asyncio.Queue``. Cancelling (client disconnect) sets a flag the engine honours before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from runtime.engine.constraints import TokenConstraint
+from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from runtime.engine.model import ModelRunner
+from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
+from runtime.engine.sampling import BatchSampler
+
+log = logging.getLogger("runtime.engine")
+
+
+@dataclass
+class EngineLimits:
+    max_batch_size: int
+    max_batch_prefill_tokens: int
+    max_batch_total_tokens: int
+    max_total_tokens: int
+
+
+@dataclass
+class EngineStats:
+    """Plain counters read by the metrics collector at scrape time (no locking needed for int reads)."""
+
+    queue_size: int = 0
+    batch_size: int = 0
+    batch_tokens: int = 0
+    max_batch_size_reached: int = 0
+    steps: int = 0
+    prefills: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    last_forward_s: float = 0.0
+    last_decode_s: float = 0.0
+    batch_size_histogram: dict[int, int] = field(default_factory=dict)
+
+
+class Sequence:
+    """One output sequence (a request with ``n=2`` has two), owned by the engine thread."""
+
+    def __init__(self, request: GenerationRequest, index: int, stream: SequenceStream, tokenizer: Any) -> None:
+        self.request = request
+        self.index = index
+        self.params: SamplingParams = request.params
+        self.prompt_ids = request.prompt_ids
+        self.output_ids: list[int] = []
+        self.stream = stream
+        p = self.params
+        self.seed: int | None = None
+        self.generator: torch.Generator | None = None
+        if not p.greedy:
+            self.seed = (p.seed if p.seed is not None else random.randrange(2**63)) + index
+            self.generator = torch.Generator().manual_seed(self.seed)
+        self.constraint: TokenConstraint | None = None
+        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=p.skip_special_tokens)
+        self.stops = StopStringMatcher(p.stop, include_stop=p.include_stop_str_in_output)
+        self.first_event = True
+        self.finished: FinishReason | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def reserved_tokens(self) -> int:
+        return len(self.prompt_ids) + self.params.max_new_tokens
+
+
+class SequenceStream:
+    """The asyncio side of one sequence: its events land on the request's shared queue as ``(index, event)``."""
+
+    def __init__(self, engine: Engine, request_id: str, index: int, queue: asyncio.Queue) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.index = index
+        self.queue = queue
+        self.cancelled = False
+        self.finished = False
+        self.arrival = time.monotonic()
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+
+    def cancel(self) -> None:
+        """Stop generating (client went away); the engine frees the slot before its next step."""
+        if not self.finished and not self.cancelled:
+            self.cancelled = True
+            self.engine.wake()
+
+
+class RequestHandle:
+    """All sequences of one request (``n`` of them) and their merged event queue."""
+
+    def __init__(self, streams: list[SequenceStream], queue: asyncio.Queue) -> None:
+        self.streams = streams
+        self.queue: asyncio.Queue[tuple[int, TokenEvent | EngineFailure]] = queue
+
+    @property
+    def finished(self) -> bool:
+        return all(s.finished for s in self.streams)
+
+    def cancel(self) -> None:
+        for stream in self.streams:
+            stream.cancel()
+
+
+class Engine:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Any,
+        *,
+        limits: EngineLimits,
+        eos_token_ids: list[int],
+        on_token_gap: Callable[[float], None] | None = None,
+        score_prompt: Callable[[list[int]], list[float]] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.vocab_size = runner.vocab_size
+        self.limits = limits
+        self.eos_ids = set(eos_token_ids)
+        self.sampler = BatchSampler(vocab_size=self.vocab_size, eos_token_ids=eos_token_ids)
+        self.stats = EngineStats()
+        self.on_token_gap = on_token_gap
+        self._score_prompt = score_prompt
+        self._cond = threading.Condition()
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._ids = itertools.count()
+
+    # ---- asyncio side -------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def submit(self, request: GenerationRequest, *, n: int = 1) -> RequestHandle:
+        """Queue ``n`` sequences for ``request`` (call from the event loop)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        streams = [SequenceStream(self, request.request_id, i, queue) for i in range(n)]
+        seqs = [Sequence(request, i, s, self.tokenizer) for i, s in enumerate(streams)]
+        with self._cond:
+            self._waiting.extend(seqs)
+            self.stats.queue_size = len(self._waiting)
+            self._cond.notify_all()
+        return RequestHandle(streams, queue)
+
+    def _deliver(self, batch: list[tuple[SequenceStream, TokenEvent | EngineFailure]]) -> None:
+        now = time.monotonic()
+        for stream, event in batch:
+            if isinstance(event, TokenEvent):
+                if stream.first_token_at is None:
+                    stream.first_token_at = now
+                elif self.on_token_gap is not None and stream.last_token_at is not None:
+                    self.on_token_gap(now - stream.last_token_at)
+                stream.last_token_at = now
+                if event.finish_reason is not None:
+                    stream.finished = True
+            else:
+                stream.finished = True
+            stream.queue.put_nowait((stream.index, event))
+
+    # ---- engine thread --------------------------------------------------------------------------------
+    def warmup(self, prompt_len: int) -> None:
+        """Run a prefill and a few decode steps so the first real request does not pay one-time costs."""
+        n = min(self.limits.max_batch_size, 4)
+        ids = [1] * max(1, prompt_len)
+        self.runner.prefill(list(range(n)), [ids] * n)
+        for step in range(3):
+            self.runner.decode([1] * n, [len(ids) + step] * n)
+        for slot in range(n):
+            self.runner.release(slot)
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                self._drop_cancelled_waiting()
+                while not self._stopping and not self._waiting and not self._running:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                admitted = self._admit()
+                self.stats.queue_size = len(self._waiting)
+            try:
+                self._step(admitted)
+            except Exception as exc:  # a model failure must fail the requests, not kill the engine
+                log.exception("engine step failed")
+                victims = self._running + admitted
+                failed = [(s.stream, EngineFailure(f"Request failed during generation: {exc}")) for s in victims]
+                for slot in range(len(self._running) + len(admitted)):
+                    self.runner.release(slot)
+                self._running = []
+                self._post(failed)
+
+    def _drop_cancelled_waiting(self) -> None:
+        if any(s.stream.cancelled for s in self._waiting):
+            self._waiting = deque(s for s in self._waiting if not s.stream.cancelled)
+
+    def _admit(self) -> list[Sequence]:
+        admitted: list[Sequence] = []
+        total = sum(s.reserved_tokens for s in self._running)
+        longest = 0
+        while self._waiting and len(self._running) + len(admitted) < self.limits.max_batch_size:
+            seq = self._waiting[0]
+            longest_if = max(longest, len(seq.prompt_ids))
+            prefill_tokens = longest_if * (len(admitted) + 1)  # padded batch
+            if admitted and prefill_tokens > self.limits.max_batch_prefill_tokens:
+                break
+            if (self._running or admitted) and total + seq.reserved_tokens > self.limits.max_batch_total_tokens:
+                break
+            self._waiting.popleft()
+            admitted.append(seq)
+            total += seq.reserved_tokens
+            longest = longest_if
+        return admitted
+
+    def _post(self, batch: list[tuple[SequenceStream, TokenEvent | EngineFailure]]) -> None:
+        if batch and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _step(self, admitted: list[Sequence]) -> None:
+        events: list[tuple[SequenceStream, TokenEvent | EngineFailure]] = []
+        self._evict()  # cancelled since the last step
+        if admitted:
+            for seq in admitted:
+                if seq.params.constraint_factory is not None:
+                    seq.constraint = seq.params.constraint_factory()
+            first_slot = len(self._running)
+            slots = list(range(first_slot, first_slot + len(admitted)))
+            t0 = time.perf_counter()
+            logits = self.runner.prefill(slots, [s.prompt_ids for s in admitted])
+            self.stats.last_forward_s = time.perf_counter() - t0
+            self.stats.prefills += 1
+            self.stats.prompt_tokens += sum(len(s.prompt_ids) for s in admitted)
+            self._running.extend(admitted)
+            self._advance(admitted, logits, events)
+            self._evict()
+            self._post(events)  # first tokens go out before the decode step: lower time-to-first-token
+            events = []
+        if self._running:
+            self._decode(events)
+            self._evict()
+        self.stats.batch_size = len(self._running)
+        self.stats.batch_tokens = sum(s.length for s in self._running)
+        self._post(events)
+
+    def _decode(self, events: list) -> None:
+        running = self._running
+        b = len(running)
+        self.stats.max_batch_size_reached = max(self.stats.max_batch_size_reached, b)
+        self.stats.batch_size_histogram[b] = self.stats.batch_size_histogram.get(b, 0) + 1
+        tokens = [s.output_ids[-1] for s in running]
+        positions = [s.length - 1 for s in running]
+        t0 = time.perf_counter()
+        logits = self.runner.decode(tokens, positions)
+        self.stats.last_decode_s = self.stats.last_forward_s = time.perf_counter() - t0
+        self.stats.steps += 1
+        self._advance(running, logits, events)
+
+    def _advance(self, seqs: list[Sequence], logits: torch.Tensor, events: list) -> None:
+        results = self.sampler.sample(logits, seqs)
+        for seq, res in zip(seqs, results, strict=True):
+            if seq.stream.cancelled:
+                continue
+            events.append((seq.stream, self._append(seq, res.token_id, res.logprob, res.top)))
+        self.stats.generated_tokens += len(seqs)
+
+    def _append(self, seq: Sequence, token: int, logprob: float | None, top: list[tuple[int, float]] | None) -> TokenEvent:
+        p = seq.params
+        seq.output_ids.append(token)
+        finish: FinishReason | None = None
+        if seq.constraint is not None and not seq.constraint.accept(token):
+            finish = FinishReason.CONSTRAINT
+        is_eos = token in self.eos_ids
+        token_text = seq.detok.step(token)
+        if is_eos and not p.ignore_eos and finish is None:
+            finish = FinishReason.EOS_TOKEN
+        text = seq.stops.feed(token_text) if not (is_eos and p.skip_special_tokens) else ""
+        if finish is None and seq.stops.stopped:
+            finish = FinishReason.STOP_SEQUENCE
+        if finish is None and seq.constraint is not None and seq.constraint.is_terminated():
+            finish = FinishReason.CONSTRAINT
+        if finish is None and (
+            len(seq.output_ids) >= p.max_new_tokens or seq.length >= self.limits.max_total_tokens
+        ):
+            finish = FinishReason.LENGTH
+        event = TokenEvent(
+            token_id=token,
+            token_text=token_text,
+            text=text,
+            logprob=logprob,
+            top_logprobs=[TopToken(i, self._token_str(i), lp) for i, lp in top] if top else None,
+            special=token in self._special_ids,
+            generated_tokens=len(seq.output_ids),
+            seed=seq.seed,
+        )
+        if seq.first_event:
+            seq.first_event = False
+            if p.prompt_logprobs and self._score_prompt is not None:
+                lps = self._score_prompt(seq.prompt_ids)
+                event.prompt_tokens = [
+                    TopToken(i, self._token_str(i), lp) for i, lp in zip(seq.prompt_ids, lps, strict=True)
+                ]
+        if finish is not None:
+            if finish is not FinishReason.STOP_SEQUENCE:
+                event.text += seq.stops.flush()
+            event.finish_reason = finish
+            event.output_text = seq.stops.text
+            seq.finished = finish
+        return event
+
+    def _token_str(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    def _evict(self) -> None:
+        """Remove finished and cancelled sequences, keeping running ones in slots 0..B-1."""
+        i = 0
+        while i < len(self._running):
+            seq = self._running[i]
+            if seq.finished is not None or seq.stream.cancelled:
+                last = len(self._running) - 1
+                if i != last:
+                    moved = self._running[last]
+                    self.runner.move_slot(last, i, moved.length)
+                    self._running[i] = moved
+                self.runner.release(last)
+                self._running.pop()
+            else:
+                i += 1

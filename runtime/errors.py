@@ -1,0 +1,96 @@
+"""Typed errors of the runtime; one exception handler per app (runtime/server.py) maps them to HTTP.
+
+The same error renders as OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}`` on ``/v1/*``
+routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never build error JSON themselves.
+
+    RuntimeAPIError
+    ├── InvalidRequest        400  unknown/unsupported parameter, malformed body
+    ├── ValidationError       422  a value out of range or over a limit (names the parameter and the numbers)
+    ├── TemplateError         422  no chat template / template failed to render
+    ├── Unauthorized          401
+    ├── PayloadTooLarge       413
+    ├── Overloaded            429  (Retry-After)
+    ├── NotReady              503  model still loading
+    └── GenerationFailed      500  the engine failed mid-request
+"""
+
+from __future__ import annotations
+
+
+class RuntimeAPIError(Exception):
+    status_code = 500
+    openai_type = "internal_error"
+    tgi_type = "generation"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def openai_body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.status_code,
+            }
+        }
+
+    def tgi_body(self) -> dict:
+        return {"error": self.message, "error_type": self.tgi_type}
+
+
+class InvalidRequest(RuntimeAPIError):
+    status_code = 400
+    openai_type = "invalid_request_error"
+    tgi_type = "validation"
+
+
+class ValidationError(RuntimeAPIError):
+    status_code = 422
+    openai_type = "invalid_request_error"
+    tgi_type = "validation"
+
+
+class TemplateError(RuntimeAPIError):
+    status_code = 422
+    openai_type = "invalid_request_error"
+    tgi_type = "template_error"
+
+
+class Unauthorized(RuntimeAPIError):
+    status_code = 401
+    openai_type = "authentication_error"
+    tgi_type = "authentication"
+
+
+class PayloadTooLarge(RuntimeAPIError):
+    status_code = 413
+    openai_type = "invalid_request_error"
+    tgi_type = "validation"
+
+
+class Overloaded(RuntimeAPIError):
+    status_code = 429
+    openai_type = "rate_limit_error"
+    tgi_type = "overloaded"
+
+
+class NotReady(RuntimeAPIError):
+    status_code = 503
+    openai_type = "service_unavailable"
+    tgi_type = "healthcheck"
+
+
+class GenerationFailed(RuntimeAPIError):
+    status_code = 500
+    openai_type = "internal_error"
+    tgi_type = "generation"
+
+
+class NotFound(RuntimeAPIError):
+    status_code = 404
+    openai_type = "not_found_error"
+    tgi_type = "not_found"

@@ -1,0 +1,348 @@
+"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+
+Streams are SSE exactly as the OpenAI SDK parses them: role first, content deltas, ``finish_reason`` on each
+choice's last chunk, an optional usage chunk (``stream_options.include_usage``), ``data: [DONE]``; heartbeat
+comments while queued; an error after the response started is sent as ``data: {"error": {...}}`` then
+``[DONE]``. ``finish_reason`` is only ever ``stop``, ``length`` (or ``tool_calls`` from the tools layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from runtime.engine.params import FinishReason, TokenEvent
+from runtime.errors import InvalidRequest, RuntimeAPIError, ValidationError
+from runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
+
+router = APIRouter()
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def openai_finish_reason(reason: FinishReason | None) -> str | None:
+    if reason is None:
+        return None
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def _state(request: Request) -> RuntimeState:
+    return request.app.state.runtime
+
+
+def _fingerprint() -> str:
+    from runtime import __version__
+
+    return f"endpointctl-{__version__}"
+
+
+def _token_logprob(event: TokenEvent) -> dict[str, Any]:
+    text = event.token_text
+    return {
+        "token": text,
+        "logprob": event.logprob,
+        "bytes": list(text.encode()),
+        "top_logprobs": [
+            {"token": t.text, "logprob": t.logprob, "bytes": list(t.text.encode())} for t in (event.top_logprobs or [])
+        ],
+    }
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _error_chunk(exc: Exception) -> bytes:
+    body = exc.openai_body() if isinstance(exc, RuntimeAPIError) else {"error": {"message": str(exc)}}
+    return sse(body) + b"data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------------------------------------- chat
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request):
+    state = _state(request)
+    state.check_api_key(request)
+    loaded = state.require_ready()
+    body = await parse_body(request, ChatCompletionRequest)
+    prompt_text = state.validator.render_chat([m.to_template() for m in body.messages],
+                                              add_generation_prompt=body.add_generation_prompt)
+    prompt_ids = state.validator.tokenize(prompt_text, add_special_tokens=False)
+    params = body.to_sampling_params()
+    extend = getattr(request.app.state, "chat_extensions", None)
+    if extend is not None:  # hook for protocol extensions (grammar/tools) living outside this module
+        extend(body, params, loaded)
+    valid = state.validator.validate(
+        prompt_ids,
+        params,
+        max_new_tokens_set=body.requested_max_tokens is not None,
+        input_param="messages",
+        max_tokens_param="max_tokens",
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+    )
+    with state.admit():
+        run = GenerationRun(state, valid, n=body.n)
+        created = int(time.time())
+        model = body.model or state.model_name
+        if not body.stream:
+            results = await run.collect(request)
+            return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body))
+    # Streaming: the admission slot is held by the generator itself.
+    return StreamingResponse(
+        _admitted(state, _chat_stream(run, created=created, model=model, body=body)),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _admitted(state: RuntimeState, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    state.in_flight += 1
+    try:
+        async for chunk in source:
+            yield chunk
+    finally:
+        state.in_flight -= 1
+
+
+def _chat_response(rid: str, created: int, model: str, results: list[SequenceResult], prompt_len: int,
+                   body: ChatCompletionRequest) -> dict[str, Any]:
+    choices = []
+    for r in results:
+        choices.append({
+            "index": r.index,
+            "message": {"role": "assistant", "content": r.text},
+            "logprobs": {"content": [_token_logprob(e) for e in r.events]} if body.logprobs else None,
+            "finish_reason": openai_finish_reason(r.finish_reason),
+        })
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": _fingerprint(),
+        "choices": choices,
+        "usage": _usage(prompt_len, sum(r.token_count for r in results)),
+    }
+
+
+async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
+    rid = run.request.request_id
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": _fingerprint()}
+
+    def chunk(index: int, delta: dict, finish: str | None, logprobs: Any = None) -> dict:
+        out = {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    try:
+        yield b"".join(sse(chunk(i, {"role": "assistant", "content": ""}, None)) for i in range(run.n))
+        completion_tokens = 0
+        async for batch in run.stream():
+            if batch is None:
+                yield HEARTBEAT
+                continue
+            out = []
+            for index, event in batch:
+                completion_tokens += 1
+                logprobs = {"content": [_token_logprob(event)]} if body.logprobs else None
+                if event.text or logprobs is not None:
+                    out.append(sse(chunk(index, {"content": event.text}, None, logprobs)))
+                if event.finish_reason is not None:
+                    out.append(sse(chunk(index, {}, openai_finish_reason(event.finish_reason))))
+            yield b"".join(out)
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})
+        yield b"data: [DONE]\n\n"
+    except RuntimeAPIError as exc:
+        yield _error_chunk(exc)
+
+
+# ---------------------------------------------------------------------------------------- completions
+@router.post("/v1/completions")
+async def create_completion(request: Request):
+    state = _state(request)
+    state.check_api_key(request)
+    state.require_ready()
+    body = await parse_body(request, CompletionRequest)
+    if body.suffix is not None:
+        raise ValidationError("`suffix` is not supported by this server", param="suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise InvalidRequest("`best_of` different from `n` is not supported", param="best_of")
+    prompts = body.prompts()
+    limit = state.settings.max_client_batch_size
+    if len(prompts) > limit:
+        raise ValidationError(
+            f"Number of prompts exceeds the maximum allowed batch size: {len(prompts)} > {limit} (MAX_CLIENT_BATCH_SIZE)",
+            param="prompt",
+        )
+    if body.stream and len(prompts) > 1:
+        raise InvalidRequest("streaming supports a single prompt", param="prompt")
+    valids = []
+    for p in prompts:
+        ids = list(p) if isinstance(p, list) else state.validator.tokenize(p)
+        valids.append(state.validator.validate(
+            ids, body.to_sampling_params(), max_new_tokens_set=body.max_tokens is not None,
+            input_param="prompt", max_tokens_param="max_tokens", request_id=f"cmpl-{uuid.uuid4().hex}",
+        ))
+    created = int(time.time())
+    model = body.model or state.model_name
+    with state.admit():
+        runs = [GenerationRun(state, v, n=body.n) for v in valids]
+        if not body.stream:
+            all_results = await asyncio.gather(*(run.collect(request) for run in runs))
+            return JSONResponse(_completion_response(runs, all_results, created, model, body, state))
+    return StreamingResponse(
+        _admitted(state, _completion_stream(runs[0], created=created, model=model, body=body, state=state)),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+def _completion_logprobs(events: list[TokenEvent], offset: int) -> dict[str, Any]:
+    tokens, lps, tops, offsets = [], [], [], []
+    pos = offset
+    for e in events:
+        tokens.append(e.token_text)
+        lps.append(e.logprob)
+        tops.append({t.text: t.logprob for t in e.top_logprobs} if e.top_logprobs else None)
+        offsets.append(pos)
+        pos += len(e.token_text)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _prompt_text(state: RuntimeState, run: GenerationRun) -> str:
+    return state.validator.tokenizer.decode(run.request.prompt_ids, skip_special_tokens=True)
+
+
+def _completion_response(runs, all_results, created, model, body: CompletionRequest, state: RuntimeState):
+    choices = []
+    prompt_tokens = completion_tokens = 0
+    for p_index, (run, results) in enumerate(zip(runs, all_results, strict=True)):
+        prompt_tokens += run.request.prompt_len
+        echo = _prompt_text(state, run) if body.echo else ""
+        for r in results:
+            completion_tokens += r.token_count
+            choices.append({
+                "index": p_index * body.n + r.index,
+                "text": echo + r.text,
+                "logprobs": _completion_logprobs(r.events, len(echo)) if body.logprobs is not None else None,
+                "finish_reason": openai_finish_reason(r.finish_reason),
+            })
+    return {
+        "id": runs[0].request.request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": _fingerprint(),
+        "choices": choices,
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
+
+
+async def _completion_stream(run: GenerationRun, *, created: int, model: str, body: CompletionRequest,
+                             state: RuntimeState) -> AsyncIterator[bytes]:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    base = {"id": run.request.request_id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": _fingerprint()}
+
+    def chunk(index: int, text: str, finish: str | None, logprobs: Any = None) -> dict:
+        out = {**base, "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    try:
+        if body.echo:
+            yield b"".join(sse(chunk(i, _prompt_text(state, run), None)) for i in range(run.n))
+        completion_tokens = 0
+        async for batch in run.stream():
+            if batch is None:
+                yield HEARTBEAT
+                continue
+            out = []
+            for index, event in batch:
+                completion_tokens += 1
+                lp = _completion_logprobs([event], 0) if body.logprobs is not None else None
+                finish = openai_finish_reason(event.finish_reason)
+                if event.text or lp is not None or finish is not None:
+                    out.append(sse(chunk(index, event.text, finish, lp)))
+            yield b"".join(out)
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})
+        yield b"data: [DONE]\n\n"
+    except RuntimeAPIError as exc:
+        yield _error_chunk(exc)
+
+
+# ----------------------------------------------------------------------------------------- embeddings
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request):
+    state = _state(request)
+    state.check_api_key(request)
+    loaded = state.require_ready("embed")
+    body = await parse_body(request, EmbeddingRequest)
+    embedder = loaded.embedder
+    raw = body.input
+    if isinstance(raw, str):
+        texts = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        texts = [loaded.tokenizer.decode(raw, skip_special_tokens=True)]
+    elif raw and all(isinstance(x, list) for x in raw):
+        texts = [loaded.tokenizer.decode(x, skip_special_tokens=True) for x in raw]
+    else:
+        texts = list(raw)  # type: ignore[arg-type]
+    if not texts:
+        raise ValidationError("`input` cannot be empty", param="input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise ValidationError(f"`input` has {len(texts)} items; at most {MAX_EMBEDDING_INPUTS}", param="input")
+    if body.dimensions is not None and body.dimensions != embedder.dimensions:
+        raise ValidationError(
+            f"`dimensions` must be {embedder.dimensions} for this model (no truncation support). Given: {body.dimensions}",
+            param="dimensions",
+        )
+    counts = embedder.count_tokens(texts)
+    for i, count in enumerate(counts):
+        if count > embedder.max_input_tokens:
+            raise ValidationError(
+                f"`input[{i}]` must have less than {embedder.max_input_tokens} tokens. Given: {count}", param="input"
+            )
+    with state.admit():
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+    data = []
+    for i, vec in enumerate(vectors):
+        emb: Any = vec
+        if body.encoding_format == "base64":
+            emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    total = sum(counts)
+    return {"object": "list", "data": data, "model": body.model or state.model_name,
+            "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+# --------------------------------------------------------------------------------------------- models
+@router.get("/v1/models")
+async def read_models(request: Request):
+    state = _state(request)
+    limits = state.loaded.limits if state.loaded is not None else None
+    return {
+        "object": "list",
+        "data": [{
+            "id": state.model_name,
+            "object": "model",
+            "created": int(state.started),
+            "owned_by": "endpointctl",
+            "root": state.settings.model_id,
+            "max_model_len": limits.max_total_tokens if limits else None,
+        }],
+    }

@@ -1,0 +1,298 @@
+"""The runtime HTTP server: app factory, shared routes (health, info, metrics, tokenize), error mapping, launch.
+
+The port opens at once; the model loads and warms up in a background thread while ``/health`` answers 503, then
+200. SIGTERM/SIGINT stop uvicorn gracefully (open streams get a few seconds) and the process exits 0.
+Routes per protocol live in ``runtime/openai`` and ``runtime/tgi``; this module maps every
+:class:`~runtime.errors.RuntimeAPIError` to HTTP in one place — OpenAI's envelope on ``/v1/*``, TGI's body
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from runtime import __version__
+from runtime.config import RuntimeSettings, parse_settings
+from runtime.errors import InvalidRequest, NotReady, PayloadTooLarge, RuntimeAPIError, ValidationError
+from runtime.metrics import RuntimeMetrics
+from runtime.serving import RuntimeState, parse_body
+
+log = logging.getLogger("runtime")
+
+OPENAI_PREFIXES = ("/v1/",)
+
+
+def _is_openai_path(path: str) -> bool:
+    return path.startswith(OPENAI_PREFIXES) or path in ("/tokenize", "/detokenize")
+
+
+def error_response(path: str, exc: RuntimeAPIError) -> JSONResponse:
+    body = exc.openai_body() if _is_openai_path(path) else exc.tgi_body()
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+class PayloadLimitMiddleware:
+    """Answer 413 for bodies over PAYLOAD_LIMIT, by Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = PayloadTooLarge(f"Request body is larger than PAYLOAD_LIMIT ({self.limit} bytes)")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await error_response(scope["path"], too_big)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_big
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+
+class AccessLogMiddleware:
+    """One stderr line per request: method, path, status, duration (streams: time to response start)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.monotonic()
+        status = 0
+
+        async def logging_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logging_send)
+        finally:
+            if scope["path"] not in ("/health", "/metrics"):
+                log.info("%s %s %s %.1fms", scope["method"], scope["path"], status, (time.monotonic() - start) * 1000)
+
+
+def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) -> None:
+    from runtime.engine.loader import load_model
+    from runtime.engine.validation import Validator
+
+    try:
+        loaded = load_model(state.settings)
+    except Exception as exc:  # the server stays up and reports the failure on /health
+        log.exception("model load failed")
+        state.load_error = f"Model failed to load: {exc}"
+        return
+
+    def publish() -> None:
+        limits = loaded.limits
+        state.validator = Validator(
+            loaded.tokenizer,
+            max_input_tokens=limits.max_input_tokens,
+            max_total_tokens=limits.max_total_tokens,
+            max_stop_sequences=state.settings.max_stop_sequences,
+            max_top_n_tokens=state.settings.max_top_n_tokens,
+        )
+        state.loaded = loaded
+        if loaded.engine is not None:
+            loaded.engine.on_token_gap = state.metrics.observe_token_gap
+            loaded.engine.start(loop)
+            engine = loaded.engine
+            state.metrics.attach_engine(lambda: {
+                "queue_size": engine.stats.queue_size,
+                "batch_size": engine.stats.batch_size,
+                "batch_tokens": engine.stats.batch_tokens,
+                "in_flight": state.in_flight,
+                "max_batch": engine.stats.max_batch_size_reached,
+            })
+        state.ready = True
+        log.info("ready: %s (%s, %s) limits=%s", state.settings.model_id, loaded.kind, loaded.runner_kind, limits)
+
+    loop.call_soon_threadsafe(publish)
+
+
+def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
+    state = RuntimeState(settings=settings, metrics=RuntimeMetrics(settings.model_name()))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if load:
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=_load_in_background, args=(state, loop), name="loader", daemon=True).start()
+        yield
+        if state.loaded is not None and state.loaded.engine is not None:
+            state.loaded.engine.stop()
+
+    app = FastAPI(title="endpointctl runtime", version=__version__, lifespan=lifespan)
+    app.state.runtime = state
+
+    @app.exception_handler(RuntimeAPIError)
+    async def handle_runtime_error(request: Request, exc: RuntimeAPIError):
+        return error_response(request.url.path, exc)
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_request_validation(request: Request, exc: RequestValidationError):
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in err["loc"] if p != "body") or None
+        return error_response(request.url.path, InvalidRequest(f"Invalid value for '{param}': {err['msg']}", param=param))
+
+    from runtime.openai.serving import router as openai_router
+    from runtime.tgi.serving import router as tgi_router
+
+    app.include_router(openai_router)
+    app.include_router(tgi_router)
+
+    @app.get("/health")
+    @app.get("/ping")
+    async def read_health():
+        if not state.ready:
+            raise NotReady(state.load_error or "Model is loading")
+        return Response(status_code=200)
+
+    @app.get("/info")
+    async def read_info():
+        loaded = state.loaded
+        limits = loaded.limits if loaded is not None else None
+        return {
+            "model_id": settings.model_id,
+            "model_sha": loaded.model_sha if loaded else None,
+            "model_dtype": loaded.dtype if loaded else None,
+            "model_device_type": loaded.device if loaded else None,
+            "model_pipeline_tag": ("feature-extraction" if loaded.kind == "embed" else "text-generation") if loaded else None,
+            "max_concurrent_requests": settings.max_concurrent_requests,
+            "max_best_of": settings.max_best_of,
+            "max_stop_sequences": settings.max_stop_sequences,
+            "max_input_tokens": limits.max_input_tokens if limits else None,
+            "max_input_length": limits.max_input_tokens if limits else None,
+            "max_total_tokens": limits.max_total_tokens if limits else None,
+            "max_batch_prefill_tokens": limits.max_batch_prefill_tokens if limits else None,
+            "max_batch_total_tokens": limits.max_batch_total_tokens if limits else None,
+            "max_batch_size": limits.max_batch_size if limits else None,
+            "max_client_batch_size": settings.max_client_batch_size,
+            "validation_workers": 1,
+            "router": "endpointctl-runtime",
+            "engine": loaded.runner_kind if loaded else None,
+            "ready": state.ready,
+            "version": __version__,
+            "sha": None,
+            "docker_label": None,
+        }
+
+    @app.get("/metrics")
+    async def read_metrics():
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        state.check_api_key(request)
+        loaded = state.require_ready(None)
+        raw = await request.body()
+        try:
+            data = json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"Request body is not valid JSON: {exc}") from exc
+        tokenizer = loaded.tokenizer
+        if isinstance(data, dict) and "inputs" in data:  # TGI shape
+            if not isinstance(data["inputs"], str):
+                raise ValidationError("`inputs` must be a string", param="inputs")
+            enc = tokenizer(data["inputs"], return_offsets_mapping=True)
+            return [
+                {"id": i, "text": data["inputs"][s:e], "start": s, "stop": e}
+                for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+            ]
+        body = await parse_body(request, _TokenizeRequest)
+        if body.messages is not None:
+            text = state.validator.render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+            ids = state.validator.tokenize(text, add_special_tokens=False)
+        elif body.prompt is not None:
+            ids = state.validator.tokenize(body.prompt, add_special_tokens=body.add_special_tokens)
+        else:
+            raise InvalidRequest("send `prompt` or `messages` (or TGI's `inputs`)", param="prompt")
+        out: dict[str, Any] = {"count": len(ids), "max_model_len": loaded.limits.max_total_tokens, "tokens": ids}
+        if body.return_token_strs:
+            out["token_strs"] = tokenizer.convert_ids_to_tokens(ids)
+        return out
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        state.check_api_key(request)
+        loaded = state.require_ready(None)
+        body = await parse_body(request, _DetokenizeRequest)
+        vocab = len(loaded.tokenizer)
+        bad = [t for t in body.tokens if not 0 <= t < vocab]
+        if bad:
+            raise ValidationError(f"token ids out of the vocabulary (0..{vocab - 1}): {bad[:5]}", param="tokens")
+        return {"prompt": loaded.tokenizer.decode(body.tokens)}
+
+    app.add_middleware(PayloadLimitMiddleware, limit=settings.payload_limit)
+    app.add_middleware(AccessLogMiddleware)
+    return app
+
+
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+
+class _TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class _DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    tokens: list[int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m runtime`` and ``endpointctl runtime serve``."""
+    import uvicorn
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = parse_settings(argv)
+    except (ValueError, TypeError) as exc:
+        log.error("invalid configuration: %s", exc)
+        return 2
+    app = create_app(settings)
+    log.info("listening on http://%s:%d (model %s)", settings.hostname, settings.port, settings.model_id)
+    config = uvicorn.Config(
+        app,
+        host=settings.hostname,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0

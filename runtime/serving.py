@@ -1,0 +1,250 @@
+"""What every protocol layer shares: the runtime state, admission (auth, readiness, concurrency), body parsing,
+and the driver that runs a request on the engine — collecting results, or streaming them with heartbeats —
+and cancels it when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pydantic
+from starlette.requests import Request
+
+from runtime.config import RuntimeSettings
+from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, TokenEvent
+from runtime.engine.validation import Validator
+from runtime.errors import GenerationFailed, InvalidRequest, NotReady, Overloaded, Unauthorized
+from runtime.metrics import RuntimeMetrics
+
+log = logging.getLogger("runtime.http")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+@dataclass
+class RuntimeState:
+    settings: RuntimeSettings
+    metrics: RuntimeMetrics
+    loaded: Any = None  # runtime.engine.loader.LoadedModel once ready
+    validator: Validator | None = None
+    ready: bool = False
+    load_error: str | None = None
+    in_flight: int = 0
+    started: float = field(default_factory=time.time)
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name()
+
+    def require_ready(self, kind: str | None = "generate") -> Any:
+        if not self.ready:
+            raise NotReady(self.load_error or "Model is loading; retry when /health answers 200")
+        if kind is not None and self.loaded.kind != kind:
+            what = "a text-generation model" if kind == "generate" else "an embedding model"
+            from runtime.errors import NotFound
+
+            raise NotFound(f"This route needs {what}; {self.model_name} is served as '{self.loaded.kind}'")
+        return self.loaded
+
+    def check_api_key(self, request: Request) -> None:
+        key = self.settings.api_key
+        if not key:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise Unauthorized("Invalid or missing API key (send 'Authorization: Bearer <API_KEY>')")
+
+    @contextlib.contextmanager
+    def admit(self) -> Any:
+        """Count a request in flight; over MAX_CONCURRENT_REQUESTS answer 429 at once (no unbounded queue)."""
+        limit = self.settings.max_concurrent_requests
+        if self.in_flight >= limit:
+            self.metrics.request_failure.labels("overloaded").inc()
+            raise Overloaded(
+                f"Model is overloaded: {self.in_flight} requests in flight (MAX_CONCURRENT_REQUESTS={limit})",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+        self.metrics.request_count.inc()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+async def parse_body(request: Request, model: type[M], *, status_cls: type = InvalidRequest) -> M:
+    """Parse a JSON body into ``model``; every problem becomes a 4xx naming the parameter."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        if err["type"] == "extra_forbidden":
+            raise InvalidRequest(
+                f"Unsupported parameter: '{param}' is not supported by this server", param=param
+            ) from exc
+        raise status_cls(f"Invalid value for '{param}': {err['msg']}", param=param) from exc
+
+
+@dataclass
+class SequenceResult:
+    index: int
+    events: list[TokenEvent]
+    text: str
+    finish_reason: FinishReason | None
+    seed: int | None
+    prompt_tokens: list | None
+
+    @property
+    def token_count(self) -> int:
+        return len(self.events)
+
+
+class GenerationRun:
+    """One validated request running on the engine, with metrics and cancellation."""
+
+    def __init__(self, state: RuntimeState, request: GenerationRequest, *, n: int = 1) -> None:
+        self.state = state
+        self.request = request
+        self.n = n
+        self.handle = state.loaded.engine.submit(request, n=n)
+        self.results: dict[int, list[TokenEvent]] = {i: [] for i in range(n)}
+        self.done: set[int] = set()
+        self._recorded = False
+
+    def _record(self) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        end = time.monotonic()
+        for stream in self.handle.streams:
+            events = self.results[stream.index]
+            self.state.metrics.observe_finished(
+                arrival=stream.arrival,
+                first_token_at=stream.first_token_at,
+                end=end,
+                prompt_tokens=self.request.prompt_len,
+                generated=len(events),
+                max_new_tokens=self.request.params.max_new_tokens,
+                finish=events[-1].finish_reason if events else None,
+            )
+
+    def _take(self, item: tuple[int, TokenEvent | EngineFailure]) -> tuple[int, TokenEvent]:
+        index, event = item
+        if isinstance(event, EngineFailure):
+            self.state.metrics.request_failure.labels("generation").inc()
+            self.handle.cancel()
+            raise GenerationFailed(event.message)
+        self.results[index].append(event)
+        if event.finish_reason is not None:
+            self.done.add(index)
+        return index, event
+
+    def result(self, index: int) -> SequenceResult:
+        events = self.results[index]
+        last = events[-1]
+        return SequenceResult(
+            index=index,
+            events=events,
+            text=last.output_text or "",
+            finish_reason=last.finish_reason,
+            seed=last.seed,
+            prompt_tokens=events[0].prompt_tokens,
+        )
+
+    async def collect(self, http_request: Request) -> list[SequenceResult]:
+        """Wait for every sequence; a client disconnect cancels the request (frees the slots)."""
+        watcher = asyncio.create_task(_wait_disconnect(http_request))
+        try:
+            while len(self.done) < self.n:
+                getter = asyncio.ensure_future(self.handle.queue.get())
+                finished, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    self.handle.cancel()
+                    log.info("client disconnected; cancelled request %s", self.request.request_id)
+                    raise asyncio.CancelledError
+                self._take(getter.result())
+                while not self.handle.queue.empty():
+                    self._take(self.handle.queue.get_nowait())
+        finally:
+            watcher.cancel()
+            if len(self.done) < self.n:
+                self.handle.cancel()
+        self._record()
+        return [self.result(i) for i in range(self.n)]
+
+    async def stream(self) -> AsyncIterator[list[tuple[int, TokenEvent]] | None]:
+        """Yield batches of ready events; ``None`` is a heartbeat (nothing for SSE_KEEPALIVE_INTERVAL seconds).
+
+        Closing the iterator early (client gone: Starlette cancels the response task) cancels the request.
+        """
+        interval = self.state.settings.sse_keepalive_interval
+        queue = self.handle.queue
+        try:
+            while len(self.done) < self.n:
+                if queue.empty():
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=interval)
+                    except TimeoutError:
+                        yield None
+                        continue
+                else:
+                    item = queue.get_nowait()
+                batch = [self._take(item)]
+                while not queue.empty():
+                    batch.append(self._take(queue.get_nowait()))
+                yield batch
+        finally:
+            if len(self.done) < self.n:
+                self.handle.cancel()
+                log.info("stream closed early; cancelled request %s", self.request.request_id)
+            else:
+                self._record()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+HEARTBEAT = b": keep-alive\n\n"
+
+
+async def stream_with_errors(
+    source: AsyncIterator[bytes], on_error: Callable[[Exception], bytes]
+) -> AsyncIterator[bytes]:
+    """Turn a typed error raised after the response started into an SSE error event (never a broken stream)."""
+    from runtime.errors import RuntimeAPIError
+
+    try:
+        async for chunk in source:
+            yield chunk
+    except RuntimeAPIError as exc:
+        log.warning("error in stream: %s", exc.message)
+        yield on_error(exc)
