@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlplane.errors import ControlPlaneError
@@ -52,10 +52,13 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    # Connection failures (OperationalError) and a schema behind the code (ProgrammingError: undefined table on
+    # PostgreSQL) are conditions of the deployment, not of the request.
     @app.exception_handler(OperationalError)
-    async def _database(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(ProgrammingError)
+    async def _database(_: Request, exc: OperationalError | ProgrammingError) -> JSONResponse:
         log.error("database unavailable: %s", exc.orig)
-        return error_response(503, "database unavailable; retry shortly")
+        return error_response(503, "database unavailable or its schema is not migrated; retry shortly")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
