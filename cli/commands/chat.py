@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -79,9 +80,14 @@ def chat(
     ns = state.resolve_namespace(namespace)
     ep = state.client.get_endpoint(ns, name)
     status = ep.get("status") or {}
-    if status.get("state") not in ("running", "scaledToZero") or not status.get("url"):
+    url = status.get("url")
+    if status.get("state") == "scaledToZero" and not url:
+        # The API publishes a URL only while running; the gateway (part of the control-plane app) still answers
+        # at the same place and wakes the endpoint, holding the request until a replica is ready.
+        url = f"{state.settings.url}/endpoints/{quote(ns, safe='')}/{quote(name, safe='')}"
+    if status.get("state") not in ("running", "scaledToZero") or not url:
         raise CliError(f"endpoint is not running (state: {status.get('state')})")
-    client = _client(status["url"], state.settings.token)
+    client = _client(url, state.settings.token)
     model_name = model or (ep.get("model") or {}).get("repository") or "tgi"
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
 
@@ -96,7 +102,7 @@ def chat(
         return
     interactive = sys.stdin.isatty()
     if interactive:
-        err.print(f"chatting with {ns}/{name} ({status['url']}); /exit or Ctrl-D to stop", markup=False)
+        err.print(f"chatting with {ns}/{name} ({url}); /exit or Ctrl-D to stop", markup=False)
     while True:
         if interactive:
             err.print("> ", end="", markup=False)
