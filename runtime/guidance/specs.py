@@ -1,0 +1,127 @@
+"""Parse the wire forms of a grammar into one canonical :class:`GrammarSpec`.
+
+Two dialects reach us:
+
+* TGI ``parameters.grammar``: ``{"type": "json" | "json_object" | "regex", "value": ...}``, where ``value`` is a
+  JSON Schema (an object, or a string holding one — pydantic's ``model_json_schema()`` output works as is) or a
+  regex string. ``json_object`` is TGI's alias of ``json``.
+* OpenAI ``response_format``: ``{"type": "text"}`` (no constraint), ``{"type": "json_object"}`` (any JSON
+  object) or ``{"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}`` — what
+  ``client.chat.completions.parse(response_format=Model)`` and LangChain's ``with_structured_output`` send.
+
+The spec's :attr:`GrammarSpec.key` is a canonical string (schema re-serialised with sorted keys), so two
+requests with the same schema written differently share one compiled grammar in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runtime.guidance.errors import InvalidGrammarError
+
+GrammarKind = Literal["json_schema", "json_object", "regex", "tool_calls"]
+
+# Any JSON object: what OpenAI's json_object mode promises. Compiled without strict mode, so extra
+# properties stay allowed.
+ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class GrammarSpec:
+    """What to constrain the output to; ``value`` is canonical (schemas as sorted, compact JSON)."""
+
+    kind: GrammarKind
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+    def schema(self) -> Any:
+        """The JSON Schema (decoded), for ``json_schema`` specs."""
+        return json.loads(self.value)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _schema_value(value: Any, *, param: str) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidGrammarError(f"`{param}` is not valid JSON: {exc}", param=param) from exc
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidGrammarError(
+            f"`{param}` must be a JSON Schema object, got {type(value).__name__}", param=param
+        )
+    return value
+
+
+def json_schema_spec(schema: Any, *, param: str) -> GrammarSpec:
+    schema = _schema_value(schema, param=param)
+    return GrammarSpec("json_schema", canonical_json(schema))
+
+
+def from_tgi_grammar(grammar: Any, *, param: str = "grammar") -> GrammarSpec | None:
+    """TGI ``parameters.grammar`` → spec (``None`` when absent)."""
+    if grammar is None:
+        return None
+    if not isinstance(grammar, dict):
+        raise InvalidGrammarError(f"`{param}` must be an object with `type` and `value`", param=param)
+    kind = grammar.get("type")
+    extra = set(grammar) - {"type", "value"}
+    if extra:
+        raise InvalidGrammarError(f"`{param}` has unknown field(s): {', '.join(sorted(extra))}", param=param)
+    if "value" not in grammar:
+        raise InvalidGrammarError(f"`{param}.value` is required", param=f"{param}.value")
+    value = grammar["value"]
+    if kind in ("json", "json_object"):
+        return json_schema_spec(value, param=f"{param}.value")
+    if kind == "regex":
+        if not isinstance(value, str) or not value:
+            raise InvalidGrammarError(f"`{param}.value` must be a non-empty regex string", param=f"{param}.value")
+        return GrammarSpec("regex", value)
+    raise InvalidGrammarError(
+        f"`{param}.type` must be one of 'json', 'json_object', 'regex'; got {kind!r}", param=f"{param}.type"
+    )
+
+
+def from_response_format(response_format: Any, *, param: str = "response_format") -> GrammarSpec | None:
+    """OpenAI ``response_format`` → spec (``None`` for absent or ``{"type": "text"}``)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise InvalidGrammarError(f"`{param}` must be an object with a `type`", param=param)
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return GrammarSpec("json_object", canonical_json(ANY_OBJECT_SCHEMA))
+    if kind == "json_schema":
+        body = response_format.get("json_schema")
+        if not isinstance(body, dict):
+            raise InvalidGrammarError(
+                f"`{param}.json_schema` must be an object with `name` and `schema`", param=f"{param}.json_schema"
+            )
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidGrammarError(
+                f"`{param}.json_schema.name` is required", param=f"{param}.json_schema.name"
+            )
+        if "schema" not in body:
+            # OpenAI treats a missing schema as "any JSON object".
+            return GrammarSpec("json_object", canonical_json(ANY_OBJECT_SCHEMA))
+        return json_schema_spec(body["schema"], param=f"{param}.json_schema.schema")
+    if kind == "regex":  # TGI accepts its grammar object as response_format too
+        return from_tgi_grammar(response_format, param=param)
+    if kind == "json":
+        return from_tgi_grammar(response_format, param=param)
+    raise InvalidGrammarError(
+        f"`{param}.type` must be one of 'text', 'json_object', 'json_schema'; got {kind!r}", param=f"{param}.type"
+    )

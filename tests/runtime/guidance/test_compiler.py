@@ -1,0 +1,101 @@
+"""Compilation, caching and — on the random tiny model — enforcement of schemas and regexes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from runtime.guidance import InvalidGrammarError, from_response_format, from_tgi_grammar
+from runtime.guidance.specs import GrammarSpec, json_schema_spec
+from tests.runtime.guidance.schemas import REGEXES, SCHEMAS
+
+PROMPTS = ["Describe the item.", "hello", "def main():", "Reply in JSON please", "import os\n"]
+
+
+def test_cache_hits_share_the_compiled_grammar(compiler):
+    spec = json_schema_spec(SCHEMAS[0], param="grammar")
+    first = compiler.compile(spec)
+    reordered = json_schema_spec(json.loads(json.dumps(SCHEMAS[0], sort_keys=True)), param="grammar")
+    assert compiler.compile(reordered) is first
+    assert (compiler.stats.misses, compiler.stats.hits) == (1, 1)
+    assert compiler.stats.compile_seconds > 0
+
+
+def test_lru_evicts_least_recently_used(tiny_lm):
+    from runtime.guidance import GrammarCompiler
+
+    small = GrammarCompiler(tiny_lm.tokenizer, vocab_size=tiny_lm.vocab_size, cache_size=2)
+    a, b, c = (GrammarSpec("regex", r) for r in REGEXES[:3])
+    small.compile(a)
+    small.compile(b)
+    small.compile(a)  # a is now the most recent
+    small.compile(c)  # evicts b
+    assert small.cached(a) and small.cached(c) and not small.cached(b)
+    assert len(small) == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (json_schema_spec({"type": "object", "properties": {"a": {"type": "nosuch"}}}, param="g"), "properties/a/type"),
+        (json_schema_spec({"type": "integer", "minimum": 5, "maximum": 2}, param="g"), "minimum greater than maximum"),
+        (json_schema_spec({"$ref": "#/$defs/missing"}, param="g"), "missing"),
+        (json_schema_spec({"type": "object", "required": "a"}, param="g"), "required"),
+        (GrammarSpec("regex", "[a-"), "invalid regex"),
+        (GrammarSpec("regex", "(ab"), "invalid regex"),
+    ],
+)
+def test_invalid_schema_or_regex_is_a_typed_error_naming_the_problem(compiler, spec, words):
+    with pytest.raises(InvalidGrammarError) as info:
+        compiler.compile(spec, param="grammar.value")
+    assert words in info.value.message
+    assert info.value.param == "grammar.value"
+    assert "project/cpp" not in info.value.message  # engine source locations are stripped
+
+
+def test_unconstrained_tiny_model_does_not_write_json(tiny_lm):
+    """The premise of the enforcement tests: left alone, the random model produces no valid JSON."""
+    for text, _done in tiny_lm.generate(PROMPTS[:2], [None, None], max_new_tokens=40):
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+
+
+def test_schemas_are_enforced_on_the_random_model(compiler, tiny_lm):
+    specs = [json_schema_spec(s, param="grammar") for s in SCHEMAS]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(specs))]
+    # A free row rides in the same batch: constrained and unconstrained sequences share the forward pass.
+    constraints = [compiler.factory(s)() for s in specs] + [None]
+    results = tiny_lm.generate(prompts + ["free text row"], constraints, max_new_tokens=200)
+    for schema, (text, finished) in zip(SCHEMAS, results, strict=False):
+        assert finished, f"did not finish: {text!r}"
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_regexes_are_enforced_on_the_random_model(compiler, tiny_lm):
+    constraints = [compiler.factory(GrammarSpec("regex", r))() for r in REGEXES]
+    results = tiny_lm.generate(["x"] * len(REGEXES), constraints, max_new_tokens=60)
+    for regex, (text, finished) in zip(REGEXES, results, strict=True):
+        assert finished
+        assert re.fullmatch(regex, text), (regex, text)
+
+
+def test_json_object_mode_gives_an_object(compiler, tiny_lm):
+    spec = from_response_format({"type": "json_object"})
+    [(text, finished)] = tiny_lm.generate(["{"], [compiler.factory(spec)()], max_new_tokens=200)
+    if finished:  # any object is allowed, so the random model may run long; when it ends it is an object
+        assert isinstance(json.loads(text), dict)
+    else:
+        assert text.startswith("{")
+
+
+def test_numeric_bounds_hold_even_when_the_model_pushes_digits(compiler, tiny_lm):
+    """A heavy logit bias toward digits: the bounds (and termination) still come from the grammar."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 10, "maximum": 20}}, "required": ["n"]}
+    digits = {tiny_lm.tokenizer.convert_tokens_to_ids(str(d)): 50.0 for d in range(10)}
+    spec = from_tgi_grammar({"type": "json", "value": schema})
+    [(text, finished)] = tiny_lm.generate(["count"], [compiler.factory(spec)()], logit_bias=digits, max_new_tokens=60)
+    assert finished
+    assert 10 <= json.loads(text)["n"] <= 20
