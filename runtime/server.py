@@ -10,6 +10,7 @@ elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -293,6 +294,30 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
+    server = _make_server_class()(config)
     server.run()
     return 0
+
+
+def _make_server_class():
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown (exit status -15); a supervisor
+        stopping us on purpose should see a clean exit 0, so we only ask uvicorn to exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server

@@ -18,23 +18,24 @@ class GenerateParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     best_of: int | None = None
-    decoder_input_details: bool = False
-    details: bool = False
-    do_sample: bool = False
+    decoder_input_details: bool | None = False
+    details: bool | None = False
+    do_sample: bool | None = False
     frequency_penalty: float | None = None
     max_new_tokens: int | None = None
     repetition_penalty: float | None = None
     return_full_text: bool | None = None
     seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] | None = None
     temperature: float | None = None
     top_k: int | None = None
     top_n_tokens: int | None = None
     top_p: float | None = None
     truncate: int | None = None
     typical_p: float | None = None
-    watermark: bool = False
+    watermark: bool | None = False
     adapter_id: str | None = None
+    grammar: dict[str, Any] | None = None  # {"type": "json" | "json_object" | "regex", "value": ...}; runtime.guidance
 
     def check(self, *, max_best_of: int) -> None:
         def bad(param: str, message: str) -> ValidationError:
@@ -93,11 +94,11 @@ class GenerateParameters(BaseModel):
             seed=self.seed,
             repetition_penalty=self.repetition_penalty or 1.0,
             frequency_penalty=self.frequency_penalty or 0.0,
-            stop=list(self.stop),
+            stop=list(self.stop or []),
             include_stop_str_in_output=True,  # TGI keeps the stop sequence in generated_text
-            logprobs=self.details or self.decoder_input_details,
+            logprobs=bool(self.details or self.decoder_input_details),
             top_logprobs=self.top_n_tokens or 0,
-            prompt_logprobs=self.decoder_input_details,
+            prompt_logprobs=bool(self.decoder_input_details),
         )
 
 
