@@ -10,9 +10,10 @@ kernel to apply the packed bitmask; and it was already a pinned dependency, so n
 
 Choices that keep random and real models finishing:
 
-* Whitespace between JSON tokens is allowed but capped at one character per gap (``max_whitespace_cnt=1``):
-  ``{"a": 1}`` and ``{"a":1}`` both match, yet a model cannot loop on whitespace forever (a known failure mode
-  of unconstrained-whitespace JSON grammars).
+* JSON is generated in one canonical layout, ``{"a": 1, "b": [1, 2]}`` (``any_whitespace=False``: separators
+  ``", "`` and ``": "``, no other whitespace). A model cannot loop on whitespace (a known failure mode of
+  free-whitespace JSON grammars; with it the random model wrote tab after tab), and the layout is the one
+  models are trained on.
 * Strict mode: properties a schema does not list are not generated (output still validates against the schema,
   and objects close).
 
@@ -23,6 +24,8 @@ impossible bounds, unparsable regex) becomes :class:`InvalidGrammarError` with t
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import threading
 import time
@@ -37,8 +40,8 @@ from runtime.guidance.constraint import ConstraintFactory
 from runtime.guidance.errors import InvalidGrammarError
 from runtime.guidance.specs import GrammarSpec
 
-# The JSON whitespace cap described in the module docstring.
-MAX_WHITESPACE = 1
+# Canonical JSON layout (see the module docstring).
+ANY_WHITESPACE = False
 
 _CPP_PREFIX = re.compile(r"^\[[0-9:]+\]\s+\S+:\d+:\s*")
 
@@ -47,6 +50,21 @@ def engine_message(exc: BaseException) -> str:
     """xgrammar's C++ errors start with a timestamp and a source location; keep only the message."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return _CPP_PREFIX.sub("", text)
+
+
+def schema_ebnf(schema: Any, *, param: str) -> str:
+    """A JSON Schema as an EBNF grammar in the canonical layout (for embedding in structural tags)."""
+    check_schema(schema, param=param)
+    try:
+        return _ebnf(json.dumps(schema, sort_keys=True))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InvalidGrammarError(f"invalid schema: {engine_message(exc)}", param=param) from exc
+
+
+@functools.lru_cache(maxsize=512)
+def _ebnf(schema_json: str) -> str:
+    # Memoised: the tools of a conversation are resent with every turn.
+    return str(xgr.Grammar.from_json_schema(schema_json, any_whitespace=ANY_WHITESPACE, strict_mode=True))
 
 
 def check_schema(schema: Any, *, param: str) -> None:
@@ -144,13 +162,9 @@ class GrammarCompiler:
             if spec.kind == "json_schema":
                 schema = spec.schema()
                 check_schema(schema, param=param)
-                return self._compiler.compile_json_schema(
-                    spec.value, any_whitespace=True, max_whitespace_cnt=MAX_WHITESPACE, strict_mode=True
-                )
+                return self._compiler.compile_json_schema(spec.value, any_whitespace=ANY_WHITESPACE, strict_mode=True)
             if spec.kind == "json_object":
-                return self._compiler.compile_json_schema(
-                    spec.value, any_whitespace=True, max_whitespace_cnt=MAX_WHITESPACE, strict_mode=False
-                )
+                return self._compiler.compile_json_schema(spec.value, any_whitespace=ANY_WHITESPACE, strict_mode=False)
             if spec.kind == "regex":
                 return self._compiler.compile_regex(spec.value)
             if spec.kind == "tool_calls":

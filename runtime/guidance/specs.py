@@ -103,6 +103,9 @@ def from_response_format(response_format: Any, *, param: str = "response_format"
         return None
     if kind == "json_object":
         return GrammarSpec("json_object", canonical_json(ANY_OBJECT_SCHEMA))
+    if kind == "json_schema" and "json_schema" not in response_format and "value" in response_format:
+        # huggingface_hub's ChatCompletionInputGrammarType: {"type": "json_schema", "value": schema}
+        return json_schema_spec(response_format["value"], param=f"{param}.value")
     if kind == "json_schema":
         body = response_format.get("json_schema")
         if not isinstance(body, dict):

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import jinja2
 import jinja2.meta
 
-from runtime.guidance.compiler import MAX_WHITESPACE, check_schema
+from runtime.guidance.compiler import check_schema, schema_ebnf
 from runtime.guidance.errors import InvalidGrammarError, ToolError
 from runtime.guidance.specs import GrammarSpec, canonical_json
 
@@ -78,21 +78,26 @@ class ToolPlan:
         return tuple(t["function"]["name"] for t in self.tools)
 
     def grammar_spec(self) -> GrammarSpec:
-        """The structural-tag grammar (canonical JSON, so identical tool sets share one compiled grammar)."""
-        tags = [
-            {
+        """The structural-tag grammar (canonical JSON, so identical tool sets share one compiled grammar).
+
+        Each function's arguments are its ``parameters`` schema converted to EBNF in the canonical JSON layout
+        (see :mod:`runtime.guidance.compiler`). Raises :class:`ToolError` for a schema xgrammar cannot enforce.
+        """
+        tags = []
+        for i, t in enumerate(self.tools):
+            if self.mode == "function" and t["function"]["name"] != self.forced:
+                continue
+            param = f"tools[{i}].function.parameters"
+            try:
+                ebnf = schema_ebnf(t["function"].get("parameters") or NO_PARAMETERS, param=param)
+            except InvalidGrammarError as exc:
+                raise ToolError(exc.message, param=exc.param) from exc
+            tags.append({
                 "type": "tag",
                 "begin": CALL_PREFIX + t["function"]["name"] + ARGUMENTS_PREFIX,
-                "content": {
-                    "type": "json_schema",
-                    "json_schema": t["function"].get("parameters") or NO_PARAMETERS,
-                    "max_whitespace_cnt": MAX_WHITESPACE,
-                },
+                "content": {"type": "grammar", "grammar": ebnf},
                 "end": CALL_SUFFIX,
-            }
-            for t in self.tools
-            if self.mode != "function" or t["function"]["name"] == self.forced
-        ]
+            })
         calls: dict[str, Any]
         if self.mode == "function":
             calls = tags[0]
@@ -119,7 +124,8 @@ def _tool_choice_mode(tool_choice: Any, names: set[str]) -> tuple[str, str | Non
             return tool_choice, None
         name = tool_choice  # TGI accepts a bare function name
     elif isinstance(tool_choice, dict):
-        if tool_choice.get("type") != "function":
+        # huggingface_hub sends {"function": {"name"}} without "type"
+        if tool_choice.get("type", "function") != "function":
             raise ToolError(
                 "`tool_choice` object must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
                 param="tool_choice",

@@ -121,6 +121,12 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    # --- guidance (runtime.guidance validates and compiles these) ---
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    tool_prompt: str | None = None  # TGI's extension: overrides the tool instructions given to the model
     # --- extensions ---
     add_generation_prompt: bool = True
 
@@ -148,6 +154,7 @@ class CompletionRequest(_SamplingFields):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     suffix: str | None = None
+    response_format: dict[str, Any] | None = None  # vLLM extension: JSON / regex guidance for completions
 
     def prompts(self) -> list[str] | list[list[int]]:
         p = self.prompt

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.engine.params import FinishReason, TokenEvent
 from runtime.errors import InvalidRequest, RuntimeAPIError, ValidationError
+from runtime.guidance.serving import ChatGuidance, chat_guidance, openai_finish, response_format_factory
 from runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
 
@@ -73,10 +74,18 @@ async def create_chat_completion(request: Request):
     state.check_api_key(request)
     loaded = state.require_ready()
     body = await parse_body(request, ChatCompletionRequest)
-    prompt_text = state.validator.render_chat([m.to_template() for m in body.messages],
+    template = getattr(state.validator.tokenizer, "chat_template", None)
+    guidance = await asyncio.to_thread(
+        chat_guidance, loaded, [m.to_template() for m in body.messages],
+        template=template if isinstance(template, str) else None, response_format=body.response_format,
+        tools=body.tools, tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
+        tool_prompt=body.tool_prompt,
+    )
+    prompt_text = state.validator.render_chat(guidance.messages, tools=guidance.tools,
                                               add_generation_prompt=body.add_generation_prompt)
     prompt_ids = state.validator.tokenize(prompt_text, add_special_tokens=False)
     params = body.to_sampling_params()
+    params.constraint_factory = guidance.factory
     extend = getattr(request.app.state, "chat_extensions", None)
     if extend is not None:  # hook for protocol extensions (grammar/tools) living outside this module
         extend(body, params, loaded)
@@ -94,10 +103,11 @@ async def create_chat_completion(request: Request):
         model = body.model or state.model_name
         if not body.stream:
             results = await run.collect(request)
-            return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body))
+            return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body,
+                                               guidance))
     # Streaming: the admission slot is held by the generator itself.
     return StreamingResponse(
-        _admitted(state, _chat_stream(run, created=created, model=model, body=body)),
+        _admitted(state, _chat_stream(run, created=created, model=model, body=body, guidance=guidance)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -113,14 +123,15 @@ async def _admitted(state: RuntimeState, source: AsyncIterator[bytes]) -> AsyncI
 
 
 def _chat_response(rid: str, created: int, model: str, results: list[SequenceResult], prompt_len: int,
-                   body: ChatCompletionRequest) -> dict[str, Any]:
+                   body: ChatCompletionRequest, guidance: ChatGuidance) -> dict[str, Any]:
     choices = []
     for r in results:
+        message, has_tool_calls = guidance.message(r.text, r.finish_reason)
         choices.append({
             "index": r.index,
-            "message": {"role": "assistant", "content": r.text},
+            "message": message,
             "logprobs": {"content": [_token_logprob(e) for e in r.events]} if body.logprobs else None,
-            "finish_reason": openai_finish_reason(r.finish_reason),
+            "finish_reason": openai_finish(r.finish_reason, tool_calls=has_tool_calls),
         })
     return {
         "id": rid,
@@ -133,7 +144,8 @@ def _chat_response(rid: str, created: int, model: str, results: list[SequenceRes
     }
 
 
-async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
+async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: ChatCompletionRequest,
+                       guidance: ChatGuidance) -> AsyncIterator[bytes]:
     rid = run.request.request_id
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -145,6 +157,7 @@ async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: Ch
             out["usage"] = None
         return out
 
+    tool_streams = {i: guidance.streamer() for i in range(run.n)}  # None unless tools are in play
     try:
         yield b"".join(sse(chunk(i, {"role": "assistant", "content": ""}, None)) for i in range(run.n))
         completion_tokens = 0
@@ -156,10 +169,22 @@ async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: Ch
             for index, event in batch:
                 completion_tokens += 1
                 logprobs = {"content": [_token_logprob(event)]} if body.logprobs else None
-                if event.text or logprobs is not None:
-                    out.append(sse(chunk(index, {"content": event.text}, None, logprobs)))
+                tools = tool_streams[index]
+                if tools is None:
+                    if event.text or logprobs is not None:
+                        out.append(sse(chunk(index, {"content": event.text}, None, logprobs)))
+                else:  # tool-call markup becomes OpenAI tool_calls deltas; the rest stays content
+                    text, calls = tools.feed(event.text)
+                    if event.finish_reason is not None:
+                        flushed, _ = tools.finish()
+                        text += flushed
+                    if text or logprobs is not None:
+                        out.append(sse(chunk(index, {"content": text}, None, logprobs)))
+                    if calls:
+                        out.append(sse(chunk(index, {"tool_calls": calls}, None)))
                 if event.finish_reason is not None:
-                    out.append(sse(chunk(index, {}, openai_finish_reason(event.finish_reason))))
+                    finish = openai_finish(event.finish_reason, tool_calls=bool(tools is not None and tools.calls))
+                    out.append(sse(chunk(index, {}, finish)))
             yield b"".join(out)
         if include_usage:
             yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})
@@ -188,11 +213,14 @@ async def create_completion(request: Request):
         )
     if body.stream and len(prompts) > 1:
         raise InvalidRequest("streaming supports a single prompt", param="prompt")
+    constraint = await asyncio.to_thread(response_format_factory, state.loaded, body.response_format)
     valids = []
     for p in prompts:
         ids = list(p) if isinstance(p, list) else state.validator.tokenize(p)
+        params = body.to_sampling_params()
+        params.constraint_factory = constraint
         valids.append(state.validator.validate(
-            ids, body.to_sampling_params(), max_new_tokens_set=body.max_tokens is not None,
+            ids, params, max_new_tokens_set=body.max_tokens is not None,
             input_param="prompt", max_tokens_param="max_tokens", request_id=f"cmpl-{uuid.uuid4().hex}",
         ))
     created = int(time.time())

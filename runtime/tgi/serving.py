@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.engine.params import FinishReason, TokenEvent, TopToken
 from runtime.errors import RuntimeAPIError, ValidationError
+from runtime.guidance.serving import grammar_factory
 from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
 from runtime.tgi.protocol import GenerateRequest, token_json
 
@@ -52,6 +53,7 @@ def _prepare(state: RuntimeState, body: GenerateRequest):
     p = body.parameters
     p.check(max_best_of=state.settings.max_best_of)
     params = p.to_sampling_params()
+    params.constraint_factory = grammar_factory(state.loaded, p.grammar)  # 422 on a bad grammar, before any work
     best_of = p.best_of or 1
     if best_of > 1:
         params.logprobs = True
