@@ -24,7 +24,7 @@ from controlplane.errors import AlreadyRunning, Conflict, Forbidden, InvalidSpec
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event, utcnow
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
-from controlplane.services.validation import check_name, check_namespace, runtime_view, validate_create
+from controlplane.services.validation import MAX_NAME, NAME_RE, check_namespace, runtime_view, validate_create
 
 
 @dataclass
@@ -53,6 +53,8 @@ class EndpointService:
 
     def get(self, namespace: str, name: str) -> Endpoint:
         self.authorize(namespace)
+        if len(name) > MAX_NAME or not NAME_RE.match(name):
+            raise NotFound(f"endpoint {namespace}/{name[:64]} not found (not a valid endpoint name)")
         row = self.session.scalar(select(Endpoint).where(Endpoint.namespace == namespace, Endpoint.name == name))
         if row is None or row.desired_state == DesiredState.DELETED.value:
             raise NotFound(f"endpoint {namespace}/{name} not found")

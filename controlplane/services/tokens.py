@@ -27,8 +27,8 @@ class TokenService:
     def mint(self, *, namespace: str | None, name: str, orgs: Sequence[str] | None) -> tuple[ApiToken, str]:
         namespace = namespace or self.principal.name
         check_namespace(namespace)
-        if not name or len(name) > 128:
-            raise InvalidSpec("token name must be 1 to 128 characters", param="name")
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidSpec("token name must be 1 to 128 printable characters", param="name")
         if not self.principal.is_admin:
             if namespace != self.principal.name:
                 raise Forbidden(f"a token may only mint tokens for its own namespace {self.principal.name!r}")
