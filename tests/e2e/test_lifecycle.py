@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import huggingface_hub.constants
 import openai
 import pytest
@@ -22,6 +23,8 @@ pytestmark = [pytest.mark.slow]
 def hf_api(monkeypatch):
     def make(url: str) -> HfApi:
         monkeypatch.setattr(huggingface_hub.constants, "INFERENCE_ENDPOINTS_ENDPOINT", url + "/v2")
+        # InferenceEndpoint objects re-read the token from the environment, as for a user who logged in.
+        monkeypatch.setenv("HF_TOKEN", ADMIN_TOKEN)
         return HfApi(endpoint=url, token=ADMIN_TOKEN)
 
     return make
@@ -36,7 +39,7 @@ def test_full_lifecycle_with_hfapi_and_openai(backend, make_stack, hf_api, tiny_
     endpoint = api.create_inference_endpoint(
         "e2e-chat", repository=str(tiny_model_dir), framework="pytorch", task="text-generation", accelerator="cpu",
         vendor="aws", region="us-east-1", instance_size="x1", instance_type="intel-icl", min_replica=0,
-        max_replica=1, scale_to_zero_timeout=15, type="protected",
+        max_replica=1, scale_to_zero_timeout=15, type="authenticated",
     )
     assert endpoint.status in ("pending", "initializing")
     endpoint.wait(timeout=240, refresh_every=1)
@@ -87,6 +90,17 @@ def test_full_lifecycle_with_hfapi_and_openai(backend, make_stack, hf_api, tiny_
     assert endpoint.status == "running"
     again = client.chat.completions.create(model="tgi", max_tokens=4, messages=[{"role": "user", "content": "back?"}])
     assert again.choices[0].message.content is not None
+
+    # Update: a new spec revision rolls out (new replica first, old one stopped once the new one serves).
+    api.update_inference_endpoint("e2e-chat", namespace="admin",
+                                  env={"MAX_TOTAL_TOKENS": "600", "MAX_INPUT_TOKENS": "500"})
+    wait_until(lambda: [p.name for p in (stack.data_dir / "local-replicas").glob("*/r*.json")] == ["r2-0.json"],
+               timeout=240, what="revision 2 to replace revision 1")
+    raw.wait_state("e2e-chat", "running", timeout=240)
+    endpoint.wait(timeout=240, refresh_every=1)
+    assert any(e["reason"] == "Updating" for e in raw.events("e2e-chat"))
+    info = httpx.get(endpoint.url + "/info", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert info["max_total_tokens"] == 600
 
     endpoint.delete()
     with pytest.raises(HfHubHTTPError) as gone:
