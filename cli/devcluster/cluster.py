@@ -31,7 +31,7 @@ from cli.devcluster.binaries import Binaries, find_binaries
 from cli.devcluster.errors import ClusterNotRunning, DevClusterError
 from cli.devcluster.nodes import NodePool, node_manifest
 from cli.devcluster.pki import Pki, ensure_pki
-from cli.devcluster.stages import kwok_config
+from cli.devcluster.stages import RUNTIME_LOG, kwok_config
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_MANAGED_VALUE = "fake"
@@ -162,7 +162,9 @@ class DevCluster:
             "cpu": asdict(NodePool(name="cpu", instance_type="cpu-standard", gpus=0)),
         }
         self._write_kubeconfig(state, pki)
-        (self.state_dir / "kwok.yaml").write_text(kwok_config(bins.kwok_stage_dir))
+        runtime_log = self.state_dir / "runtime.log"
+        runtime_log.write_text(RUNTIME_LOG)
+        (self.state_dir / "kwok.yaml").write_text(kwok_config(bins.kwok_stage_dir, runtime_log))
         self._save_state(state)
         deadline = time.monotonic() + timeout
         try:
@@ -263,9 +265,10 @@ class DevCluster:
 
     def _kubectl_like(self, method: str, path: str, state: ClusterState, body: dict | None, *,
                       ok_missing: bool = False) -> None:
-        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
         with self._http() as client:
-            resp = client.request(method, state.server + path, json=body, headers=headers)
+            resp = client.request(method, state.server + path, headers={"Content-Type": content_type},
+                                  content=json.dumps(body) if body is not None else None)
         if resp.status_code == 404 and ok_missing:
             return
         if resp.status_code >= 400:
@@ -304,7 +307,7 @@ class DevCluster:
                 "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true", "--enable-priority-and-fairness=false",
                 "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
-                "--endpoint-reconciler-type=none", "--v=1"]
+                "--endpoint-reconciler-type=none", "--kubelet-preferred-address-types=InternalIP", "--v=1"]
 
     @property
     def audit_log(self) -> Path:
@@ -350,7 +353,7 @@ class DevCluster:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_MANAGED_VALUE}",
                 f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
-                "--node-ip=10.0.0.1", "--cidr=10.0.0.0/16", f"--node-port={s.kwok_port}",
+                "--node-ip=127.0.0.1", "--cidr=10.0.0.0/16", f"--node-port={s.kwok_port}",
                 f"--server-address=127.0.0.1:{s.kwok_port}",
                 f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}", "--v=INFO"]
 

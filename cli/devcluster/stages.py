@@ -28,6 +28,7 @@ kwok nodes run nothing, so no probe can really run. The stages stand in for the 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -97,7 +98,7 @@ _NOT_READY_CONDITIONS = """
 
 
 def _fault_stage(name: str, prefix: str, phase_from: str, container_status: str, phase: str) -> dict:
-    template = "{{ $now := Now }}\n" + _NOT_READY_CONDITIONS + """
+    template = "      {{ $now := Now }}\n" + _NOT_READY_CONDITIONS + """
       containerStatuses:
       {{ range .spec.containers }}
       - image: {{ .image | Quote }}
@@ -119,7 +120,7 @@ def _fault_stage(name: str, prefix: str, phase_from: str, container_status: str,
                 {"key": ".status.containerStatuses.[].started", "operator": "DoesNotExist"},
             ]},
             "delay": {"durationMilliseconds": 200, "jitterDurationMilliseconds": 400},
-            "next": {"statusTemplate": template},
+            "next": {"statusTemplate": textwrap.dedent(template)},
         },
     }
 
@@ -128,7 +129,7 @@ _CRASH_STATUS = """        restartCount: 5
         state:
           waiting:
             reason: CrashLoopBackOff
-            message: "back-off 2m40s restarting failed container={{ .name }}"
+            message: "back-off 2m40s restarting failed container={{{{ .name }}}}"
         lastState:
           terminated:
             exitCode: {exit_code}
@@ -170,8 +171,23 @@ def fault_stages() -> list[dict]:
     ]
 
 
-def kwok_config(kwok_stage_dir: Path) -> str:
-    """The multi-document `--config` file for kwok: its own stages (pod-ready narrowed) plus the fault stages."""
+RUNTIME_LOG = """\
+INFO runtime: loading model from /repository (simulated by kwok)
+INFO runtime: model loaded; warmup done
+INFO runtime: serving on 0.0.0.0 (health route ready)
+"""
+
+
+def cluster_logs(logs_file: Path) -> dict:
+    """Every kwok pod's `runtime` container 'logs' the lines of `logs_file` (served through the API server)."""
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": "endpointctl-runtime"},
+            "spec": {"selector": {}, "logs": [{"containers": ["runtime"], "logsFile": str(logs_file),
+                                               "follow": False}]}}
+
+
+def kwok_config(kwok_stage_dir: Path, logs_file: Path | None = None) -> str:
+    """The multi-document `--config` file for kwok: its own stages (pod-ready narrowed) plus the fault stages,
+    and (given `logs_file`) the container logs kwok serves for the runtime containers."""
     docs: list[dict] = []
     for rel in KWOK_STAGE_FILES:
         stage = yaml.safe_load((kwok_stage_dir / rel).read_text())
@@ -181,4 +197,6 @@ def kwok_config(kwok_stage_dir: Path) -> str:
                  "values": ["true"]})
         docs.append(stage)
     docs.extend(fault_stages())
+    if logs_file is not None:
+        docs.append(cluster_logs(logs_file))
     return yaml.safe_dump_all(docs, sort_keys=False)

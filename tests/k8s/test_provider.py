@@ -110,7 +110,7 @@ def test_scale_to_zero_and_back(provider):
     provider.apply(d)
     assert provider.wait_until(lambda: ready(provider, "ep-3-scale", 2), WAIT)
     provider.apply(dataclasses.replace(d, replicas=0))
-    assert provider.wait_until(lambda: not provider.observe("ep-3-scale").replicas, WAIT)
+    assert provider.wait_until(lambda: not (o := provider.observe("ep-3-scale")).replicas and o.rollout_complete, WAIT)
     o = provider.observe("ep-3-scale")
     assert o.exists and o.desired_replicas == 0 and o.ready_replicas == 0 and o.rollout_complete
     provider.apply(dataclasses.replace(d, replicas=1))
@@ -246,3 +246,11 @@ def test_manifests_pass_server_side_dry_run(make_provider, kube_api, kube_namesp
     assert labelled_objects(kube_api, kube_namespace, "ep-11-gpu") == {}
     with pytest.raises(ProviderPermanentError, match="rejected"):
         provider.apply(desired("ep-14-bad", hardware=CPU, port=70000), dry_run=True)
+
+
+def test_logs_come_through_the_api_server(provider):
+    provider.apply(desired("ep-15-logs", hardware=CPU))
+    assert provider.wait_until(lambda: ready(provider, "ep-15-logs"), WAIT)
+    lines = list(provider.logs("ep-15-logs", tail=10))
+    assert any("serving on 0.0.0.0" in line for line in lines), lines
+    assert all(line.startswith("[ep-15-logs-") for line in lines)

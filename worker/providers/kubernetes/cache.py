@@ -46,7 +46,7 @@ class Reflector:
         self._field_selector = field_selector
         self._keep = keep
         self._watch_timeout = watch_timeout
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: wait_for's predicate reads the cache
         self._objects: dict[str, dict] = {}  # by metadata.name
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -122,7 +122,7 @@ class Reflector:
             self._thread.join(timeout=5)
 
     def _kwargs(self) -> dict:
-        kw: dict[str, Any] = {"_preload_content": False}
+        kw: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 120)}
         if self._label_selector:
             kw["label_selector"] = self._label_selector
         if self._field_selector:
@@ -164,12 +164,14 @@ class Reflector:
         return body["metadata"]["resourceVersion"]
 
     def _watch(self, rv: str) -> str | None:
+        # The server ends the watch after `timeout_seconds`; the client-side read timeout catches a dead peer.
+        kwargs = {**self._kwargs(), "_request_timeout": (10, self._watch_timeout + 30)}
         resp = self._list_fn(watch=True, resource_version=rv, allow_watch_bookmarks=True,
-                             timeout_seconds=self._watch_timeout, **self._kwargs())
+                             timeout_seconds=self._watch_timeout, **kwargs)
         self._response = resp
         buffer = b""
         try:
-            for chunk in resp.stream(65536, decode_content=True):
+            for chunk in resp.stream(amt=None, decode_content=False):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
