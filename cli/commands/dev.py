@@ -67,15 +67,8 @@ def demo() -> None:
 )
 def runtime_serve(ctx: typer.Context) -> None:
     """Serve a model with the bundled runtime; every argument goes to the runtime (try `runtime serve --help`)."""
-    main = None
-    for module in ("runtime.server", "runtime.__main__"):
-        try:
-            main = _load(module, "main", "`endpointctl runtime serve`")
-            break
-        except MissingComponent:
-            continue
-    if main is None:
-        raise MissingComponent("`endpointctl runtime serve` is not available in this installation (no runtime.server.main)")
+    # runtime.server, not runtime.__main__: importing the latter would start serving with sys.argv.
+    main = _load("runtime.server", "main", "`endpointctl runtime serve`")
     _exit_with(main(list(ctx.args)))
 
 
