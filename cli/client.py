@@ -14,13 +14,15 @@ from urllib.parse import quote
 
 import httpx
 
-from cli.errors import ApiError, ControlPlaneUnreachable
+from cli.errors import ApiError, CliError, ControlPlaneUnreachable
 
 USER_AGENT = "endpointctl-cli"
 
 
 def _segment(value: str) -> str:
     """Quote one path segment, so a name with '/' or '?' cannot address another route."""
+    if not value or value in (".", "..") or "/" in value:
+        raise CliError(f"invalid name {value!r}: names and namespaces cannot be empty, '.', '..' or contain '/'", exit_code=2)
     return quote(value, safe="")
 
 
@@ -56,8 +58,20 @@ def error_message(response: httpx.Response) -> str:
                 break
     if not message:
         text = response.text.strip()
-        message = text.splitlines()[0][:300] if text else (response.reason_phrase or "error")
+        if text and not response.headers.get("content-type", "").startswith("text/html"):
+            message = text.splitlines()[0][:300]
+        else:  # an HTML error page says nothing a terminal line can show
+            message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
     return " ".join(message.split())
+
+
+def _from_our_api(response: httpx.Response) -> bool:
+    """Our API's errors always carry an `error` string; anything else came from a router, proxy or other server."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), str)
 
 
 class ControlPlaneClient:
@@ -65,10 +79,15 @@ class ControlPlaneClient:
 
     def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise ControlPlaneUnreachable(f"invalid control-plane URL {url!r}: it must start with http:// or https://")
         headers = {"user-agent": USER_AGENT}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise ControlPlaneUnreachable(f"invalid control-plane URL {url!r}: {exc}") from exc
 
     def close(self) -> None:
         self._http.close()
@@ -95,7 +114,11 @@ class ControlPlaneClient:
         except httpx.InvalidURL as exc:
             raise ControlPlaneUnreachable(f"invalid control-plane URL {self.url!r}: {exc}") from exc
         if response.status_code >= 400:
-            raise ApiError(response.status_code, error_message(response))
+            message = error_message(response)
+            if response.status_code in (404, 405) and not _from_our_api(response):
+                # An unknown route: our API always names what is missing, so this is the wrong server (or URL).
+                message = f"{method} {path}: {message} — is {self.url} an endpointctl control plane?"
+            raise ApiError(response.status_code, message)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

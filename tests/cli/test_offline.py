@@ -107,3 +107,50 @@ def test_dev_tiny_model_refuses_a_file_path(bare_cli: Cli) -> None:
     target.write_text("x")
     r = bare_cli("dev", "tiny-model", str(target))
     assert r.code == 1 and r.stderr.strip() == f"error: {target} exists and is not a directory", r
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("localhost:8000", "invalid control-plane URL 'localhost:8000': it must start with http:// or https://"),
+     ("http://[::1", "invalid control-plane URL 'http://[::1': ")],
+)
+def test_malformed_url(bare_cli: Cli, url: str, message: str) -> None:
+    r = bare_cli("--url", url, "list")
+    assert r.code == 1 and r.stderr.startswith(f"error: {message}") and r.stderr.count("\n") == 1, r
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "."])
+def test_names_that_would_address_another_route(bare_cli: Cli, name: str) -> None:
+    r = bare_cli("--url", f"http://127.0.0.1:{free_port()}", "-n", "me", "describe", name)
+    assert r.code == 2 and r.stderr.startswith(f"error: invalid name {name!r}"), r
+
+
+@pytest.fixture
+def not_a_control_plane(tmp_path):  # noqa: ANN001, ANN201 - a plain static file server on loopback
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_pointing_at_another_kind_of_server(bare_cli: Cli, not_a_control_plane: str) -> None:
+    r = bare_cli("--url", not_a_control_plane, "list")
+    assert r.code == 1, r
+    assert r.stderr.strip() == f"error: GET /api/whoami-v2: HTTP 404 File not found — is {not_a_control_plane} an endpointctl control plane?", r
