@@ -145,6 +145,7 @@ def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:
         ("Instance", f"{_get(ep, 'compute', 'instanceType')} {_get(ep, 'compute', 'instanceSize')}"),
         ("Provider", f"{_get(ep, 'provider', 'vendor')} / {_get(ep, 'provider', 'region')}"),
         ("Min/max replicas", f"{scaling.get('minReplica')} / {scaling.get('maxReplica')}"),
+        ("Autoscale on", ", ".join(f"{k} {v if v is not None else '(default)'}" for k, v in (scaling.get("measure") or {}).items())),
         ("Scale to zero after", f"{scaling['scaleToZeroTimeout']} min" if scaling.get("scaleToZeroTimeout") is not None else "never"),
         ("Env", ", ".join(f"{k}={v}" for k, v in (_get(ep, "model", "env") or {}).items())),
         ("Tags", ", ".join(ep.get("tags") or [])),

@@ -22,6 +22,11 @@ class EndpointType(str, enum.Enum):
     protected = "protected"  # older clients' name for authenticated; the API accepts it as an alias
 
 
+class ScalingMetric(str, enum.Enum):
+    pendingRequests = "pendingRequests"  # noqa: N815 - the wire value
+    hardwareUsage = "hardwareUsage"  # noqa: N815
+
+
 class Accelerator(str, enum.Enum):
     cpu = "cpu"
     gpu = "gpu"
@@ -56,6 +61,8 @@ class EndpointOptions:
     min_replica: int | None = None
     max_replica: int | None = None
     scale_to_zero_timeout: int | None = None
+    scaling_metric: str | None = None
+    scaling_threshold: float | None = None
     type: str | None = None
     image_url: str | None = None
     image_port: int | None = None
@@ -71,6 +78,8 @@ class EndpointOptions:
                 raise CliError(f"--{name.replace('_', '-')} must not be negative (got {value})", exit_code=2)
         if self.min_replica is not None and self.max_replica is not None and self.min_replica > self.max_replica:
             raise CliError(f"--min-replica ({self.min_replica}) must not exceed --max-replica ({self.max_replica})", exit_code=2)
+        if self.scaling_threshold is not None and not self.scaling_threshold > 0:
+            raise CliError(f"--scaling-threshold must be greater than 0 (got {self.scaling_threshold:g})", exit_code=2)
         if (self.image_port is not None or self.health_route is not None) and self.image_url is None:
             raise CliError("--image-port and --health-route describe a custom image; give --image-url too", exit_code=2)
 
@@ -84,6 +93,13 @@ def _image(opts: EndpointOptions) -> dict[str, Any]:
     if opts.health_route is not None:
         custom["healthRoute"] = opts.health_route
     return {"custom": custom}
+
+
+def _measure(opts: EndpointOptions) -> dict[str, float | None] | None:
+    """`{"pendingRequests": 1.5}`-style autoscaling measure; a threshold alone means pending requests."""
+    if opts.scaling_metric is None and opts.scaling_threshold is None:
+        return None
+    return {opts.scaling_metric or ScalingMetric.pendingRequests.value: opts.scaling_threshold}
 
 
 def pick_compute(catalog: dict[str, Any], opts: EndpointOptions) -> tuple[str, str, dict[str, Any]]:
@@ -141,6 +157,9 @@ def create_body(name: str, opts: EndpointOptions, *, catalog: dict[str, Any] | N
         "maxReplica": opts.max_replica if opts.max_replica is not None else max(1, opts.min_replica or 1),
         "scaleToZeroTimeout": opts.scale_to_zero_timeout,
     }
+    measure = _measure(opts)
+    if measure:
+        scaling["measure"] = measure
     model: dict[str, Any] = {
         "repository": opts.repository,
         "revision": opts.revision,
@@ -177,7 +196,7 @@ def update_body(opts: EndpointOptions) -> dict[str, Any]:
     compute = {k: v for k, v in (("accelerator", opts.accelerator), ("instanceType", opts.instance_type),
                                  ("instanceSize", opts.instance_size)) if v is not None}
     scaling = {k: v for k, v in (("minReplica", opts.min_replica), ("maxReplica", opts.max_replica),
-                                 ("scaleToZeroTimeout", opts.scale_to_zero_timeout)) if v is not None}
+                                 ("scaleToZeroTimeout", opts.scale_to_zero_timeout), ("measure", _measure(opts))) if v is not None}
     if scaling:
         compute["scaling"] = scaling
     if compute:

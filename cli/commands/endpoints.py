@@ -9,7 +9,7 @@ import typer
 from cli.app import app
 from cli.errors import ApiError, CliError
 from cli.output import OutputFormat, emit_data, message, out, show_endpoint, show_endpoints, table
-from cli.spec import Accelerator, EndpointOptions, EndpointType, create_body, needs_catalog, parse_pairs, update_body
+from cli.spec import Accelerator, EndpointOptions, EndpointType, ScalingMetric, create_body, needs_catalog, parse_pairs, update_body
 from cli.state import NamespaceOpt, OutputOpt, get_state
 from cli.waiting import wait_for_deletion, wait_for_running
 
@@ -31,6 +31,8 @@ InstanceSize = Annotated[str | None, typer.Option("--instance-size", help="Insta
 MinReplica = Annotated[int | None, typer.Option("--min-replica", help="Minimum replicas (create default: 1).")]
 MaxReplica = Annotated[int | None, typer.Option("--max-replica", help="Maximum replicas (create default: max(1, min)).")]
 ScaleToZero = Annotated[int | None, typer.Option("--scale-to-zero-timeout", help="Minutes without traffic before scaling to zero.")]
+MetricOpt = Annotated[ScalingMetric | None, typer.Option("--scaling-metric", help="Autoscale on pendingRequests (per replica) or hardwareUsage (percent).")]
+ThresholdOpt = Annotated[float | None, typer.Option("--scaling-threshold", help="Autoscaling threshold for the metric (pendingRequests if no metric is given).")]
 TypeOpt = Annotated[EndpointType | None, typer.Option("--type", case_sensitive=False, help="Access: public, authenticated (default), private; protected = authenticated.")]
 ImageUrl = Annotated[str | None, typer.Option("--image-url", help="Custom container image (the default is the bundled runtime).")]
 ImagePort = Annotated[int | None, typer.Option("--image-port", help="Port the custom image listens on.")]
@@ -42,7 +44,7 @@ Tag = Annotated[list[str] | None, typer.Option("--tag", metavar="TAG", help="Tag
 
 def _options(**kwargs: Any) -> EndpointOptions:
     env, secrets, tags = kwargs.pop("env"), kwargs.pop("secret"), kwargs.pop("tag")
-    for key in ("accelerator", "type"):
+    for key in ("accelerator", "type", "scaling_metric"):
         if kwargs.get(key) is not None:
             kwargs[key] = kwargs[key].value
     return EndpointOptions(
@@ -84,6 +86,8 @@ def create(
     min_replica: MinReplica = None,
     max_replica: MaxReplica = None,
     scale_to_zero_timeout: ScaleToZero = None,
+    scaling_metric: MetricOpt = None,
+    scaling_threshold: ThresholdOpt = None,
     type: TypeOpt = None,
     image_url: ImageUrl = None,
     image_port: ImagePort = None,
@@ -103,8 +107,8 @@ def create(
     opts = _options(repository=repository, revision=revision, framework=framework, task=task, accelerator=accelerator,
                     vendor=vendor, region=region, instance_type=instance_type, instance_size=instance_size,
                     min_replica=min_replica, max_replica=max_replica, scale_to_zero_timeout=scale_to_zero_timeout,
-                    type=type, image_url=image_url, image_port=image_port, health_route=health_route, env=env,
-                    secret=secret, tag=tag)
+                    scaling_metric=scaling_metric, scaling_threshold=scaling_threshold, type=type, image_url=image_url,
+                    image_port=image_port, health_route=health_route, env=env, secret=secret, tag=tag)
     opts.check()
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
@@ -178,6 +182,8 @@ def update(
     min_replica: MinReplica = None,
     max_replica: MaxReplica = None,
     scale_to_zero_timeout: ScaleToZero = None,
+    scaling_metric: MetricOpt = None,
+    scaling_threshold: ThresholdOpt = None,
     type: TypeOpt = None,
     image_url: ImageUrl = None,
     image_port: ImagePort = None,
@@ -195,8 +201,8 @@ def update(
     opts = _options(repository=repository, revision=revision, framework=framework, task=task, accelerator=accelerator,
                     vendor=vendor, region=region, instance_type=instance_type, instance_size=instance_size,
                     min_replica=min_replica, max_replica=max_replica, scale_to_zero_timeout=scale_to_zero_timeout,
-                    type=type, image_url=image_url, image_port=image_port, health_route=health_route, env=env,
-                    secret=secret, tag=tag)
+                    scaling_metric=scaling_metric, scaling_threshold=scaling_threshold, type=type, image_url=image_url,
+                    image_port=image_port, health_route=health_route, env=env, secret=secret, tag=tag)
     body = update_body(opts)
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)

@@ -138,6 +138,9 @@ def test_update_merges_only_the_given_fields(cli: Cli, unique_name: str) -> None
     ep = json.loads(r.stdout)
     assert ep["compute"]["scaling"]["maxReplica"] == 3 and ep["compute"]["scaling"]["minReplica"] == 1
     assert ep["model"]["revision"] == "abc" and ep["model"]["env"] == {"A": "1"} and ep["model"]["repository"] == "/models/tiny"
+    ep = json.loads(cli("update", unique_name, "--scaling-threshold", "2.5", "-o", "json").stdout)
+    assert ep["compute"]["scaling"]["measure"] == {"pendingRequests": 2.5} and ep["compute"]["scaling"]["maxReplica"] == 3
+    assert cli("update", unique_name, "--scaling-metric", "cpu").code == 2
     r = cli("update", unique_name, "--tag", "x", "--tag", "y")
     assert r.code == 0 and f"endpoint admin/{unique_name} updated" in r.stdout, r
     assert json.loads(cli("describe", unique_name, "-o", "json").stdout)["tags"] == ["x", "y"]

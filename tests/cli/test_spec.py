@@ -91,3 +91,14 @@ def test_parse_pairs() -> None:
     assert parse_pairs(None, option="--env") is None
     with pytest.raises(CliError, match="--secret expects KEY=VALUE, got 'oops'"):
         parse_pairs(["oops"], option="--secret")
+
+
+def test_scaling_measure() -> None:
+    body = create_body("e", EndpointOptions(repository="r", scaling_threshold=1.5), catalog=CATALOG)
+    assert body["compute"]["scaling"]["measure"] == {"pendingRequests": 1.5}
+    body = create_body("e", EndpointOptions(repository="r", scaling_metric="hardwareUsage", scaling_threshold=80), catalog=CATALOG)
+    assert body["compute"]["scaling"]["measure"] == {"hardwareUsage": 80}
+    assert "measure" not in create_body("e", EndpointOptions(repository="r"), catalog=CATALOG)["compute"]["scaling"]
+    assert update_body(EndpointOptions(scaling_metric="hardwareUsage")) == {"compute": {"scaling": {"measure": {"hardwareUsage": None}}}}
+    with pytest.raises(CliError, match="--scaling-threshold must be greater than 0"):
+        update_body(EndpointOptions(scaling_threshold=0))
