@@ -133,3 +133,43 @@ def bare_cli(tmp_path: Path) -> Cli:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A DNS-label endpoint name unique per test (the server is shared by the session)."""
     return f"t{secrets.token_hex(3)}-" + request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:18].strip("-")
+
+
+def run_in_terminal(cli: Cli, *args: str, answers: str = "", timeout: float = 60) -> Result:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr all a TTY), as a person at a shell would."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([ENDPOINTCTL, *args], stdin=follower, stdout=follower, stderr=follower, env=cli.env,
+                            cwd=cli.home, start_new_session=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    pending = answers.encode()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"endpointctl {' '.join(args)} still running after {timeout}s: {b''.join(chunks)!r}")
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    data = b""
+                if not data and proc.poll() is not None:
+                    break
+                chunks.append(data)
+                if pending and b"?" in b"".join(chunks):  # a question was asked: answer it
+                    os.write(leader, pending)
+                    pending = b""
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(leader)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return Result(proc.returncode, text, text)

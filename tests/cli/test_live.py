@@ -264,3 +264,19 @@ def test_list_all_namespaces(cli: Cli, unique_name: str) -> None:
     create(cli, unique_name)
     items = json.loads(cli("list", "-A", "-o", "json").stdout)["items"]
     assert unique_name in [i["name"] for i in items]
+
+
+# -- on a terminal -------------------------------------------------------------------------------------------
+
+
+def test_on_a_terminal_wait_spins_and_delete_asks(cli: Cli, unique_name: str) -> None:
+    from tests.cli.conftest import run_in_terminal
+
+    create(cli, unique_name)
+    r = run_in_terminal(cli, "wait", unique_name, "--timeout", "1.5", "--interval", "0.2")
+    assert r.code == 124, r
+    assert f"timed out after 1.5s waiting for endpoint {unique_name}" in r.stdout, r
+    r = run_in_terminal(cli, "delete", unique_name, answers="n\r")
+    assert r.code == 1 and f"Delete endpoint admin/{unique_name}?" in r.stdout and "aborted" in r.stdout, r
+    r = run_in_terminal(cli, "delete", unique_name, answers="y\r")
+    assert r.code == 0 and "deletion requested" in r.stdout, r
