@@ -31,7 +31,7 @@ from cli.devcluster.binaries import Binaries, find_binaries
 from cli.devcluster.errors import ClusterNotRunning, DevClusterError
 from cli.devcluster.nodes import NodePool, node_manifest
 from cli.devcluster.pki import Pki, ensure_pki
-from cli.devcluster.stages import RUNTIME_LOG, kwok_config
+from cli.devcluster.stages import NODE_NOT_READY_LABEL, RUNTIME_LOG, kwok_config
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_MANAGED_VALUE = "fake"
@@ -230,15 +230,14 @@ class DevCluster:
             self._save_state(state)
         return name
 
-    def set_node_heartbeat(self, name: str, alive: bool) -> None:
-        """Stop (alive=False) or resume kwok's heartbeats for one node, as if its kubelet died or came back.
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """Make a node report NotReady (ready=False), as if its kubelet turned unhealthy, or Ready again.
 
-        kwok only manages nodes carrying its annotation; without it the node lease expires and the node-lifecycle
-        controller marks the node NotReady/Unknown and taints it, which evicts its pods.
+        kwok's `node-not-ready` chaos stage reacts to the label; the node-lifecycle controller then taints the node
+        `node.kubernetes.io/not-ready:NoExecute`, which evicts pods after their toleration seconds.
         """
         state = self._require_state()
-        value = KWOK_MANAGED_VALUE if alive else "stopped"
-        patch = {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: value}}}
+        patch = {"metadata": {"labels": {NODE_NOT_READY_LABEL: "true" if not ready else None}}}
         self._kubectl_like("PATCH", f"/api/v1/nodes/{name}", state, patch)
 
     def node_names(self) -> list[str]:

@@ -23,7 +23,12 @@ kwok nodes run nothing, so no probe can really run. The stages stand in for the 
   The termination message of crash loops can be set with the pod annotation
   ``kwok.endpointctl.io/termination-message`` (default: a Python traceback's last line).
 * Nodes: kwok's `node-initialize` and `node-heartbeat-with-lease` stages, read from the kwok release that
-  scripts/build-kube.sh built (copied next to the binaries), so they stay in step with the kwok version.
+  scripts/build-kube.sh built (copied next to the binaries), so they stay in step with the kwok version, plus
+  kwok's `node-not-ready` chaos stage: a node labelled `node-not-ready.stage.kwok.x-k8s.io=true` reports
+  Ready=False, the node-lifecycle controller taints it `node.kubernetes.io/not-ready:NoExecute` and the taint
+  manager evicts its pods, as with a real unhealthy kubelet. Removing the label makes it Ready again.
+* Logs: kwok serves `RUNTIME_LOG` (CRI log format) as the log of every `runtime` container, through the API
+  server's pods/log, so `endpointctl logs` can be exercised.
 """
 
 from __future__ import annotations
@@ -46,9 +51,12 @@ TERMINATION_MESSAGE_ANNOTATION = "kwok.endpointctl.io/termination-message"
 KWOK_STAGE_FILES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "node/chaos/node-not-ready.yaml",
     "pod/fast/pod-ready.yaml",
     "pod/fast/pod-delete.yaml",
 )
+# kwok's chaos stage: a node with this label reports Ready=False (its "kubelet" says it is unhealthy).
+NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
 
 
 def _image_has_prefix(prefix: str) -> dict:
@@ -172,9 +180,9 @@ def fault_stages() -> list[dict]:
 
 
 RUNTIME_LOG = """\
-INFO runtime: loading model from /repository (simulated by kwok)
-INFO runtime: model loaded; warmup done
-INFO runtime: serving on 0.0.0.0 (health route ready)
+2026-01-01T00:00:00.000000000Z stderr F INFO runtime: loading model from /repository (simulated by kwok)
+2026-01-01T00:00:01.000000000Z stderr F INFO runtime: model loaded; warmup done
+2026-01-01T00:00:01.500000000Z stderr F INFO runtime: serving on 0.0.0.0 (health route ready)
 """
 
 
@@ -191,6 +199,10 @@ def kwok_config(kwok_stage_dir: Path, logs_file: Path | None = None) -> str:
     docs: list[dict] = []
     for rel in KWOK_STAGE_FILES:
         stage = yaml.safe_load((kwok_stage_dir / rel).read_text())
+        if stage["metadata"]["name"] == "node-initialize":
+            # Otherwise it would at once "repair" a node the chaos stage keeps NotReady.
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": f'.metadata.labels["{NODE_NOT_READY_LABEL}"]', "operator": "NotIn", "values": ["true"]})
         if stage["metadata"]["name"] == "pod-ready":
             stage["spec"]["selector"]["matchExpressions"].append(
                 {"key": f'.spec.containers.[].image | contains(".{FAULT_DOMAIN}/")', "operator": "NotIn",
