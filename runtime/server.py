@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -102,10 +103,14 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
 
     try:
         loaded = load_model(state.settings)
-    except Exception as exc:  # the server stays up and reports the failure on /health
+    except Exception as exc:  # noqa: BLE001 - whatever the loader raised, this replica cannot serve
         log.exception("model load failed")
         state.load_error = f"Model failed to load: {exc}"
-        return
+        # Exit rather than idle with /health at 503: the supervisor (kubelet or local) sees a crash, restarts with
+        # backoff and reports CrashLoopBackOff / failed with these log lines, instead of waiting out a deadline.
+        log.error("exiting with code 3: the model could not be loaded")
+        logging.shutdown()
+        os._exit(3)
 
     def publish() -> None:
         limits = loaded.limits
