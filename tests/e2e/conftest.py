@@ -3,6 +3,7 @@ separate processes), on the embedded default or on real PostgreSQL + Redis, with
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -22,28 +23,56 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def replica_processes(data_dir: Path, endpoint_key: str | None = None) -> dict[str, list[int]]:
-    """Live supervisor and runtime processes started for `data_dir` (optionally one endpoint), by kind."""
-    found: dict[str, list[int]] = {"supervisors": [], "runtimes": []}
-    marker = str(data_dir / "local-replicas" / (endpoint_key or "")).encode()
+def _processes() -> dict[int, tuple[int, bytes, bytes]]:
+    """pid -> (ppid, cmdline, environ) of every live, non-zombie process."""
+    table = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             stat = (proc / "stat").read_bytes()
-            if stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X"):
+            tail = stat[stat.rfind(b")") + 2:].split()
+            if tail[0] in (b"Z", b"X"):
                 continue
             cmdline = (proc / "cmdline").read_bytes()
-            if b"local_replica" in cmdline:
-                if marker in cmdline:
-                    found["supervisors"].append(int(proc.name))
-                continue
-            environ = (proc / "environ").read_bytes()
-        except OSError:
+            try:
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                environ = b""
+            table[int(proc.name)] = (int(tail[1]), cmdline, environ)
+        except (OSError, IndexError, ValueError):
             continue
-        if b"ENDPOINTCTL_REPLICA_DIR=" + marker in environ:
-            found["runtimes"].append(int(proc.name))
-    return found
+    return table
+
+
+def replica_processes(data_dir: Path, endpoint_key: str | None = None) -> dict[str, list[int]]:
+    """Live supervisor and runtime processes started for `data_dir` (optionally one endpoint), by kind.
+
+    Runtimes are found three ways, so that none can hide: by the environment marker of a fresh process, as children
+    of a supervisor or of the forkserver (a forked runtime keeps the forkserver's command line and environment
+    block), and by the pids the supervisors recorded."""
+    table = _processes()
+    replicas = data_dir / "local-replicas"
+    marker = str(replicas / (endpoint_key or "")).encode()
+    supervisors = [pid for pid, (_, cmd, _) in table.items() if b"local_replica" in cmd and marker in cmd]
+    # Forked runtimes share the forkserver's command line; the forkserver is the one whose parent is not one of them.
+    zygote_like = {pid for pid, (_, cmd, _) in table.items()
+                   if b"worker.providers.forkserver" in cmd and str(data_dir).encode() in cmd}
+    forkservers = {pid for pid in zygote_like if table[pid][0] not in zygote_like}
+    recorded = set()
+    for state_file in replicas.glob(f"{endpoint_key or '*'}/r*.json"):
+        try:
+            recorded.add(int(json.loads(state_file.read_text()).get("child_pid") or 0))
+        except (OSError, ValueError):
+            continue
+    runtimes = []
+    for pid, (ppid, cmd, env) in table.items():
+        if pid in forkservers or b"local_replica" in cmd:
+            continue
+        if (b"ENDPOINTCTL_REPLICA_DIR=" + marker in env or ppid in supervisors or pid in recorded
+                or (endpoint_key is None and ppid in forkservers)):
+            runtimes.append(pid)
+    return {"supervisors": supervisors, "runtimes": runtimes}
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float, every: float = 0.5, what: str = "condition"):

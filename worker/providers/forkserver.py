@@ -41,6 +41,16 @@ def _pid_alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
+def _set_process_name(name: bytes) -> None:
+    """A forked replica keeps the forkserver's command line; at least give it its own name in ps/top."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except OSError:
+        pass
+
+
 def _child_main(request: dict, inherited_fds: list[int]) -> None:  # pragma: no cover - runs in the forked child
     code = 1
     try:
@@ -62,6 +72,7 @@ def _child_main(request: dict, inherited_fds: list[int]) -> None:  # pragma: no 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.environ.clear()
         os.environ.update(request["env"])
+        _set_process_name(b"epc-replica")
         if request.get("cwd"):
             os.chdir(request["cwd"])
         watch = request.get("watch_pid")

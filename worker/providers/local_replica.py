@@ -80,6 +80,7 @@ class Supervisor:
         self.max_failures = args.max_failures
         self.command = args.command
         self.forkserver = args.forkserver
+        self.startup_timeout = args.startup_timeout
         self.stopping = False
         self.child: subprocess.Popen | None = None
         previous = {}
@@ -188,6 +189,12 @@ class Supervisor:
                           next_restart_at=time.time() + delay)
                 restart_at = time.time() + delay
                 continue
+            if (not self.state["ever_ready"] and self.startup_timeout
+                    and time.time() - self.state.get("child_started_at", time.time()) > self.startup_timeout):
+                # Like a startupProbe's deadline: a replica that never becomes ready is restarted (and counted).
+                self.log(f"not ready after {self.startup_timeout:g}s; restarting it")
+                self.stop_child(grace=5.0)
+                continue
             ready = probe(self.health_url)
             if ready != self.state["ready"] or (ready and self.state["phase"] != "Running"):
                 changes = {"ready": ready, "phase": "Running" if ready else self.state["phase"]}
@@ -210,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-url", required=True)
     parser.add_argument("--owner-pid", type=int, default=None)
     parser.add_argument("--max-failures", type=int, default=3)
+    parser.add_argument("--startup-timeout", type=float, default=900.0,
+                        help="seconds a replica may take to become ready before it is restarted (0 = no limit)")
     parser.add_argument("--forkserver", default=None, help="Unix socket of a zygote to fork the runtime from")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
