@@ -62,6 +62,13 @@ def schema_ebnf(schema: Any, *, param: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
+def _check_canonical(schema_json: str) -> None:
+    # Memoised (valid schemas only: a raise is not cached); the metaschema check costs ~1 ms per schema.
+    schema = json.loads(schema_json)
+    jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+
+
+@functools.lru_cache(maxsize=512)
 def _ebnf(schema_json: str) -> str:
     # Memoised: the tools of a conversation are resent with every turn.
     return str(xgr.Grammar.from_json_schema(schema_json, any_whitespace=ANY_WHITESPACE, strict_mode=True))
@@ -72,8 +79,7 @@ def check_schema(schema: Any, *, param: str) -> None:
     if isinstance(schema, bool):
         return
     try:
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        validator.check_schema(schema)
+        _check_canonical(json.dumps(schema, sort_keys=True))
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise InvalidGrammarError(f"invalid JSON Schema at {where}: {exc.message}", param=param) from exc

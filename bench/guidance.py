@@ -1,0 +1,192 @@
+"""Cost of guided generation: throughput of a batch where half the requests carry a JSON-schema grammar, against
+the same batch with none, same server, same run; and grammar compile time, cold and cached.
+
+Workload (over HTTP, the tiny model: Llama, hidden 384, 6 layers, vocab 8192, fp32): 32 concurrent
+``/v1/completions`` requests, greedy, 64 new tokens each. In the guided batch 16 of them carry
+``response_format: json_schema`` with a schema whose shortest valid answer is longer than 64 tokens (an array of
+exactly 64 digits), so every request, guided or free, generates exactly 64 tokens (free ones with
+``ignore_eos``) and the two batches have the same shape: the difference is the per-step mask work alone
+(computing 16 masks and applying them to the logits). Rounds alternate baseline / guided; medians are reported.
+
+Compile times are measured in process on the same tokenizer, over assorted schemas (cold: a fresh compiler;
+cached: the same spec again, an LRU hit), plus the tool-call grammar of two functions.
+
+Prints one JSON object. Usage: ``python bench/guidance.py [--rounds 3] [--batch 32] [--tokens 64]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GUIDED_SCHEMA = {
+    "type": "object",
+    "properties": {"digits": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 64, "maxItems": 64}},
+    "required": ["digits"],
+}
+
+COMPILE_SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0, "maximum": 130}}, "required": ["name", "age"]},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 5}, "ok": {"type": "boolean"}}, "required": ["tags", "ok"]},
+    {"type": "object", "properties": {"user": {"type": "object", "properties": {"id": {"type": "string", "pattern": "^[A-F0-9]{8}$"}, "roles": {"type": "array", "items": {"type": "string"}}}, "required": ["id"]}, "score": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["user", "score"]},
+    GUIDED_SCHEMA,
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model_dir() -> Path:
+    from runtime import tinymodel
+
+    cached = getattr(tinymodel, "cached_tiny_model", None)
+    if cached is not None:
+        return Path(cached())
+    return tinymodel.build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-guidance-")) / "tiny")
+
+
+@contextlib.contextmanager
+def _server(model_dir: Path, *, timeout: float = 300):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MODEL_ID": str(model_dir), "PORT": str(port), "HOSTNAME": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"runtime exited with {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("runtime did not become healthy")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _batch(url: str, *, batch: int, guided: int, tokens: int) -> dict:
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[int, str, bool]:
+        body = {"prompt": f"Request {i}: list the digits you like", "max_tokens": tokens, "temperature": 0}
+        if i < guided:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "digits", "schema": GUIDED_SCHEMA}}
+        else:
+            body["ignore_eos"] = True
+        r = await client.post(f"{url}/v1/completions", json=body)
+        r.raise_for_status()
+        data = r.json()
+        return data["usage"]["completion_tokens"], data["choices"][0]["text"], i < guided
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=batch + 4)) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(client, i) for i in range(batch)))
+        elapsed = time.perf_counter() - start
+    generated = sum(r[0] for r in results)
+    # The guided prefixes must be on track to the schema (valid JSON prefix of the digits array).
+    for _n, text, is_guided in results:
+        if is_guided:
+            assert text.startswith('{"digits": ['), text[:40]
+    return {"tokens": generated, "seconds": elapsed, "tokens_per_s": generated / elapsed}
+
+
+def _compile_times() -> dict:
+    from transformers import AutoTokenizer
+
+    from runtime.guidance import GrammarCompiler, plan_tools
+    from runtime.guidance.specs import json_schema_spec
+
+    tokenizer = AutoTokenizer.from_pretrained(_model_dir())
+    cold, cached = [], []
+    for schema in COMPILE_SCHEMAS:
+        compiler = GrammarCompiler(tokenizer)
+        spec = json_schema_spec(schema, param="bench")
+        t0 = time.perf_counter()
+        compiler.compile(spec)
+        cold.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        compiler.compile(json_schema_spec(json.loads(json.dumps(schema)), param="bench"))
+        cached.append(time.perf_counter() - t0)
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": COMPILE_SCHEMAS[0]}},
+        {"type": "function", "function": {"name": "search", "parameters": COMPILE_SCHEMAS[2]}},
+    ]
+    compiler = GrammarCompiler(tokenizer)
+    t0 = time.perf_counter()
+    compiler.compile(plan_tools(tools, "auto").grammar_spec())
+    tools_cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiler.compile(plan_tools(tools, "auto").grammar_spec())
+    tools_cached = time.perf_counter() - t0
+    return {
+        "json_schema_cold_ms_median": round(statistics.median(cold) * 1e3, 2),
+        "json_schema_cold_ms_max": round(max(cold) * 1e3, 2),
+        "json_schema_cached_ms_median": round(statistics.median(cached) * 1e3, 4),
+        "tool_grammar_cold_ms": round(tools_cold * 1e3, 2),
+        "tool_grammar_cached_ms": round(tools_cached * 1e3, 4),
+        "schemas": len(COMPILE_SCHEMAS),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    guided = args.batch // 2
+    model_dir = _model_dir()
+    base, mixed = [], []
+    with _server(model_dir) as url:
+        asyncio.run(_batch(url, batch=args.batch, guided=guided, tokens=args.tokens))  # warm-up, compiles the grammar
+        for _ in range(args.rounds):
+            base.append(asyncio.run(_batch(url, batch=args.batch, guided=0, tokens=args.tokens)))
+            mixed.append(asyncio.run(_batch(url, batch=args.batch, guided=guided, tokens=args.tokens)))
+    base_tps = statistics.median(r["tokens_per_s"] for r in base)
+    mixed_tps = statistics.median(r["tokens_per_s"] for r in mixed)
+    out = {
+        "model": "tiny llama (hidden 384, 6 layers, vocab 8192, fp32)",
+        "batch": args.batch,
+        "guided_requests": guided,
+        "new_tokens_each": args.tokens,
+        "rounds": args.rounds,
+        "baseline_tokens_per_s": round(base_tps, 1),
+        "guided_tokens_per_s": round(mixed_tps, 1),
+        "throughput_ratio": round(mixed_tps / base_tps, 3),
+        "throughput_cost_pct": round((1 - mixed_tps / base_tps) * 100, 1),
+        "goal_cost_pct_max": 15,
+        "baseline_rounds_tokens_per_s": [round(r["tokens_per_s"], 1) for r in base],
+        "guided_rounds_tokens_per_s": [round(r["tokens_per_s"], 1) for r in mixed],
+        "compile": _compile_times(),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Guidance against a live runtime server on the random tiny model, through the clients users point at it.
+
+The random-weights model never writes valid JSON, a matching regex or a well-formed tool call by chance (see
+``test_compiler.test_unconstrained_tiny_model_does_not_write_json``): everything that validates here was
+enforced by the grammar, per sequence, inside the engine's shared batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import httpx
+import jsonschema
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.runtime.guidance.schemas import REGEXES, SCHEMAS
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 10}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two digits",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}, "b": {"type": "integer", "minimum": 0, "maximum": 9}},
+                "required": ["a", "b"],
+            },
+        },
+    },
+]
+TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def check_tool_calls(tool_calls, *, names=tuple(TOOL_SCHEMAS)) -> None:
+    assert tool_calls
+    for call in tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert call.function.name in names
+        assert isinstance(call.function.arguments, str)
+        jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
+    assert len({c.id for c in tool_calls}) == len(tool_calls)
+
+
+# ------------------------------------------------------------------------------------------------ grammars
+
+
+@pytest.mark.slow
+def test_hundred_requests_with_assorted_schemas_all_validate(base_url: str):
+    """100 concurrent constrained requests over the three APIs, with free requests mixed into the same batches."""
+
+    def one(i: int) -> tuple[dict, str]:
+        schema = SCHEMAS[i % len(SCHEMAS)]
+        prompt = f"Request {i}: describe item {i * 7 % 13}"
+        with httpx.Client(base_url=base_url, timeout=300) as http:
+            route = i % 3
+            if route == 0:
+                r = http.post("/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 200, "grammar": {"type": "json", "value": schema}}})
+                r.raise_for_status()
+                return schema, r.json()["generated_text"]
+            if route == 1:
+                r = http.post("/v1/chat/completions", json={
+                    "messages": [{"role": "user", "content": prompt}], "max_tokens": 200, "temperature": 0,
+                    "response_format": {"type": "json_schema", "json_schema": {"name": f"s{i % len(SCHEMAS)}", "schema": schema, "strict": True}},
+                })
+                r.raise_for_status()
+                choice = r.json()["choices"][0]
+                assert choice["finish_reason"] == "stop", choice
+                return schema, choice["message"]["content"]
+            r = http.post("/v1/completions", json={
+                "prompt": prompt, "max_tokens": 200, "temperature": 0,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            })
+            r.raise_for_status()
+            return schema, r.json()["choices"][0]["text"]
+
+    def free(i: int) -> str:
+        with httpx.Client(base_url=base_url, timeout=300) as http:
+            r = http.post("/generate", json={"inputs": f"free {i}", "parameters": {"max_new_tokens": 40}})
+            r.raise_for_status()
+            return r.json()["generated_text"]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        frees = [pool.submit(free, i) for i in range(8)]
+        results = list(pool.map(one, range(100)))
+        assert all(isinstance(f.result(), str) for f in frees)
+    for schema, text in results:
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_regex_outputs_match_generate_and_stream(base_url: str, http: httpx.Client):
+    for regex in REGEXES:
+        r = http.post("/generate", json={"inputs": "pick", "parameters": {"max_new_tokens": 40, "grammar": {"type": "regex", "value": regex}}})
+        assert r.status_code == 200, r.text
+        assert re.fullmatch(regex, r.json()["generated_text"]), (regex, r.text)
+    with http.stream("POST", "/generate_stream", json={"inputs": "date", "parameters": {"max_new_tokens": 40, "grammar": {"type": "regex", "value": REGEXES[3]}}}) as resp:
+        events = [json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:")]
+    final = events[-1]
+    assert re.fullmatch(REGEXES[3], final["generated_text"])
+    assert "".join(e["token"]["text"] for e in events) == final["generated_text"]
+
+
+def test_json_object_mode_on_chat(openai_client):
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=100, temperature=0, response_format={"type": "json_object"}
+    )
+    if r.choices[0].finish_reason == "stop":  # any object: the random model may take long to close it
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+    else:
+        assert r.choices[0].message.content.startswith("{")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("grammar", "words"),
+    [
+        ({"type": "json", "value": {"type": "object", "properties": {"a": {"type": "nosuch"}}}}, "invalid JSON Schema"),
+        ({"type": "json", "value": {"type": "integer", "minimum": 3, "maximum": 1}}, "minimum greater than maximum"),
+        ({"type": "regex", "value": "(unclosed"}, "invalid regex"),
+        ({"type": "yaml", "value": "a: 1"}, "must be one of"),
+    ],
+)
+def test_bad_grammar_is_422_on_tgi_routes(http: httpx.Client, grammar, words):
+    for route in ("/generate", "/generate_stream", "/"):
+        r = http.post(route, json={"inputs": "x", "parameters": {"grammar": grammar}})
+        assert r.status_code == 422, (route, r.text)
+        assert r.json()["error_type"] == "validation" and words in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "words"),
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": 5}}}}, "response_format", "invalid JSON Schema"),
+        ({"tools": TOOLS, "tool_choice": "lookup"}, "tool_choice", "'lookup', which is not in `tools`"),
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "not in `tools`"),
+        ({"tools": TOOLS, "response_format": {"type": "json_object"}}, "tools", "mutually exclusive"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "bogus"}}}]}, "tools[0].function.parameters", "invalid JSON Schema"),
+    ],
+)
+def test_bad_guidance_is_400_on_openai_routes(http: httpx.Client, extra, param, words):
+    r = http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 5, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and words in err["message"]
+    assert err["param"].startswith(param)
+
+
+def test_bad_response_format_on_completions_is_400(http: httpx.Client):
+    r = http.post("/v1/completions", json={"prompt": "x", "response_format": {"type": "xml"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format.type"
+
+
+# ------------------------------------------------------------------------------------------- tools: openai
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "add"}}])
+def test_openai_sdk_tool_calls_non_stream(openai_client, choice):
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice=choice, max_tokens=120, temperature=0,
+        parallel_tool_calls=False,
+    )
+    choice0 = r.choices[0]
+    assert choice0.finish_reason == "tool_calls"
+    check_tool_calls(choice0.message.tool_calls, names=("add",) if isinstance(choice, dict) else tuple(TOOL_SCHEMAS))
+    assert len(choice0.message.tool_calls) == 1
+    assert not choice0.message.content
+
+
+def test_openai_sdk_parallel_calls_get_unique_ids(openai_client):
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=300, temperature=0
+    )
+    choice = r.choices[0]
+    calls = choice.message.tool_calls
+    assert choice.finish_reason in ("tool_calls", "length")
+    if choice.finish_reason == "length":  # the random model kept calling; the last call was cut by max_tokens
+        calls = calls[:-1]
+    check_tool_calls(calls)
+
+
+def test_openai_sdk_auto_lets_the_model_answer_in_text(openai_client):
+    """auto is not required (TGI #2549): left to choose, the random model answers in text."""
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice="auto", max_tokens=30, temperature=0
+    )
+    choice = r.choices[0]
+    assert choice.message.tool_calls is None and choice.message.content
+    assert "<tool_call>" not in choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}, "auto"])
+def test_openai_sdk_tool_calls_stream(openai_client, choice):
+    stream = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice=choice, max_tokens=150, temperature=0,
+        parallel_tool_calls=False, stream=True,
+    )
+    chunks = list(stream)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    if choice == "auto":
+        assert deltas == [] and content and finishes in (["stop"], ["length"])
+        return
+    assert finishes == ["tool_calls"]
+    first, rest = deltas[0], deltas[1:]
+    assert first.index == 0 and first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert all(d.id is None and d.function.name is None and d.index == 0 for d in rest)
+    arguments = "".join(d.function.arguments or "" for d in deltas)
+    jsonschema.validate(json.loads(arguments), TOOL_SCHEMAS[first.function.name])
+    assert content == ""
+    # the SDK's own accumulation agrees with the non-stream answer shape
+    with openai_client.chat.completions.stream(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice=choice, max_tokens=150, temperature=0,
+        parallel_tool_calls=False,
+    ) as helper:
+        final = helper.get_final_completion()
+    check_tool_calls(final.choices[0].message.tool_calls)
+    assert final.choices[0].message.tool_calls[0].function.arguments == arguments
+
+
+def test_conversation_with_tool_results_is_accepted(openai_client):
+    first = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=80, temperature=0,
+        parallel_tool_calls=False,
+    )
+    call = first.choices[0].message.tool_calls[0]
+    history = [
+        *MESSAGES,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"},
+    ]
+    second = openai_client.chat.completions.create(model="tiny", messages=history, tools=TOOLS, max_tokens=10, temperature=0)
+    assert second.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+# --------------------------------------------------------------------------------- structured output: SDKs
+
+
+class Reading(BaseModel):
+    city: str = Field(max_length=10)
+    celsius: int = Field(ge=-30, le=45)
+    sky: Literal["clear", "cloudy", "rain"]
+
+
+def test_openai_sdk_parse_returns_a_pydantic_object(openai_client):
+    r = openai_client.chat.completions.parse(
+        model="tiny", messages=MESSAGES, response_format=Reading, max_tokens=120, temperature=0
+    )
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, Reading) and -30 <= parsed.celsius <= 45
+
+
+def test_huggingface_hub_text_generation_with_grammar(base_url: str):
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(base_url=base_url)
+    schema = Reading.model_json_schema()
+    text = client.text_generation("Weather?", grammar={"type": "json", "value": schema}, max_new_tokens=120)
+    Reading.model_validate_json(text)
+    out = client.text_generation("Phone?", grammar={"type": "regex", "value": REGEXES[0]}, max_new_tokens=20, details=True)
+    assert re.fullmatch(REGEXES[0], out.generated_text)
+
+
+def test_huggingface_hub_chat_completion_with_tools(base_url: str):
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(base_url=base_url)
+    out = client.chat_completion(messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=120, temperature=0)
+    [call] = out.choices[0].message.tool_calls[:1]
+    assert out.choices[0].finish_reason == "tool_calls"
+    assert call.function.name in TOOL_SCHEMAS
+    jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
+    named = client.chat_completion(messages=MESSAGES, tools=TOOLS, tool_choice={"function": {"name": "add"}}, max_tokens=80)
+    assert named.choices[0].message.tool_calls[0].function.name == "add"
+
+
+def test_langchain_bind_tools_and_structured_output(base_url: str):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=f"{base_url}/v1", api_key="unused", model="tiny", temperature=0, max_tokens=120, max_retries=0)
+
+    class Add(BaseModel):
+        """Add two digits."""
+
+        a: int = Field(ge=0, le=9)
+        b: int = Field(ge=0, le=9)
+
+    msg = llm.bind_tools([Add], tool_choice="Add").invoke("What is 2 + 3?")
+    [call] = msg.tool_calls
+    assert call["name"] == "Add" and 0 <= call["args"]["a"] <= 9 and call["id"].startswith("call_")
+    streamed = None
+    for chunk in llm.bind_tools([Add], tool_choice="required").stream("What is 2 + 3?"):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed.tool_calls and streamed.tool_calls[0]["name"] == "Add"
+
+    reading = llm.with_structured_output(Reading).invoke("Weather in Oslo?")
+    assert isinstance(reading, Reading)
