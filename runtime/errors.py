@@ -11,7 +11,8 @@ routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never bu
     ├── PayloadTooLarge       413
     ├── Overloaded            429  (Retry-After)
     ├── NotReady              503  model still loading
-    └── GenerationFailed      500  the engine failed mid-request
+    ├── GenerationFailed      500  the engine failed mid-request
+    └── ClientGone            499  the client disconnected (nobody reads the answer; nginx's code)
 """
 
 from __future__ import annotations
@@ -94,3 +95,9 @@ class NotFound(RuntimeAPIError):
     status_code = 404
     openai_type = "not_found_error"
     tgi_type = "not_found"
+
+
+class ClientGone(RuntimeAPIError):
+    status_code = 499
+    openai_type = "client_closed_request"
+    tgi_type = "client_closed_request"

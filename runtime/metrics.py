@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from runtime.engine.params import FinishReason
@@ -41,6 +41,10 @@ class _EngineCollector(Collector):
             yield g
         yield GaugeMetricFamily("endpointctl_requests_in_flight", "HTTP generation requests in flight", value=s["in_flight"])
         yield GaugeMetricFamily("endpointctl_batch_max_size_reached", "Largest decode batch so far", value=s["max_batch"])
+        yield CounterMetricFamily("endpointctl_decode_steps", "Decode forward passes", value=s["steps"])
+        yield CounterMetricFamily(
+            "endpointctl_decode_batch_size", "Sum of decode batch sizes (divide by steps for the mean)", value=s["batch_sum"]
+        )
 
 
 class RuntimeMetrics:

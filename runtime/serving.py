@@ -21,7 +21,7 @@ from starlette.requests import Request
 from runtime.config import RuntimeSettings
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, TokenEvent
 from runtime.engine.validation import Validator
-from runtime.errors import GenerationFailed, InvalidRequest, NotReady, Overloaded, Unauthorized
+from runtime.errors import ClientGone, GenerationFailed, InvalidRequest, NotReady, Overloaded, Unauthorized
 from runtime.metrics import RuntimeMetrics
 
 log = logging.getLogger("runtime.http")
@@ -179,7 +179,7 @@ class GenerationRun:
                     getter.cancel()
                     self.handle.cancel()
                     log.info("client disconnected; cancelled request %s", self.request.request_id)
-                    raise asyncio.CancelledError
+                    raise ClientGone("client disconnected before the response was ready")
                 self._take(getter.result())
                 while not self.handle.queue.empty():
                     self._take(self.handle.queue.get_nowait())
@@ -201,7 +201,8 @@ class GenerationRun:
             while len(self.done) < self.n:
                 if queue.empty():
                     try:
-                        item = await asyncio.wait_for(queue.get(), timeout=interval)
+                        async with asyncio.timeout(interval):
+                            item = await queue.get()
                     except TimeoutError:
                         yield None
                         continue

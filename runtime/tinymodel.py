@@ -111,6 +111,37 @@ def build_tiny_model(path: str | Path, *, seed: int = 0, chat_template: bool = T
     return out
 
 
+def cached_tiny_model(*, chat_template: bool = True, cache_root: str | Path | None = None) -> Path:
+    """The tiny model built once per machine under ``~/.cache/endpointctl/models/tiny[-notemplate]-<version>``.
+
+    The build goes to a temporary sibling directory that is renamed into place, so concurrent processes (parallel
+    test runs, a benchmark) never see a half-written model; the loser of the rename race drops its copy.
+    ``ENDPOINTCTL_MODEL_CACHE`` overrides the cache root.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    root = Path(cache_root or os.environ.get("ENDPOINTCTL_MODEL_CACHE") or Path.home() / ".cache/endpointctl/models")
+    name = "tiny" if chat_template else "tiny-notemplate"
+    target = root / f"{name}-{BUILDER_VERSION}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    try:
+        build_tiny_model(tmp, chat_template=chat_template)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():  # a real failure, not a lost race
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.tinymodel", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="directory to write the model to")

@@ -52,6 +52,7 @@ class EngineStats:
     batch_tokens: int = 0
     max_batch_size_reached: int = 0
     steps: int = 0
+    decode_batch_sum: int = 0
     prefills: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
@@ -290,6 +291,7 @@ class Engine:
         b = len(running)
         self.stats.max_batch_size_reached = max(self.stats.max_batch_size_reached, b)
         self.stats.batch_size_histogram[b] = self.stats.batch_size_histogram.get(b, 0) + 1
+        self.stats.decode_batch_sum += b
         tokens = [s.output_ids[-1] for s in running]
         positions = [s.length - 1 for s in running]
         t0 = time.perf_counter()

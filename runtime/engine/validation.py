@@ -76,6 +76,9 @@ class Validator:
                 )
             prompt_ids = prompt_ids[-truncate:]
         n = len(prompt_ids)
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for t in prompt_ids):
+            raise ValidationError(f"`{input_param}` token ids must be in 0..{vocab - 1}", param=input_param)
         if n == 0:
             raise ValidationError(f"`{input_param}` cannot be empty", param=input_param)
         if n > self.max_input_tokens:
@@ -117,7 +120,6 @@ class Validator:
                 f"`min_tokens` ({params.min_new_tokens}) must be <= `{max_tokens_param}` ({params.max_new_tokens})",
                 param="min_tokens",
             )
-        vocab = len(self.tokenizer)
         for token_id in params.logit_bias:
             if not 0 <= token_id < vocab:
                 raise ValidationError(

@@ -58,3 +58,56 @@ def test_lean_forward_matches_hf(tiny_model_dir):
     for prompt, expected in zip(prompts, lean_out, strict=True):
         ref = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, min_new_tokens=20)
         assert ref[0, len(prompt):].tolist() == expected
+
+
+def _run_engine(engine, prompts, *, max_new_tokens):
+    import asyncio
+
+    from runtime.engine.params import GenerationRequest, SamplingParams
+
+    async def main():
+        engine.start(asyncio.get_running_loop())
+        try:
+            handles = [
+                engine.submit(GenerationRequest(f"r{i}", p, SamplingParams(max_new_tokens=max_new_tokens, temperature=0,
+                                                                           ignore_eos=True)))
+                for i, p in enumerate(prompts)
+            ]
+            outs = []
+            for h in handles:
+                ids = []
+                while True:
+                    _, event = await h.queue.get()
+                    ids.append(event.token_id)
+                    if event.finish_reason is not None:
+                        break
+                outs.append(ids)
+            return outs
+        finally:
+            engine.stop()
+
+    return asyncio.run(main())
+
+
+def test_unsupported_architecture_falls_back_to_hf_forward(tiny_model_dir):
+    """A GPT-2 model is not Llama-style: the engine picks HF's forward and still batches continuously."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from runtime.engine.model import HFFallbackRunner, make_runner
+    from runtime.engine.scheduler import Engine, EngineLimits
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2)).eval()
+    runner = make_runner(model, max_slots=4, max_total_tokens=256)
+    assert isinstance(runner, HFFallbackRunner)
+    engine = Engine(runner, tok, limits=EngineLimits(max_batch_size=4, max_batch_prefill_tokens=512,
+                                                     max_batch_total_tokens=1024, max_total_tokens=256),
+                    eos_token_ids=[tok.eos_token_id])
+    prompts = [tok(p).input_ids for p in ["def a():", "import b", "x = 1", "class C:", "for i in"]]
+    outs = _run_engine(engine, prompts, max_new_tokens=6)
+    for prompt, out in zip(prompts, outs, strict=True):
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        assert ref[0, len(prompt):].tolist() == out

@@ -1,0 +1,221 @@
+"""Runtime throughput and latency over HTTP, ours against the naive ``model.generate``-per-request server.
+
+Fixed, documented shape: the tiny model (Llama, hidden 384, 6 layers, 6 heads / 2 KV heads, FFN 1024, vocab 8192,
+15.7M parameters, fp32). Workload: 64 requests from 32 concurrent clients, prompts of 64–80 tokens cut from the
+standard library's ``argparse.py`` (sent as token ids, so both servers see identical inputs), 64 new tokens each
+(``ignore_eos``, greedy), streamed ``/v1/completions``. Measured per server, one server at a time on the same
+machine in the same run: output tokens/s, time to first token p50/p99, inter-token latency p50/p99, and
+single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached (from /metrics).
+Greedy outputs of both servers are compared token for token.
+
+Prints one JSON object. Usage: ``python bench/runtime_throughput.py [--requests 64] [--clients 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(cmd: list[str], env: dict[str, str], port: int, *, timeout: float = 300):
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO), **env}, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {cmd}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become healthy")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _prompts(model_dir: Path, count: int, seed: int = 0) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
+    ids = tok(text, add_special_tokens=False).input_ids
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        length = rng.randint(63, 79)  # + BOS = 64..80 tokens
+        start = rng.randrange(0, len(ids) - length)
+        out.append([tok.bos_token_id, *ids[start:start + length]])
+    return out
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    idx = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return round(values[idx], 4)
+
+
+async def _one(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> dict:
+    body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    arrivals: list[float] = []
+    tokens = 0
+    text = ""
+    async with client.stream("POST", "/v1/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            if chunk["choices"]:
+                arrivals.append(time.perf_counter())
+                text += chunk["choices"][0]["text"]
+    return {"start": start, "arrivals": arrivals, "tokens": tokens, "text": text}
+
+
+async def _load(url: str, prompts: list[list[int]], *, clients: int, max_tokens: int) -> dict:
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        queue = list(enumerate(prompts))
+        results: dict[int, dict] = {}
+
+        async def worker():
+            while queue:
+                i, prompt = queue.pop(0)
+                results[i] = await _one(client, prompt, max_tokens)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    ttft = [r["arrivals"][0] - r["start"] for r in results.values() if r["arrivals"]]
+    itl = [b - a for r in results.values() for a, b in zip(r["arrivals"], r["arrivals"][1:])]
+    total = sum(r["tokens"] for r in results.values())
+    return {
+        "output_tokens": total,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(total / wall, 1),
+        "ttft_p50_s": _pct(ttft, 50),
+        "ttft_p99_s": _pct(ttft, 99),
+        "itl_p50_s": _pct(itl, 50),
+        "itl_p99_s": _pct(itl, 99),
+        "texts": [results[i]["text"] for i in sorted(results)],
+    }
+
+
+async def _single(url: str, prompts: list[list[int]], *, max_tokens: int) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        t0 = time.perf_counter()
+        total = 0
+        for prompt in prompts:
+            total += (await _one(client, prompt, max_tokens))["tokens"]
+        return round(total / (time.perf_counter() - t0), 1)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> dict:
+    # Warm-up: one small concurrent round so first-request costs are not measured.
+    asyncio.run(_load(url, prompts[:4], clients=4, max_tokens=8))
+    before = httpx.get(f"{url}/metrics").text if with_metrics else ""
+    out = asyncio.run(_load(url, prompts, clients=args.clients, max_tokens=args.max_tokens))
+    if with_metrics:
+        after = httpx.get(f"{url}/metrics").text
+        steps = _metric(after, "endpointctl_decode_steps_total") - _metric(before, "endpointctl_decode_steps_total")
+        bsum = _metric(after, "endpointctl_decode_batch_size_total") - _metric(before, "endpointctl_decode_batch_size_total")
+        out["decode_batch_size_max"] = int(_metric(after, "endpointctl_batch_max_size_reached"))
+        out["decode_batch_size_mean"] = round(bsum / steps, 1) if steps else None
+        out["decode_steps"] = int(steps)
+    out["single_stream_tokens_per_s"] = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--single", type=int, default=8, help="sequential requests for single-stream tok/s")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    from runtime.tinymodel import cached_tiny_model
+
+    model_dir = cached_tiny_model()
+    prompts = _prompts(model_dir, args.requests)
+    single_prompts = prompts[: args.single]
+    report: dict = {
+        "model": {"arch": "llama", "hidden": 384, "layers": 6, "heads": 6, "kv_heads": 2, "ffn": 1024,
+                  "vocab": 8192, "params_m": 15.7, "dtype": "float32", "path": str(model_dir)},
+        "workload": {"requests": args.requests, "clients": args.clients, "prompt_tokens": "64-80",
+                     "new_tokens": args.max_tokens, "greedy": True, "ignore_eos": True, "route": "/v1/completions stream",
+                     "cpus": os.cpu_count()},
+    }
+    port = _free_port()
+    env = {"MODEL_ID": str(model_dir), "PORT": str(port), "HOSTNAME": "127.0.0.1"}
+    with _server([sys.executable, "-m", "runtime"], env, port) as url:
+        ours = _measure(url, prompts, single_prompts, args, with_metrics=True)
+    report["ours"] = ours
+    if not args.skip_naive:
+        port = _free_port()
+        with _server([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model_dir), str(port)], {}, port) as url:
+            naive = _measure(url, prompts, single_prompts, args, with_metrics=False)
+        report["naive"] = naive
+        same = sum(a == b for a, b in zip(ours["texts"], naive["texts"], strict=True))
+        report["greedy_outputs_identical"] = f"{same}/{len(prompts)}"
+        report["speedup_vs_naive"] = round(ours["tokens_per_s"] / naive["tokens_per_s"], 2)
+        report["single_stream_speedup_vs_naive"] = round(
+            ours["single_stream_tokens_per_s"] / naive["single_stream_tokens_per_s"], 2)
+        naive.pop("texts")
+    ours.pop("texts")
+    report["goals"] = {
+        "tokens_per_s>=1800": ours["tokens_per_s"] >= 1800,
+        "speedup>=8x": report.get("speedup_vs_naive", 0) >= 8,
+        "ttft_p99<1s": (ours["ttft_p99_s"] or 99) < 1.0,
+        "single_stream>=350": ours["single_stream_tokens_per_s"] >= 350,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
