@@ -82,6 +82,10 @@ class Gateway:
         return principal
 
     async def authorize(self, request: Request, view: EndpointView) -> None:
+        header = request.headers.get("authorization", "")
+        raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if raw and is_internal_token(self.settings, raw):
+            return  # the worker's own probes: it runs inside the cluster by definition
         if view.type == "private":
             host = request.client.host if request.client else None
             try:
@@ -93,13 +97,9 @@ class Gateway:
                                         f"from inside the cluster/host")
         if view.type == "public":
             return
-        header = request.headers.get("authorization", "")
-        raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not raw:
             raise GatewayError(401, f"endpoint {view.namespace}/{view.name} requires a token: send "
                                     f"'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
-        if is_internal_token(self.settings, raw):
-            return
         principal = await self._principal_for(raw)
         if principal is None:
             raise GatewayError(401, "invalid or revoked token", {"WWW-Authenticate": "Bearer"})
