@@ -46,6 +46,26 @@ class TokenConstraint(Protocol):
         """Undo the last ``num_tokens`` accepted tokens."""
 
 
+def fill_bitmasks(constraints: list[TokenConstraint], bitmask: Any, indices: list[int]) -> None:
+    """Fill ``bitmask[indices[i]]`` for each ``constraints[i]``, one call per implementation where it can batch.
+
+    An implementation class may define a static ``fill_bitmasks(constraints, bitmask, indices)`` that fills many
+    rows at once (xgrammar's ``BatchGrammarMatcher``: one C++ call, no per-row Python); other constraints are
+    filled row by row through the protocol method.
+    """
+    groups: dict[type, tuple[list[TokenConstraint], list[int]]] = {}
+    for constraint, index in zip(constraints, indices, strict=True):
+        batch_fill = getattr(type(constraint), "fill_bitmasks", None)
+        if batch_fill is None:
+            constraint.fill_bitmask(bitmask, index)
+        else:
+            group = groups.setdefault(type(constraint), ([], []))
+            group[0].append(constraint)
+            group[1].append(index)
+    for cls, (group_constraints, group_indices) in groups.items():
+        cls.fill_bitmasks(group_constraints, bitmask, group_indices)
+
+
 ConstraintFactory = Callable[[], TokenConstraint]
 """Builds a fresh constraint for one sequence; called in the engine thread when the sequence is admitted."""
 

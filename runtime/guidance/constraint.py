@@ -51,6 +51,11 @@ class GrammarConstraint:
         """True when the text so far is a complete match (the grammar could stop here)."""
         return self._matcher.is_completed()
 
+    @staticmethod
+    def fill_bitmasks(constraints: Sequence[GrammarConstraint], bitmask: Any, indices: Sequence[int]) -> None:
+        """The batch hook ``runtime.engine.constraints.fill_bitmasks`` looks for: all rows in one xgrammar call."""
+        fill_bitmasks(constraints, bitmask, indices)
+
 
 class ConstraintFactory:
     """Builds a fresh :class:`GrammarConstraint` per sequence; set as ``SamplingParams.constraint_factory``."""
