@@ -34,12 +34,22 @@ class TinyLM:
         *,
         max_new_tokens: int = 160,
         logit_bias: dict[int, float] | None = None,
+        forced_prefix: str = "",
     ) -> list[tuple[str, bool]]:
-        """Greedy decode; returns (text, finished) per prompt. ``finished``: the grammar terminated or EOS."""
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        """Greedy decode; returns (text, finished) per prompt. ``finished``: the grammar terminated or EOS.
+
+        ``forced_prefix`` is text every sequence "has already written" (accepted by its constraint and part of
+        the returned text) — how a test steers the random model to one branch of a grammar.
+        """
+        prefix_ids = self.tokenizer(forced_prefix, add_special_tokens=False).input_ids if forced_prefix else []
+        enc = self.tokenizer([p + forced_prefix for p in prompts], return_tensors="pt", padding=True)
         ids, attn = enc.input_ids, enc.attention_mask
         batch = len(prompts)
-        out: list[list[int]] = [[] for _ in range(batch)]
+        out: list[list[int]] = [list(prefix_ids) for _ in range(batch)]
+        for c in constraints:
+            if c is not None:
+                for tok in prefix_ids:
+                    assert c.accept(tok), f"constraint refused forced prefix token {tok}"
         done = [False] * batch
         past = None
         bitmask = torch.full((batch, (self.vocab_size + 31) // 32), -1, dtype=torch.int32)

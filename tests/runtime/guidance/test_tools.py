@@ -150,6 +150,18 @@ def test_random_model_in_auto_mode_answers_in_text(compiler, tiny_lm):
     assert parsed.tool_calls == [] and parsed.content == text and TRIGGER not in text
 
 
+def test_auto_mode_completes_a_call_the_model_starts(compiler, tiny_lm):
+    """Once the model writes the trigger in auto mode, the grammar carries it through a valid call of one of
+    the tools, and nothing follows the call (the forced prefix stands in for a model that chose to call)."""
+    plan = plan_tools(TOOLS, "auto", parallel_tool_calls=False)
+    [(text, finished)] = tiny_lm.generate(["Weather?"], [matcher(compiler, plan)], max_new_tokens=120, forced_prefix=TRIGGER)
+    assert finished, text
+    parsed = parse_tool_calls(text)
+    [tc] = parsed.tool_calls
+    assert tc.complete and tc.name in plan.names and parsed.content == ""
+    json.loads(tc.arguments)
+
+
 # -- chat template input ------------------------------------------------------------------------------------
 
 
