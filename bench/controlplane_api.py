@@ -94,8 +94,13 @@ async def _poll(url: str, paths: list[str], *, pollers: int, total: int, headers
             rng = random.Random(seed)
             for _ in counter:
                 start = time.perf_counter()
-                r = await client.get(rng.choice(paths))
-                await r.aread()
+                try:
+                    r = await client.get(rng.choice(paths))
+                    await r.aread()
+                except httpx.TransportError:
+                    # Counted, not fatal: uvicorn may close a keep-alive connection the client just picked.
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - start)
                 if r.status_code != 200:
                     errors += 1

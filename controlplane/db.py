@@ -6,10 +6,13 @@ pool, the worker and the gateway can share one file; PostgreSQL is used as is th
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +33,15 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """orjson where it can (listing 1,000 endpoints decodes 3,000 JSON columns); the stdlib for what only it reads
+    (NaN/Infinity written by a json.dumps elsewhere)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(settings: Settings | None = None, *, url: str | None = None) -> Engine:
     """A new engine for the configured database (callers that want sharing use `get_engine`)."""
     settings = settings or get_settings()
@@ -38,10 +50,10 @@ def make_engine(settings: Settings | None = None, *, url: str | None = None) -> 
         # pysqlite begins a transaction only before the first write, so writers queue on the busy timeout
         # instead of failing with "database is locked" on a read-to-write upgrade.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=20, max_overflow=20)
+                               pool_size=20, max_overflow=20, json_deserializer=_json_loads)
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, json_deserializer=_json_loads)
     return engine
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from controlplane.auth import Principal
 from controlplane.catalog import Catalog
@@ -25,6 +25,10 @@ from controlplane.models import DesiredState, Endpoint, EndpointState, EventType
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.validation import MAX_NAME, NAME_RE, check_namespace, runtime_view, validate_create
+
+
+# Reads skip the write-only columns and the worker's scratch space; an update loads them when it touches them.
+_READ_OPTIONS = (defer(Endpoint.secrets), defer(Endpoint.image_credentials), defer(Endpoint.observed))
 
 
 @dataclass
@@ -46,7 +50,7 @@ class EndpointService:
         self.authorize(namespace)
         query = (select(Endpoint).where(Endpoint.namespace == namespace,
                                         Endpoint.desired_state != DesiredState.DELETED.value)
-                 .order_by(Endpoint.name).offset(offset))
+                 .options(*_READ_OPTIONS).order_by(Endpoint.name).offset(offset))
         if limit is not None:
             query = query.limit(limit)
         return self.session.scalars(query).all()
@@ -55,7 +59,8 @@ class EndpointService:
         self.authorize(namespace)
         if len(name) > MAX_NAME or not NAME_RE.match(name):
             raise NotFound(f"endpoint {namespace}/{name[:64]} not found (not a valid endpoint name)")
-        row = self.session.scalar(select(Endpoint).where(Endpoint.namespace == namespace, Endpoint.name == name))
+        row = self.session.scalar(select(Endpoint).options(*_READ_OPTIONS)
+                                  .where(Endpoint.namespace == namespace, Endpoint.name == name))
         if row is None or row.desired_state == DesiredState.DELETED.value:
             raise NotFound(f"endpoint {namespace}/{name} not found")
         return row
