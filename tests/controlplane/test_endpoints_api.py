@@ -205,3 +205,25 @@ def test_hardware_catalog_and_quota(api: Api) -> None:
     for itype in ("intel-icl", "nvidia-t4", "nvidia-l4", "nvidia-a10g", "nvidia-a100", "nvidia-h100"):
         assert any(c["instanceType"] == itype for c in computes.values())
     assert "gpuProduct" not in a100
+
+
+def test_logs_come_from_the_provider_with_secrets_masked(api: Api) -> None:
+    """The real local provider reads its replicas' log files; a container echoing a secret gets it masked."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.app import create_app
+
+    settings = api.settings.model_copy(update={"provider": "local"})
+    body = payload("lg2")
+    body["model"]["secrets"] = {"HF_TOKEN": "hf_live_secret_123"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as http:
+        assert http.post("/v2/endpoint/admin", json=body, headers=api.admin).status_code == 201
+        key = _row(api, "admin", "lg2").provider_key
+        r = http.get("/v2/endpoint/admin/lg2/logs", headers=api.admin)
+        assert r.status_code == 200 and r.text == ""  # no replica has run yet
+        directory = settings.data_dir / "local-replicas" / key
+        directory.mkdir(parents=True)
+        (directory / "r0.log").write_text("booting\nenv HF_TOKEN=hf_live_secret_123\nready\n")
+        r = http.get("/v2/endpoint/admin/lg2/logs?tail=2", headers=api.admin)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert r.text == "env HF_TOKEN=********\nready\n"
