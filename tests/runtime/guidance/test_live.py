@@ -208,6 +208,16 @@ def test_openai_sdk_auto_lets_the_model_answer_in_text(openai_client):
     assert choice.finish_reason in ("stop", "length")
 
 
+def test_tool_choice_none_generates_freely_without_offering_tools(openai_client):
+    kwargs = {"model": "tiny", "messages": MESSAGES, "max_tokens": 5, "temperature": 0}
+    none = openai_client.chat.completions.create(tools=TOOLS, tool_choice="none", **kwargs)
+    plain = openai_client.chat.completions.create(**kwargs)
+    auto = openai_client.chat.completions.create(tools=TOOLS, tool_choice="auto", **kwargs)
+    assert none.choices[0].message.tool_calls is None
+    assert none.choices[0].message.content == plain.choices[0].message.content  # same prompt, no constraint
+    assert none.usage.prompt_tokens == plain.usage.prompt_tokens < auto.usage.prompt_tokens  # tools described
+
+
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}, "auto"])
 def test_openai_sdk_tool_calls_stream(openai_client, choice):
     stream = openai_client.chat.completions.create(
@@ -293,6 +303,12 @@ def test_huggingface_hub_chat_completion_with_tools(base_url: str):
     jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
     named = client.chat_completion(messages=MESSAGES, tools=TOOLS, tool_choice={"function": {"name": "add"}}, max_tokens=80)
     assert named.choices[0].message.tool_calls[0].function.name == "add"
+    chunks = list(client.chat_completion(messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=120, stream=True))
+    deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name in TOOL_SCHEMAS
+    arguments = "".join(d.function.arguments for d in deltas)
+    jsonschema.validate(json.loads(arguments), TOOL_SCHEMAS[deltas[0].function.name])
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_langchain_bind_tools_and_structured_output(base_url: str):
