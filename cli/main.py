@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(exc.message, exc.exit_code)
+    except BrokenPipeError:
+        # The reader went away (`endpointctl list -o json | head -1`): stop quietly, as `cat` would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)

@@ -13,8 +13,11 @@ import time
 from typing import Any
 
 from cli.client import ControlPlaneClient
-from cli.errors import WaitFailed, WaitTimeout
+from cli.errors import ControlPlaneUnreachable, WaitFailed, WaitTimeout
 from cli.output import err, replicas
+
+# How long `wait` keeps polling through connection failures before it gives up.
+UNREACHABLE_GRACE = 30.0
 
 HINTS = {
     "paused": "paused: run `endpointctl resume {name}`",
@@ -51,9 +54,21 @@ def wait_for_running(
     """Return the endpoint once `running` with a URL; raise `WaitFailed` / `WaitTimeout` otherwise."""
     deadline = None if timeout is None else time.monotonic() + timeout
     last_line = None
+    unreachable_since: float | None = None
     with err.status(f"waiting for {name}…", spinner="dots") as spinner:
         while True:
-            ep = client.get_endpoint(namespace, name)
+            try:
+                ep = client.get_endpoint(namespace, name)
+            except ControlPlaneUnreachable as exc:
+                # `up` restarts a crashed API within seconds; a wait of minutes should ride that out.
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > UNREACHABLE_GRACE or (deadline is not None and now >= deadline):
+                    raise
+                spinner.update(f"{name}: control plane unreachable, retrying ({exc})")
+                time.sleep(interval)
+                continue
+            unreachable_since = None
             status = ep.get("status") or {}
             state = status.get("state")
             line = describe_progress(ep)

@@ -39,15 +39,13 @@ class ControlPlane:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    data_dir = tmp_path_factory.mktemp("cp-data")
+def start_controlplane(data_dir: Path, *, token: str, port: int | None = None) -> tuple[subprocess.Popen, ControlPlane]:
+    """`python -m controlplane` on loopback with its own data dir; returns once /healthz answers 200."""
     log = data_dir / "server.log"
-    token = "admin-" + secrets.token_hex(16)
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_") and k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"ENDPOINTCTL_DATA_DIR": str(data_dir), "ENDPOINTCTL_ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"})
-    with log.open("wb") as log_file:
+    with log.open("ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
@@ -66,15 +64,29 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
             if time.monotonic() > deadline:
                 raise RuntimeError(f"control plane did not answer /healthz in 60s:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
-        yield ControlPlane(url=url, admin_token=token, data_dir=data_dir, log=log)
+    except BaseException:
+        stop_process_group(proc)
+        raise
+    return proc, ControlPlane(url=url, admin_token=token, data_dir=data_dir, log=log)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    proc, cp = start_controlplane(tmp_path_factory.mktemp("cp-data"), token="admin-" + secrets.token_hex(16))
+    try:
+        yield cp
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
 
 
 @dataclass

@@ -154,3 +154,30 @@ def test_pointing_at_another_kind_of_server(bare_cli: Cli, not_a_control_plane: 
     r = bare_cli("--url", not_a_control_plane, "list")
     assert r.code == 1, r
     assert r.stderr.strip() == f"error: GET /api/whoami-v2: HTTP 404 File not found — is {not_a_control_plane} an endpointctl control plane?", r
+
+
+def test_wait_rides_out_a_control_plane_restart(bare_cli: Cli, tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+
+    from tests.cli.conftest import ENDPOINTCTL, start_controlplane, stop_process_group
+
+    (tmp_path / "data").mkdir()
+    proc, cp = start_controlplane(tmp_path / "data", token="t-restart")
+    env = {**bare_cli.env, "ENDPOINTCTL_URL": cp.url, "ENDPOINTCTL_TOKEN": cp.admin_token}
+    waiter = None
+    try:
+        assert bare_cli("create", "e1", "-r", "/models/tiny", env=env).code == 0
+        waiter = subprocess.Popen([ENDPOINTCTL, "-n", "admin", "wait", "e1", "--timeout", "12", "--interval", "0.3"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stop_process_group(proc)  # the API goes away mid-wait...
+        port = int(cp.url.rsplit(":", 1)[1])
+        proc, cp = start_controlplane(tmp_path / "data", token="t-restart", port=port)  # ...and comes back
+        _, stderr = waiter.communicate(timeout=60)
+        # The wait survived the restart and ended on its own timeout, not on "cannot reach".
+        assert waiter.returncode == 124, stderr
+        assert stderr.strip().splitlines()[-1] == "error: timed out after 12s waiting for endpoint e1 to be running (state: pending)"
+    finally:
+        if waiter is not None and waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+        stop_process_group(proc)
