@@ -62,7 +62,9 @@ def _after_change(ctx: typer.Context, ep: dict[str, Any], ns: str, name: str, fm
         ep = wait_for_running(state.client, ns, name, timeout=timeout, interval=interval)
     if fmt is OutputFormat.table:
         status = ep.get("status") or {}
-        line = f"endpoint {ns}/{name} {verb} (state: {status.get('state')})"
+        line = f"endpoint {ns}/{name} {verb}"
+        if status.get("state") != "running" or verb != "is running":
+            line += f" (state: {status.get('state')})"
         if status.get("url"):
             line += f" — {status['url']}"
         out.print(line, markup=False, highlight=False)

@@ -96,6 +96,11 @@ def test_lifecycle_of_a_tiny_model(scli: Cli, unique_name: str, tiny_model_dir: 
     assert r.code == 0, r
     assert f"endpoint admin/{unique_name} created (state: running) — {scli.env['ENDPOINTCTL_URL']}/endpoints/admin/{unique_name}" in r.stdout, r
 
+    r = scli("wait", unique_name, "--timeout", "60")
+    assert r.code == 0 and r.stdout.strip() == f"endpoint admin/{unique_name} is running — {scli.env['ENDPOINTCTL_URL']}/endpoints/admin/{unique_name}", r
+    ep = json.loads(scli("wait", unique_name, "--timeout", "60", "-o", "json").stdout)
+    assert ep["status"]["state"] == "running" and ep["status"]["readyReplica"] == 1
+
     r = scli("list")
     row = next(line for line in r.stdout.splitlines() if line.startswith(unique_name + " "))
     assert " running " in row and " 1/1 " in row, r
