@@ -22,6 +22,14 @@ import httpx
 
 log = logging.getLogger("endpointctl.up")
 
+# What the forkserver imports once for every replica: the runtime's own modules and what its model loader pulls in
+# lazily (a module missing here only costs its import time in each replica).
+DEFAULT_PRELOAD = ",".join([
+    "torch", "transformers", "uvicorn", "runtime.server", "runtime.engine.loader", "runtime.openai.serving",
+    "runtime.tgi.serving", "transformers.models.llama.modeling_llama", "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto", "safetensors.torch",
+])
+
 
 @dataclass
 class Child:
@@ -111,7 +119,7 @@ class Stack:
             self.env["ENDPOINTCTL_FORKSERVER"] = socket_path
             self.forkserver = Child("forkserver", [py, "-m", "worker.providers.forkserver", "--socket", socket_path,
                                                    "--preload", self.env.get("ENDPOINTCTL_FORKSERVER_PRELOAD",
-                                                                             "torch,transformers,runtime.server"),
+                                                                             DEFAULT_PRELOAD),
                                                    "--owner-pid", str(os.getpid())], logs / "forkserver.log")
             self.children.append(self.forkserver)
         else:
