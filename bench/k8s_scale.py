@@ -9,7 +9,10 @@ Prints JSON with
   in the same run: one pass of the naive design that GETs each endpoint's Deployment and lists its pods, scaled
   to the same resync interval. The ratio is ours / naive.
 
-    .venv/bin/python bench/k8s_scale.py [--endpoints 500] [--steady-seconds 90]
+    .venv/bin/python bench/k8s_scale.py [--endpoints 500] [--steady-seconds 90] [--backend redis-postgres]
+
+`--backend redis-postgres` (the production set-up: PostgreSQL + Redis servers started for the run, the same
+helpers the test suite uses) or `embedded` (SQLite + the SQLAlchemy broker, `endpointctl up`'s default).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def provider_requests(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("userAgent", "").startswith(USER_AGENT)]
 
 
+def started_in_window(records: list[dict]) -> list[dict]:
+    """Drop watches that began before the window (only their completion falls into it)."""
+    return [r for r in records if r["verb"] != "watch" or "ResponseStarted" in r["stages"]]
+
+
 def verbs(records: list[dict]) -> dict[str, int]:
     return dict(collections.Counter(f"{r['verb']} {r.get('objectRef', {}).get('resource', '?')}" for r in records))
 
@@ -62,6 +70,7 @@ def main() -> int:
     parser.add_argument("--resync-interval", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)
+    parser.add_argument("--backend", choices=("redis-postgres", "embedded"), default="redis-postgres")
     args = parser.parse_args()
     n = args.endpoints
     with tempfile.TemporaryDirectory(prefix="k8s-scale-") as tmp:
@@ -69,11 +78,21 @@ def main() -> int:
         # 1-CPU endpoints (intel-icl x1): 32-CPU kwok nodes hold 30 each with headroom.
         cluster.up(gpu_nodes=0, cpu_nodes=math.ceil(n / 30) + 1, audit=True, timeout=300)
         ns = "bench-endpoints"
+        backend_env: dict[str, str] = {}
+        servers: list = []
+        if args.backend == "redis-postgres":
+            from tests.fixtures.services import RedisServer, start_postgres, stop_postgres
+
+            redis = RedisServer(free_port(), Path(tmp))
+            redis.start()
+            postgres = start_postgres()
+            servers = [redis.stop, lambda: stop_postgres(postgres)]
+            backend_env = {"DATABASE_URL": postgres.create_database(), "REDIS_URL": redis.url}
         stack = Stack(port=free_port(), data_dir=Path(tmp) / "stack", admin_token=TOKEN,
                       worker_concurrency=args.worker_concurrency,
                       extra_env={"ENDPOINTCTL_PROVIDER": "kubernetes", "KUBECONFIG": str(cluster.kubeconfig),
                                  "ENDPOINTCTL_K8S_NAMESPACE": ns,
-                                 "ENDPOINTCTL_RESYNC_INTERVAL": str(args.resync_interval)})
+                                 "ENDPOINTCTL_RESYNC_INTERVAL": str(args.resync_interval), **backend_env})
         try:
             stack.start()
             http = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
@@ -102,12 +121,14 @@ def main() -> int:
                 time.sleep(1.0)
             all_running_s = time.monotonic() - t0
             creation, offset = cluster.audit_records(since_offset=offset)
+            creation = started_in_window(creation)
             if states.get("running", 0) != n:
                 raise SystemExit(f"not all running after {args.timeout}s: {dict(states)}")
 
             # Steady state: N idle endpoints, the periodic resync keeps reconciling them.
             time.sleep(args.steady_seconds)
             steady, offset = cluster.audit_records(since_offset=offset)
+            steady = started_in_window(steady)
 
             # Baseline, same cluster, same run: the naive observe (GET the Deployment, LIST its pods) per endpoint.
             from kubernetes import client as k8s
@@ -127,6 +148,8 @@ def main() -> int:
         finally:
             stack.stop()
             cluster.down()
+            for stop in servers:
+                stop()
 
     ours_creation = provider_requests(creation)
     ours_steady = provider_requests(steady)
@@ -135,6 +158,8 @@ def main() -> int:
     naive_per_minute = len(naive_pass) * 60.0 / args.resync_interval
     result = {
         "endpoints": n,
+        "backend": args.backend,
+        "worker_concurrency": args.worker_concurrency,
         "seconds_to_create_through_api": round(created_s, 1),
         "seconds_until_all_running": round(all_running_s, 1),
         "all_running_within_3_minutes": all_running_s <= 180.0,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once) and cache the binaries of the simulated Kubernetes test cluster: kube-apiserver,
-# kube-controller-manager, kube-scheduler, etcd and kwok, from source through the Go module proxy with the machine's
+# kube-controller-manager, kube-scheduler, etcd and kwok (plus helm, for the chart test), from source through the Go module proxy with the machine's
 # Go toolchain. No prebuilt binaries are downloaded: only Go modules are reachable from CI and dev machines.
 #
 #   scripts/build-kube.sh            build if needed, print the bin directory on stdout
@@ -19,6 +19,7 @@ set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}   # kwok v0.8.0 is built against k8s.io/* v0.36.x
 KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+HELM_VERSION=${HELM_VERSION:-3.22.0}   # renders charts/endpointctl for the chart's dry-run test
 ETCD_VERSION=${ETCD_VERSION:-}          # default: the etcd server version k8s.io/kubernetes pins in its go.mod
 CACHE_ROOT=${ENDPOINTCTL_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/endpointctl/kube}
 
@@ -48,12 +49,23 @@ ensure_stages() {
   chmod -R u+w "$STAGES"
 }
 
+# helm has no replace directives either; built on its own so adding it never forces a Kubernetes rebuild.
+ensure_helm() {
+  [[ -x $BIN/helm && -f $BIN/.helm-v$HELM_VERSION ]] && return 0
+  local t0; t0=$(date +%s)
+  (cd "$DIR" && GOBIN="$BIN" GOTOOLCHAIN=local GOFLAGS=-trimpath CGO_ENABLED=0 timeout 1800 nice -n 10 \
+    go install -ldflags="-s -w" "helm.sh/helm/v3/cmd/helm@v${HELM_VERSION}")
+  touch "$BIN/.helm-v$HELM_VERSION"
+  log "helm built in $(( $(date +%s) - t0 ))s"
+}
+
 if [[ "${1:-}" == "--print" ]]; then
-  built && [[ -f $STAGES/pod/fast/pod-ready.yaml ]] && { echo "$BIN"; exit 0; }
+  built && [[ -f $STAGES/pod/fast/pod-ready.yaml && -x $BIN/helm ]] && { echo "$BIN"; exit 0; }
   exit 1
 fi
 if built; then
   ensure_stages
+  ensure_helm
   echo "$BIN"
   exit 0
 fi
@@ -123,6 +135,7 @@ log "kwok built in $(( $(date +%s) - t0 ))s"
 
 for b in "${BINARIES[@]}"; do [[ -x $BIN/$b ]] || { log "missing $BIN/$b after build"; exit 1; }; done
 ensure_stages
+ensure_helm
 printf 'kubernetes=v%s etcd=v%s kwok=v%s go=%s seconds=%s\n' "$KUBE_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" \
   "$(go env GOVERSION)" "$(( $(date +%s) - START ))" > "$STAMP"
 log "done in $(( $(date +%s) - START ))s: $(cat "$STAMP")"

@@ -323,8 +323,8 @@ class DevCluster:
                 "--audit-log-format=json", "--audit-log-mode=blocking"]
 
     def audit_records(self, *, since_offset: int = 0) -> tuple[list[dict], int]:
-        """Audit records (one per request: watches count once) written after byte `since_offset`, and the new
-        offset. Needs `up(audit=True)`."""
+        """Audit records written after byte `since_offset` (one per request, with the `stages` seen: a watch
+        logs ResponseStarted and ResponseComplete), and the new offset. Needs `up(audit=True)`."""
         records: dict[str, dict] = {}
         with open(self.audit_log, "rb") as f:
             f.seek(since_offset)
@@ -333,7 +333,8 @@ class DevCluster:
         for line in data[: end - since_offset].splitlines():
             if line.strip():
                 rec = json.loads(line)
-                records.setdefault(rec["auditID"], rec)
+                first = records.setdefault(rec["auditID"], {**rec, "stages": []})
+                first["stages"].append(rec.get("stage"))
         return list(records.values()), end
 
     def _controller_manager_args(self, pki: Pki) -> list[str]:
