@@ -23,9 +23,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"endpointctl {version('endpointctl')}")
+        except PackageNotFoundError:
+            print("endpointctl (not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
     url: Annotated[str | None, typer.Option("--url", help="Control-plane URL (env: ENDPOINTCTL_URL; default http://127.0.0.1:8000).")] = None,
     token: Annotated[str | None, typer.Option("--token", help="Bearer token (env: ENDPOINTCTL_TOKEN).")] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (env: ENDPOINTCTL_NAMESPACE; default: whoami's name).")] = None,

@@ -1,4 +1,4 @@
-"""Endpoint verbs: create, list, describe, wait, update, pause, resume, scale-to-zero, delete, logs, events."""
+"""Endpoint verbs: create, list, describe, wait, update, pause, resume, scale-to-zero, delete, events."""
 
 from __future__ import annotations
 

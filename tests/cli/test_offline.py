@@ -17,6 +17,13 @@ def test_help_lists_every_verb(bare_cli: Cli) -> None:
         assert f" {verb} " in r.stdout, verb
 
 
+def test_version(bare_cli: Cli) -> None:
+    from importlib.metadata import version
+
+    r = bare_cli("--version")
+    assert r.code == 0 and r.stdout == f"endpointctl {version('endpointctl')}\n", r
+
+
 def test_unreachable_control_plane_is_one_line_exit_1(bare_cli: Cli) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["list"], ["-n", "me", "describe", "x"], ["-n", "me", "create", "x", "-r", "m"], ["whoami"]):
