@@ -22,7 +22,9 @@ def get_gateway(request: Request):
         from controlplane.gateway.proxy import Gateway
 
         settings = getattr(request.app.state, "settings", None) or get_settings()
-        gateway = request.app.state.gateway = Gateway(settings, session_factory(settings), authenticate_token)
+        metrics = getattr(request.app.state, "metrics", None)
+        gateway = request.app.state.gateway = Gateway(settings, session_factory(settings), authenticate_token,
+                                                      registry=metrics.registry if metrics else None)
     return gateway
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 from fastapi import Request
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +49,7 @@ class GatewayError(Exception):
 
 
 class Gateway:
-    def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate) -> None:
+    def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate, registry=None) -> None:
         self.settings = settings
         self.factory = factory
         self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
@@ -60,6 +61,14 @@ class Gateway:
         self._activity_written: dict[int, float] = {}
         self._token_cache: dict[str, tuple[float, object | None]] = {}
         self._wake_locks: dict[int, asyncio.Lock] = {}
+        registry = registry if registry is not None else CollectorRegistry()
+        labels = ["namespace", "endpoint"]
+        self.inflight = Gauge("endpointctl_gateway_inflight_requests", "Requests in flight through the gateway",
+                              labels, registry=registry)
+        self.proxied = Counter("endpointctl_gateway_requests_total", "Requests proxied to replicas, by status",
+                               [*labels, "status"], registry=registry)
+        self.wakes = Counter("endpointctl_gateway_wakes_total", "Scale-from-zero wakes triggered by requests",
+                             labels, registry=registry)
         self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",") if n.strip()]
 
     async def close(self) -> None:
@@ -131,6 +140,7 @@ class Gateway:
 
             if await run_in_threadpool(write):
                 log.info("waking %s/%s", view.namespace, view.name)
+                self.wakes.labels(view.namespace, view.name).inc()
                 self.directory.invalidate(view.namespace, view.name)
 
     async def ready_view(self, request: Request, namespace: str, name: str) -> EndpointView:
@@ -197,13 +207,16 @@ class Gateway:
     # -- proxying ------------------------------------------------------------------------------------------
     async def handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
         try:
-            return await self._handle(request, namespace, name, path)
+            response = await self._handle(request, namespace, name, path)
         except GatewayError as exc:
-            return exc.response()
+            response = exc.response()
+        self.proxied.labels(namespace, name, str(response.status_code)).inc()
+        return response
 
     async def _handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
         view = await self.ready_view(request, namespace, name)
         self.record_activity(view.id)
+        inflight = self.inflight.labels(namespace, name)
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.items()
                    if k.lower() not in HOP_BY_HOP and k.lower() not in ("authorization", "x-scale-up-timeout")]
@@ -218,10 +231,12 @@ class Gateway:
             url = f"{target}/{path}" + (f"?{query}" if query else "")
             upstream_request = self.client.build_request(request.method, url, headers=headers, content=body)
             self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
+            inflight.inc()
             try:
                 upstream = await self.client.send(upstream_request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 self._release(target)
+                inflight.dec()
                 # The replica went away between our last look and now: try another, or wait for one.
                 self.directory.mark_bad(target)
                 self.directory.invalidate(namespace, name)
@@ -233,6 +248,7 @@ class Gateway:
                 continue
             except httpx.HTTPError as exc:
                 self._release(target)
+                inflight.dec()
                 raise GatewayError(502, f"replica of {namespace}/{name} failed: {exc}") from exc
             break
         response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -250,6 +266,7 @@ class Gateway:
             finished = True
             await upstream.aclose()
             self._release(target)
+            inflight.dec()
 
         async def relay():
             try:

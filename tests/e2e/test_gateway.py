@@ -54,6 +54,10 @@ def test_auth_by_endpoint_type(make_stack, tiny_model_dir):
     bad_timeout = httpx.post(f"{base}/authn/v1/models", headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
                                                                  "X-Scale-Up-Timeout": "soon"})
     assert bad_timeout.status_code == 400 and "X-Scale-Up-Timeout" in bad_timeout.json()["error"]
+    metrics = httpx.get(f"{stack.url}/metrics").text
+    for status in ("200", "401", "403"):
+        assert f'endpointctl_gateway_requests_total{{endpoint="authn",namespace="admin",status="{status}"}}' in metrics
+    assert 'endpointctl_gateway_inflight_requests{endpoint="pub",namespace="admin"} 0.0' in metrics
 
 
 def test_idle_endpoint_is_scaled_to_zero_by_the_beat(make_stack, tiny_model_dir):
