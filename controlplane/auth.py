@@ -97,7 +97,11 @@ def org_names(session: Session, user_id: int) -> tuple[str, ...]:
 
 
 def authenticate_token(session: Session, raw_token: str | None, *, settings: Settings | None = None) -> Principal | None:
-    """The principal a bearer token stands for, or None when it is unknown or revoked."""
+    """The principal a bearer token stands for, or None when it is unknown or revoked.
+
+    Call it at the start of a unit of work: when it records the token's `last_used_at` (at most every five
+    minutes per token) it commits `session`.
+    """
     if not raw_token:
         return None
     settings = settings or get_settings()

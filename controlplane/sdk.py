@@ -76,8 +76,17 @@ class ControlPlaneClient:
         self._http.close()
 
 
+_clients: dict[tuple[str, str | None], ControlPlaneClient] = {}
+
+
 def _client(url: str | None, token: str | None) -> ControlPlaneClient:
-    return ControlPlaneClient(url, token)
+    """One client (one connection pool) per resolved (url, token), reused across module-level calls."""
+    resolved = ((url or os.environ.get("ENDPOINTCTL_URL") or DEFAULT_URL).rstrip("/"),
+                token if token is not None else os.environ.get("ENDPOINTCTL_TOKEN"))
+    client = _clients.get(resolved)
+    if client is None:
+        client = _clients[resolved] = ControlPlaneClient(*resolved)
+    return client
 
 
 @dataclass
