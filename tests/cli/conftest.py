@@ -147,17 +147,22 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     return f"t{secrets.token_hex(3)}-" + request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:18].strip("-")
 
 
-def run_in_terminal(cli: Cli, *args: str, answers: str = "", timeout: float = 60) -> Result:
-    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr all a TTY), as a person at a shell would."""
+def run_in_terminal(cli: Cli, *args: str, answers: str | list[tuple[str, str]] = "", timeout: float = 60) -> Result:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr all a TTY), as a person at a shell would.
+
+    `answers` are typed in order, each once its trigger text has appeared since the previous answer; a plain
+    string is the answer to the first question (a "?" in the output).
+    """
     import pty
     import select
 
+    script = [("?", answers)] if isinstance(answers, str) and answers else list(answers or [])
     leader, follower = pty.openpty()
     proc = subprocess.Popen([ENDPOINTCTL, *args], stdin=follower, stdout=follower, stderr=follower, env=cli.env,
                             cwd=cli.home, start_new_session=True)
     os.close(follower)
     chunks: list[bytes] = []
-    pending = answers.encode()
+    since = 0  # output position after which the next trigger must appear
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -172,9 +177,10 @@ def run_in_terminal(cli: Cli, *args: str, answers: str = "", timeout: float = 60
                 if not data and proc.poll() is not None:
                     break
                 chunks.append(data)
-                if pending and b"?" in b"".join(chunks):  # a question was asked: answer it
-                    os.write(leader, pending)
-                    pending = b""
+                seen = b"".join(chunks)
+                if script and script[0][0].encode() in seen[since:]:
+                    os.write(leader, script.pop(0)[1].encode())
+                    since = len(seen)
             elif proc.poll() is not None:
                 break
         proc.wait(timeout=10)

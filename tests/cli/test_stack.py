@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import ENDPOINTCTL, Cli, _base_env, free_port
+from tests.cli.conftest import ENDPOINTCTL, Cli, _base_env, free_port, run_in_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +114,12 @@ def test_lifecycle_of_a_tiny_model(scli: Cli, unique_name: str, tiny_model_dir: 
     # A conversation from stdin: two turns, two answers.
     r = scli("chat", unique_name, "--max-tokens", "4", "--system", "be brief", input="hello\nand again\n/exit\nignored\n", timeout=120)
     assert r.code == 0 and len([line for line in r.stdout.splitlines() if line.strip()]) >= 2, r
+
+    # The interactive REPL on a terminal: a banner, a prompt per turn, /exit ends it.
+    r = run_in_terminal(scli, "chat", unique_name, "--max-tokens", "4",
+                        answers=[("> ", "hello\r"), ("> ", "/exit\r")], timeout=120)
+    assert r.code == 0, r
+    assert f"chatting with admin/{unique_name}" in r.stdout and r.stdout.count("> ") >= 2, r
 
     r = scli("logs", unique_name, "--tail", "50")
     assert r.code == 0 and r.stdout.strip(), r
