@@ -14,7 +14,8 @@ app = typer.Typer(
     help=(
         "Manage self-hosted LLM inference endpoints.\n\n"
         "Connection settings come from flags, then ENDPOINTCTL_URL / ENDPOINTCTL_TOKEN / ENDPOINTCTL_NAMESPACE, "
-        "then the config file (`endpointctl config show`), then what `endpointctl up` recorded."
+        "then the config file (`endpointctl config show`), then what `endpointctl up` recorded.\n\n"
+        "Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage, 124 `wait` timed out, 130 interrupted."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
