@@ -161,9 +161,6 @@ class ToolCallStream:
                 if self._depth == 0:
                     end = i + 1
                     break
-            elif self._depth == 0 and not ch.isspace():
-                # a scalar where an object belongs; the grammar prevents it, keep scanning defensively
-                continue
         fragment = self._buf if end is None else self._buf[:end]
         if call.arguments == "":
             fragment = fragment.lstrip()
