@@ -151,9 +151,10 @@ def test_prompt_over_max_input_tokens(lclient):
 
 
 def test_prompt_plus_max_tokens_over_total(lclient):
-    err = openai_error(lclient.post("/v1/completions", json={"prompt": "hello there", "max_tokens": 90}), 422)
-    assert "96" in err["message"] and "90" in err["message"]
-    body = tgi_error(lclient.post("/generate", json={"inputs": "hello there", "parameters": {"max_new_tokens": 95}}), 422)
+    prompt = "word " * 20  # ~21 tokens: under MAX_INPUT_TOKENS=64, but not with 90 more
+    err = openai_error(lclient.post("/v1/completions", json={"prompt": prompt, "max_tokens": 90}), 422)
+    assert "96" in err["message"] and "90" in err["message"] and err["param"] == "max_tokens"
+    body = tgi_error(lclient.post("/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 95}}), 422)
     assert "96" in body["error"] and "95" in body["error"]
 
 

@@ -94,7 +94,7 @@ def test_completions_logprobs_and_echo(openai_client):
 
 
 def test_stop_string_across_tokens(openai_client):
-    base = openai_client.completions.create(model="m", prompt="import os\n", max_tokens=20, temperature=0, ignore_eos=True)
+    base = openai_client.completions.create(model="m", prompt="import os\n", max_tokens=20, temperature=0, extra_body={"ignore_eos": True})
     text = base.choices[0].text
     assert len(text) >= 8
     # A stop string that starts inside one token and ends inside a later one.
@@ -161,13 +161,13 @@ async def test_async_client_chat_and_completion(async_openai_client):
 async def test_32_concurrent_streams(async_openai_client, openai_client):
     prompts = [f"def function_{i}(value):" for i in range(32)]
     alone = {
-        p: openai_client.completions.create(model="m", prompt=p, max_tokens=12, temperature=0, ignore_eos=True).choices[0].text
+        p: openai_client.completions.create(model="m", prompt=p, max_tokens=12, temperature=0, extra_body={"ignore_eos": True}).choices[0].text
         for p in prompts[:4]
     }
 
     async def one(prompt: str) -> tuple[str, str, int]:
         stream = await async_openai_client.completions.create(
-            model="m", prompt=prompt, max_tokens=12, temperature=0, ignore_eos=True, stream=True,
+            model="m", prompt=prompt, max_tokens=12, temperature=0, extra_body={"ignore_eos": True}, stream=True,
             stream_options={"include_usage": True},
         )
         text, tokens, finish = "", 0, None
