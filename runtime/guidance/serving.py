@@ -11,6 +11,8 @@ One :class:`GrammarCompiler` per loaded model (its tokenizer and logits width), 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +84,16 @@ def grammar_factory(loaded: Any, grammar: Any) -> ConstraintFactory | None:
     except GuidanceError as exc:
         raise api_error(exc, tgi=True) from exc
     return _factory(loaded, spec, param="parameters.grammar.value", tgi=True)
+
+
+async def precompile_grammar(loaded: Any, grammar: Any) -> None:
+    """Compile a TGI grammar in a worker thread (xgrammar releases the GIL), so the synchronous
+    :func:`grammar_factory` call in request preparation is a cache hit and the event loop never waits on a cold
+    compile. Errors surface there, as 422s."""
+    if grammar is None:
+        return
+    with contextlib.suppress(RuntimeAPIError):
+        await asyncio.to_thread(grammar_factory, loaded, grammar)
 
 
 def response_format_factory(loaded: Any, response_format: Any) -> ConstraintFactory | None:

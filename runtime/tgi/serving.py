@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.engine.params import FinishReason, TokenEvent, TopToken
 from runtime.errors import RuntimeAPIError, ValidationError
-from runtime.guidance.serving import grammar_factory
+from runtime.guidance.serving import grammar_factory, precompile_grammar
 from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
 from runtime.tgi.protocol import GenerateRequest, token_json
 
@@ -98,6 +98,7 @@ async def _generate(request: Request) -> tuple[dict[str, Any], dict[str, str]]:
 
 async def _generate_body(request: Request, state: RuntimeState, loaded, body: GenerateRequest):
     start = time.monotonic()
+    await precompile_grammar(loaded, body.parameters.grammar)
     valid, best_of = _prepare(state, body)
     with state.admit():
         run = GenerationRun(state, valid, n=best_of)
@@ -137,6 +138,7 @@ async def generate_stream(request: Request):
     state.check_api_key(request)
     loaded = state.require_ready()
     body = await parse_body(request, GenerateRequest, status_cls=ValidationError)
+    await precompile_grammar(loaded, body.parameters.grammar)
     return _stream_response(state, loaded, body)
 
 
@@ -147,6 +149,7 @@ async def compat_generate(request: Request):
     loaded = state.require_ready()
     body = await parse_body(request, GenerateRequest, status_cls=ValidationError)
     if body.stream:
+        await precompile_grammar(loaded, body.parameters.grammar)
         return _stream_response(state, loaded, body)
     response, headers = await _generate_body(request, state, loaded, body)
     return JSONResponse([response], headers=headers)
