@@ -332,3 +332,25 @@ def test_langchain_bind_tools_and_structured_output(base_url: str):
 
     reading = llm.with_structured_output(Reading).invoke("Weather in Oslo?")
     assert isinstance(reading, Reading)
+
+
+class AddDigits(BaseModel):
+    a: int = Field(ge=0, le=9)
+    b: int = Field(ge=0, le=9)
+
+
+def test_llamaindex_openai_like_tool_call(base_url: str):
+    from llama_index.core.tools import FunctionTool
+    from llama_index.llms.openai_like import OpenAILike
+
+    def add(a: int, b: int) -> int:
+        """Add two digits."""
+        return a + b
+
+    llm = OpenAILike(model="tiny", api_base=f"{base_url}/v1", api_key="unused", is_chat_model=True,
+                     is_function_calling_model=True, max_tokens=120, temperature=0)
+    tool = FunctionTool.from_defaults(fn=add, fn_schema=AddDigits)
+    response = llm.chat_with_tools([tool], user_msg="Add 2 and 3", tool_required=True)
+    [selection] = llm.get_tool_calls_from_response(response)
+    assert selection.tool_name == "add" and selection.tool_id.startswith("call_")
+    assert set(selection.tool_kwargs) == {"a", "b"} and all(0 <= v <= 9 for v in selection.tool_kwargs.values())
