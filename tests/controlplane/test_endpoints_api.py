@@ -19,7 +19,6 @@ def _row(api: Api, namespace: str, name: str) -> Endpoint:
 
 
 def test_create_returns_the_wire_object_and_enqueues(api: Api) -> None:
-    api.settings  # noqa: B018
     body = payload("e1", tags=["dev"], route={"domain": "d.example", "path": "/p"}, cacheHttpResponses=True)
     body["model"]["image"] = {"custom": {"url": "vllm/vllm-openai:v0.23.0", "port": 8000, "healthRoute": "/ready"}}
     body["model"].update(command=["serve"], args=["--max-model-len", "4096"], env={"A": "1"})

@@ -82,7 +82,6 @@ def test_hfapi_full_lifecycle(hf: tuple[HfApi, LiveServer, str]) -> None:
                                       region="us-east-1", instance_type="intel-icl", instance_size="x1")
     assert err.value.response.status_code == 409 and "being deleted" in str(err.value)
 
-    e1_id = ep.raw["status"]  # noqa: F841 - the broker check below is by count
     ids = reconcile_ids(server.redis_url)
     # create e1, create o1, update x2, pause, resume, scale-to-zero, pause, delete
     assert len(ids) == 9 and len(set(ids)) == 2
