@@ -67,9 +67,10 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * xf.to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """HF's ``x * cos + rotate_half(x) * sin`` in fewer ops: ``rotate_half(x) * sin == roll(x) * signed_sin``
+    exactly (only signs move), so results stay bit-identical to HF's forward."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def lean_unsupported_reason(model: torch.nn.Module, *, max_total_tokens: int) -> str | None:
@@ -138,7 +139,9 @@ class LeanDecoderRunner:
         dummy = torch.zeros(1, device=self.device, dtype=self.dtype)
         cos, sin = inner.rotary_emb(dummy, positions)
         self.cos = cos[0].to(self.dtype).contiguous()
-        self.sin = sin[0].to(self.dtype).contiguous()
+        sin = sin[0].to(self.dtype)
+        half = self.head_dim // 2
+        self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).contiguous()
         self.capacity = min(self.max_len, 256)
         self.k_cache = [self._empty(self.capacity) for _ in self.layers]
         self.v_cache = [self._empty(self.capacity) for _ in self.layers]
@@ -165,9 +168,8 @@ class LeanDecoderRunner:
     def _qkv(self, layer: _Layer, x: torch.Tensor):
         h = _rms_norm(x, layer.ln1, self.eps)
         qkv = F.linear(h, layer.wqkv, layer.bqkv)
-        nq = self.num_heads * self.head_dim
-        nk = self.num_kv_heads * self.head_dim
-        return qkv[..., :nq], qkv[..., nq : nq + nk], qkv[..., nq + nk :]
+        nqk = (self.num_heads + self.num_kv_heads) * self.head_dim
+        return qkv[..., :nqk], qkv[..., nqk:]  # (queries and keys: both get RoPE), values
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         h = _rms_norm(x, layer.ln2, self.eps)
@@ -186,16 +188,16 @@ class LeanDecoderRunner:
         ids = ids.to(self.device)
         slot_idx = torch.tensor(slots, device=self.device)
         # Right padding: with a causal mask, real tokens never attend to the pads after them.
-        cos = self.cos[:t][None, None]
-        sin = self.sin[:t][None, None]
+        cos = self.cos[:t][None, :, None]  # (1, T, 1, hd)
+        sin = self.signed_sin[:t][None, :, None]
+        nh = self.num_heads
         x = F.embedding(ids, self.embed)
         for li, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x)
-            q = q.view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
-            k = k.view(n, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            qk, v = self._qkv(layer, x)
+            qk = _rope(qk.view(n, t, nh + self.num_kv_heads, self.head_dim), cos, sin)
+            q = qk[:, :, :nh].transpose(1, 2)
+            k = qk[:, :, nh:].transpose(1, 2)
             v = v.view(n, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
             self.k_cache[li][slot_idx, :, :t] = k
             self.v_cache[li][slot_idx, :, :t] = v
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
@@ -214,20 +216,18 @@ class LeanDecoderRunner:
         ids = torch.tensor(tokens, device=self.device)
         pos = torch.tensor(positions, device=self.device)
         rows = torch.arange(b, device=self.device)
-        cos = self.cos[pos][:, None, None]  # (B, 1, 1, hd)
-        sin = self.sin[pos][:, None, None]
+        cos = self.cos[pos][:, None]  # (B, 1, hd)
+        sin = self.signed_sin[pos][:, None]
+        nh = self.num_heads
         mask = (torch.arange(length, device=self.device)[None] <= pos[:, None])[:, None, None]  # (B,1,1,L)
         x = F.embedding(ids, self.embed)
         for li, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x)
-            q = q.view(b, self.num_heads, 1, self.head_dim)
-            k = k.view(b, self.num_kv_heads, 1, self.head_dim)
-            v = v.view(b, self.num_kv_heads, 1, self.head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            qk, v = self._qkv(layer, x)
+            qk = _rope(qk.view(b, nh + self.num_kv_heads, self.head_dim), cos, sin)
+            q = qk[:, :nh, None]  # (B, heads, 1, hd)
             kc, vc = self.k_cache[li], self.v_cache[li]
-            kc[rows, :, pos] = k[:, :, 0]
-            vc[rows, :, pos] = v[:, :, 0]
+            kc[rows, :, pos] = qk[:, nh:]
+            vc[rows, :, pos] = v.view(b, self.num_kv_heads, self.head_dim)
             attn = F.scaled_dot_product_attention(
                 q, kc[:b, :, :length], vc[:b, :, :length], attn_mask=mask, scale=self.scale, enable_gqa=True
             )
