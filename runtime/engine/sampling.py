@@ -18,12 +18,12 @@ from typing import Protocol
 import torch
 
 from runtime.engine.constraints import TokenConstraint, bitmask_words, fill_bitmasks
+from runtime.engine.params import SamplingParams
 
 try:  # xgrammar's packed-bitmask kernel: one native call for all constrained rows
     from xgrammar import apply_token_bitmask_inplace as _apply_bitmask_kernel
 except ImportError:  # pragma: no cover - xgrammar is a dependency; keep the torch path as the fallback
     _apply_bitmask_kernel = None
-from runtime.engine.params import SamplingParams
 
 
 class SamplingRow(Protocol):
@@ -106,12 +106,21 @@ class BatchSampler:
         constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
         if constrained:
             bitmask = torch.full((len(rows), bitmask_words(self.vocab_size)), -1, dtype=torch.int32)
-            for i in constrained:
-                rows[i].constraint.fill_bitmask(bitmask, i)
-            idx = torch.tensor(constrained)
-            allowed = _unpack_bitmask(bitmask[idx], self.vocab_size)
-            logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
-        no_eos = [i for i, r in enumerate(rows) if r.params.ignore_eos or len(r.output_ids) < r.params.min_new_tokens]
+            fill_bitmasks([rows[i].constraint for i in constrained], bitmask, constrained)
+            if _apply_bitmask_kernel is not None and logits.is_contiguous():
+                # One native call over the constrained rows. The torch unpack below is ~6 small parallel ops;
+                # on a busy 2-core host each can wait on the thread pool (measured 3.1 ms vs 0.54 ms, 16 rows).
+                _apply_bitmask_kernel(logits, bitmask.to(logits.device), indices=constrained)
+            else:
+                idx = torch.tensor(constrained)
+                allowed = _unpack_bitmask(bitmask[idx], self.vocab_size)
+                logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        # A grammar decides where its row ends: suppressing EOS there (ignore_eos / min_tokens) could leave no
+        # allowed token at all once the grammar is complete (NaN probabilities, a failed batch).
+        no_eos = [
+            i for i, r in enumerate(rows)
+            if r.constraint is None and (r.params.ignore_eos or len(r.output_ids) < r.params.min_new_tokens)
+        ]
         if no_eos and len(self.eos_ids):
             logits[torch.tensor(no_eos)[:, None], self.eos_ids[None, :]] = float("-inf")
         for i, row in enumerate(rows):

@@ -117,6 +117,20 @@ def test_regex_outputs_match_generate_and_stream(base_url: str, http: httpx.Clie
     assert "".join(e["token"]["text"] for e in events) == final["generated_text"]
 
 
+@pytest.mark.parametrize("extra", [{"min_tokens": 40, "temperature": 0.7, "seed": 3}, {"ignore_eos": True, "temperature": 0.7, "seed": 3}])
+def test_grammar_decides_the_end_even_with_min_tokens_or_ignore_eos(http: httpx.Client, extra):
+    """Suppressing EOS on a complete grammar would leave no allowed token (NaN sampling, a failed batch)."""
+    schema = SCHEMAS[1]
+    r = http.post("/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 60, **extra,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+    })
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+
+
 def test_json_object_mode_on_chat(openai_client):
     r = openai_client.chat.completions.create(
         model="tiny", messages=MESSAGES, max_tokens=100, temperature=0, response_format={"type": "json_object"}
