@@ -195,10 +195,13 @@ def up(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) 
             stack.stop()
             console.print(f"[red]error:[/red] {exc}")
             return 1
+    from cli.config import forget_local_stack, record_local_stack
+
+    recorded = record_local_stack(stack.url, stack.admin_token)
     console.print(f"[bold green]endpointctl is up[/bold green] at [bold]{stack.url}[/bold]  (data: {stack.data_dir})")
     if stack.generated_token:
         console.print(f"admin token (shown once): [bold]{stack.admin_token}[/bold]")
-    console.print(f"export ENDPOINTCTL_URL={stack.url} ENDPOINTCTL_TOKEN=<token>; logs in {stack.data_dir / 'logs'}")
+    console.print(f"other endpointctl commands find this stack through {recorded}; logs in {stack.data_dir / 'logs'}")
     console.print("press Ctrl-C to stop everything (replicas included)")
     code = 0
     try:
@@ -209,6 +212,7 @@ def up(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) 
         console.print(f"[red]error:[/red] {exc}")
         code = 1
     with console.status("stopping…"):
+        forget_local_stack()
         stack.stop()
     console.print("stopped")
     return code

@@ -50,6 +50,20 @@ def endpoint_url(settings: Settings, endpoint: Endpoint) -> str:
     return f"{public_base_url(settings)}/endpoints/{endpoint.namespace}/{endpoint.name}"
 
 
+# States in which an endpoint that has served before keeps its URL, as Hugging Face keeps it stable: a request to a
+# scaled-to-zero URL wakes it, a paused one answers 503 saying so, an update keeps the old replicas serving.
+STABLE_URL_STATES = {EndpointState.SCALED_TO_ZERO.value, EndpointState.PAUSED.value, EndpointState.UPDATING.value,
+                     EndpointState.UPDATE_FAILED.value}
+
+
+def publishes_url(state: str, endpoint: Endpoint) -> bool:
+    """`running` gets its URL only once it was verified; never during a first start (old clients returned as soon
+    as a URL appeared)."""
+    if state == EndpointState.RUNNING.value:
+        return True
+    return state in STABLE_URL_STATES and (endpoint.observed or {}).get("last_ready_revision") is not None
+
+
 def health_route(endpoint: Endpoint) -> str:
     return "/" + (endpoint.spec.get("healthRoute") or "/health").lstrip("/")
 
@@ -215,7 +229,7 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_i
         if endpoint.generation != generation:
             # The API changed the desired state while we acted; our status may be stale. Look again at once.
             return Outcome(0.0, endpoint.state)
-        url = endpoint_url(settings, endpoint) if p.state == EndpointState.RUNNING.value else None
+        url = endpoint_url(settings, endpoint) if publishes_url(p.state, endpoint) else None
         new_observed = _observed_doc(endpoint.observed, observed, p, endpoint.spec_revision)
         _notices(session, endpoint, deployment, new_observed, settings)
         changed = (endpoint.state != p.state or endpoint.message != p.message or endpoint.url != url

@@ -65,7 +65,8 @@ def test_full_lifecycle_with_hfapi_and_openai(backend, make_stack, hf_api, tiny_
 
     # Scale to zero: the replica process goes away, and one request wakes it and succeeds.
     endpoint.scale_to_zero()
-    raw.wait_state("e2e-chat", "scaledToZero", timeout=60)
+    zero = raw.wait_state("e2e-chat", "scaledToZero", timeout=60)
+    assert zero["status"]["url"] == endpoint.url  # stable, as on Hugging Face: a request to it wakes the endpoint
     wait_until(lambda: not any(replica_processes(stack.data_dir).values()), timeout=30, what="replicas to stop")
     started = time.monotonic()
     woke = client.with_options(timeout=180).chat.completions.create(
