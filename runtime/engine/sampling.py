@@ -149,7 +149,8 @@ class BatchSampler:
                 lp = float(logprobs[i, token])
                 if p.top_logprobs > 0:
                     values, ids = torch.topk(logprobs[i], p.top_logprobs)
-                    top = list(zip(ids.tolist(), values.tolist(), strict=True))
+                    # Tokens a grammar masked have logprob -inf, which JSON cannot carry; -9999.0 as vLLM does.
+                    top = list(zip(ids.tolist(), values.clamp_min(-9999.0).tolist(), strict=True))
             results.append(Sampled(token, lp, top))
         return results
 

@@ -131,6 +131,21 @@ def test_grammar_decides_the_end_even_with_min_tokens_or_ignore_eos(http: httpx.
     jsonschema.validate(json.loads(choice["message"]["content"]), schema)
 
 
+def test_logprobs_of_masked_tokens_stay_json(openai_client, http: httpx.Client):
+    """Masked tokens have logprob -inf, which JSON cannot carry: top logprobs report them as -9999.0."""
+    schema = SCHEMAS[1]
+    r = openai_client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=40, temperature=0, logprobs=True, top_logprobs=5,
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    tops = [t.logprob for c in r.choices[0].logprobs.content for t in c.top_logprobs]
+    assert tops and min(tops) == -9999.0
+    g = http.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 40, "details": True, "top_n_tokens": 3, "grammar": {"type": "json", "value": schema}}})
+    assert g.status_code == 200, g.text
+    jsonschema.validate(json.loads(g.json()["generated_text"]), schema)
+
+
 def test_json_object_mode_on_chat(openai_client):
     r = openai_client.chat.completions.create(
         model="tiny", messages=MESSAGES, max_tokens=100, temperature=0, response_format={"type": "json_object"}
