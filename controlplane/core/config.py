@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # rollout that makes no progress for `k8s_progress_deadline_seconds` is reported as updateFailed.
     k8s_startup_timeout_seconds: int = 1800
     k8s_progress_deadline_seconds: int = 2400
+    # Pods request this share of the catalog instance's CPUs/memory: a node of that size never has all of it
+    # allocatable (kubelet and system reservations), so requesting 100% would never schedule.
+    k8s_resource_request_fraction: float = 0.8
     # Readiness already is the kubelet's probe of the health route; probing again through the gateway needs the
     # gateway to reach Services (it runs in the cluster). Off by default.
     k8s_verify_through_gateway: bool = False
