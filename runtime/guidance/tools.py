@@ -275,11 +275,12 @@ def prepare_chat(
     knows_tool_calls = "tool_calls" in source
     knows_tool_role = "'tool'" in source or '"tool"' in source
     out: list[dict[str, Any]] = []
-    for message in messages:
+    for m_index, message in enumerate(messages):
         msg = dict(message)
         role = msg.get("role")
         if role == "assistant" and msg.get("tool_calls"):
             calls = msg["tool_calls"]
+            _check_history_calls(calls, where=f"messages[{m_index}].tool_calls")
             if knows_tool_calls:
                 msg["tool_calls"] = [_decoded_call(c) for c in calls]
                 msg["content"] = _text_content(msg.get("content"))
@@ -304,6 +305,20 @@ def prepare_chat(
     else:
         out.insert(0, {"role": "system", "content": text})
     return out, None
+
+
+def _check_history_calls(calls: Any, *, where: str) -> None:
+    if not isinstance(calls, list):
+        raise ToolError(f"`{where}` must be a list of tool calls", param=where)
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ToolError(
+                f"`{where}[{i}]` must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}",
+                param=f"{where}[{i}]",
+            )
+        if not isinstance(fn.get("arguments", "{}"), str | dict):
+            raise ToolError(f"`{where}[{i}].function.arguments` must be a JSON string", param=f"{where}[{i}].function.arguments")
 
 
 def _decoded_call(call: dict[str, Any]) -> dict[str, Any]:

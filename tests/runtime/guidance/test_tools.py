@@ -209,3 +209,11 @@ def test_tool_choice_none_offers_no_tools_but_keeps_history(tiny_tokenizer):
     messages, tools = prepare_chat(HISTORY, plan=plan_tools(TOOLS, "none"), template=tiny_tokenizer.chat_template)
     assert tools is None and messages[0]["role"] == "user"
     assert "<tool_call>" in messages[1]["content"]
+
+
+@pytest.mark.parametrize("calls", [[{"bogus": 1}], "call", [{"function": {"name": "f", "arguments": 3}}]])
+def test_malformed_history_tool_calls_are_typed_errors(calls):
+    messages = [{"role": "assistant", "content": None, "tool_calls": calls}]
+    with pytest.raises(ToolError) as info:
+        prepare_chat(messages, plan=None, template="{{ messages }}")
+    assert info.value.param.startswith("messages[0].tool_calls")
