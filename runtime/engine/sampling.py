@@ -122,14 +122,15 @@ class BatchSampler:
             if r.constraint is None and (r.params.ignore_eos or len(r.output_ids) < r.params.min_new_tokens)
         ]
         if no_eos and len(self.eos_ids):
-            logits[torch.tensor(no_eos)[:, None], self.eos_ids[None, :]] = float("-inf")
+            rows_idx = torch.tensor(no_eos, device=logits.device)[:, None]
+            logits[rows_idx, self.eos_ids.to(logits.device)[None, :]] = float("-inf")
         for i, row in enumerate(rows):
             p = row.params
             if p.logit_bias or p.needs_penalties:
                 line = logits[i]
                 if p.logit_bias:
-                    ids = torch.tensor(list(p.logit_bias.keys()), dtype=torch.long)
-                    line[ids] += torch.tensor(list(p.logit_bias.values()), dtype=line.dtype)
+                    ids = torch.tensor(list(p.logit_bias.keys()), dtype=torch.long, device=line.device)
+                    line[ids] += torch.tensor(list(p.logit_bias.values()), dtype=line.dtype, device=line.device)
                 if p.needs_penalties:
                     self._penalize(line, row)
         results: list[Sampled] = []
@@ -142,7 +143,7 @@ class BatchSampler:
             if p.greedy:
                 token = greedy_tokens[i]
             else:
-                probs = _filter_row(logits[i], p)
+                probs = _filter_row(logits[i].cpu(), p)  # per-row CPU generator: reproducible on any device
                 token = int(torch.multinomial(probs, 1, generator=row.generator).item())
             lp = top = None
             if p.logprobs and logprobs is not None:
@@ -158,9 +159,9 @@ class BatchSampler:
     def _penalize(line: torch.Tensor, row: SamplingRow) -> None:
         p = row.params
         if p.repetition_penalty != 1.0:
-            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long)
+            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long, device=line.device)
             vals = line[seen]
             line[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
         if (p.frequency_penalty or p.presence_penalty) and row.output_ids:
-            ids, counts = torch.tensor(row.output_ids, dtype=torch.long).unique(return_counts=True)
+            ids, counts = torch.tensor(row.output_ids, dtype=torch.long, device=line.device).unique(return_counts=True)
             line[ids] -= p.frequency_penalty * counts.to(line.dtype) + p.presence_penalty
