@@ -55,12 +55,15 @@ class EndpointService:
             query = query.limit(limit)
         return self.session.scalars(query).all()
 
-    def get(self, namespace: str, name: str) -> Endpoint:
+    def get(self, namespace: str, name: str, *, for_update: bool = False) -> Endpoint:
+        """A visible endpoint; `for_update` locks the row (PostgreSQL) so concurrent writes apply one by one."""
         self.authorize(namespace)
         if len(name) > MAX_NAME or not NAME_RE.match(name):
             raise NotFound(f"endpoint {namespace}/{name[:64]} not found (not a valid endpoint name)")
-        row = self.session.scalar(select(Endpoint).options(*_READ_OPTIONS)
-                                  .where(Endpoint.namespace == namespace, Endpoint.name == name))
+        query = select(Endpoint).options(*_READ_OPTIONS).where(Endpoint.namespace == namespace, Endpoint.name == name)
+        if for_update:
+            query = query.with_for_update()
+        row = self.session.scalar(query)
         if row is None or row.desired_state == DesiredState.DELETED.value:
             raise NotFound(f"endpoint {namespace}/{name} not found")
         return row
@@ -91,7 +94,7 @@ class EndpointService:
         return row
 
     def update(self, namespace: str, name: str, body: EndpointUpdate) -> Endpoint:
-        row = self.get(namespace, name)
+        row = self.get(namespace, name, for_update=True)
         update = body.model_dump(exclude_unset=True)
         merged = _merge(self._current_wire(row), update)
         sent_compute = update.get("compute") or {}
@@ -130,10 +133,7 @@ class EndpointService:
         row.type = valid.type
         row.secrets = valid.secrets
         row.image_credentials = credentials
-        row.generation += 1
-        if new_runtime != old_runtime:
-            row.spec_revision += 1
-        self._touch(row)
+        self._bump(row, revision=new_runtime != old_runtime)
         record_event(self.session, row, type=EventType.NORMAL, reason="Updated",
                      message=f"updated by {self.principal.name}: {', '.join(changed)} (generation {row.generation}, "
                              f"revision {row.spec_revision})")
@@ -142,40 +142,45 @@ class EndpointService:
         return row
 
     def pause(self, namespace: str, name: str) -> Endpoint:
-        row = self.get(namespace, name)
+        row = self.get(namespace, name, for_update=True)
         return self._set_desired(row, DesiredState.PAUSED, reason="PauseRequested")
 
     def scale_to_zero(self, namespace: str, name: str) -> Endpoint:
-        row = self.get(namespace, name)
+        row = self.get(namespace, name, for_update=True)
         if row.desired_state == DesiredState.PAUSED.value:
             raise InvalidSpec(f"endpoint {namespace}/{name} is paused; resume it instead of scaling it to zero")
         return self._set_desired(row, DesiredState.SCALED_TO_ZERO, reason="ScaleToZeroRequested")
 
     def resume(self, namespace: str, name: str) -> Endpoint:
-        row = self.get(namespace, name)
+        row = self.get(namespace, name, for_update=True)
         if row.desired_state == DesiredState.RUNNING.value and row.state == EndpointState.RUNNING.value:
             raise AlreadyRunning(f"endpoint {namespace}/{name} is already running")
         row.desired_replicas = None
         return self._set_desired(row, DesiredState.RUNNING, reason="ResumeRequested")
 
     def delete(self, namespace: str, name: str) -> Endpoint:
-        row = self.get(namespace, name)
+        row = self.get(namespace, name, for_update=True)
         return self._set_desired(row, DesiredState.DELETED, reason="DeletionRequested")
 
     # --- helpers -----------------------------------------------------------------------------------------
     def _set_desired(self, row: Endpoint, desired: DesiredState, *, reason: str) -> Endpoint:
         row.desired_state = desired.value
-        row.generation += 1
-        self._touch(row)
+        self._bump(row)
         record_event(self.session, row, type=EventType.NORMAL, reason=reason,
                      message=f"{desired.value} requested by {self.principal.name} (generation {row.generation})")
         self.session.commit()
         self.enqueue(row.id)
         return row
 
-    def _touch(self, row: Endpoint) -> None:
+    def _bump(self, row: Endpoint, *, revision: bool = False) -> None:
+        """Increment in SQL, not in Python: two concurrent writes must yield two generations, or the worker could
+        mark the second one observed after reconciling only the first."""
+        row.generation = Endpoint.generation + 1
+        if revision:
+            row.spec_revision = Endpoint.spec_revision + 1
         row.updated_at = utcnow()
         row.updated_by = self.principal.name
+        self.session.flush()  # the counters are expired by the UPDATE and reload with their new values
 
     def _raise_if_taken(self, namespace: str, name: str) -> None:
         existing = self.session.scalar(select(Endpoint).where(Endpoint.namespace == namespace,
