@@ -7,6 +7,8 @@ fails the "constraint holds by construction" bar. Verified here on the same toke
 numeric bounds, enums, required fields, ``maxLength``/``maxItems``, string ``pattern`` and plain regexes; its
 structural tags express tool calling ("free text, or tool calls after a trigger") directly; it ships a CPU
 kernel to apply the packed bitmask; and it was already a pinned dependency, so nothing extra is installed.
+Our own check on the tiny tokenizer (a busy shared 2-core host): compile of a typical schema ≈ 5-15 ms cold,
+≈ 0.1 ms from the cache; one mask ≈ 50 µs, sixteen masks in one batched call ≈ 43 µs (bench/guidance.py).
 
 Choices that keep random and real models finishing:
 

@@ -21,7 +21,8 @@ by that function's ``parameters`` schema):
   added, because describing functions the model may not call only invites it to write tool-call text that would
   come back as plain content. Earlier tool calls in the conversation are still rendered.
 
-``parallel_tool_calls: false`` stops after the first call. ``tool_choice`` naming an unknown function, an
+Arguments are constrained to each function's ``parameters`` schema whatever its ``strict`` flag says: a
+call the client cannot parse helps no one. ``parallel_tool_calls: false`` stops after the first call. ``tool_choice`` naming an unknown function, an
 invalid ``parameters`` schema, duplicate names, or tools together with a grammar / ``response_format`` are
 :class:`ToolError` s raised before generation.
 """
