@@ -29,7 +29,7 @@ def test_shipped_default_has_the_seed_example_and_the_local_vendor() -> None:
     inst = catalog.resolve(vendor="aws", region="us-east-1", instance_type="nvidia-a100", instance_size="x2")
     assert inst.numAccelerators == 2 and inst.accelerator == "gpu" and inst.gpuProduct
     for size in ("x1", "x2", "x4", "x8"):
-        for itype in ("nvidia-l4", "nvidia-a10g", "nvidia-a100", "nvidia-h100"):
+        for itype in ("nvidia-t4", "nvidia-l4", "nvidia-a10g", "nvidia-a100", "nvidia-h100"):
             assert catalog.lookup("aws", "us-east-1", itype, size) is not None
     assert catalog.lookup("aws", "us-east-1", "intel-icl", "x1").accelerator == "cpu"
     assert catalog.lookup("local", "local", "cpu", "x1") is not None
