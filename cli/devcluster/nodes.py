@@ -22,8 +22,8 @@ class NodePool:
     instance_type: str
     gpus: int
     gpu_product: str | None = None
-    cpus: int = 32
-    memory: str = "256Gi"
+    cpus: int | None = None  # default: sized like cloud GPU instances (16 vCPUs, 64 GiB per GPU), 32/256Gi for CPU
+    memory: str | None = None
 
     @property
     def product(self) -> str | None:
@@ -42,7 +42,9 @@ def node_manifest(name: str, pool: NodePool, *, kwok_annotation: tuple[str, str]
         "type": "kwok",
         POOL_LABEL: pool.name,
     }
-    resources = {"cpu": str(pool.cpus), "memory": pool.memory, "pods": "110", "ephemeral-storage": "1Ti"}
+    cpus = pool.cpus or max(32, 16 * pool.gpus)
+    memory = pool.memory or f"{max(256, 64 * pool.gpus)}Gi"
+    resources = {"cpu": str(cpus), "memory": memory, "pods": "110", "ephemeral-storage": "1Ti"}
     taints = []
     if pool.gpus:
         labels.update({

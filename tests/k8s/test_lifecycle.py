@@ -143,3 +143,25 @@ def test_image_pull_failure_through_the_api_is_failed_with_the_reason(k8s_stack)
     body = wait_until(lambda: (b := http.get("/v2/endpoint/admin/broken").json())["status"]["state"] == "failed" and b,
                       timeout=120, what="failed")
     assert "ImagePullBackOff" in body["status"]["message"]
+
+
+def test_no_gpu_capacity_is_pending_with_the_schedulers_reason_until_a_node_is_added(k8s_stack, kube_cluster):
+    http = httpx.Client(base_url=k8s_stack.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+    created = http.post("/v2/endpoint/admin", json={
+        "name": "big", "type": "protected", "provider": {"vendor": "aws", "region": "us-east-1"},
+        "compute": {"accelerator": "gpu", "instanceType": "nvidia-l4", "instanceSize": "x8",
+                    "scaling": {"minReplica": 1, "maxReplica": 1}},
+        "model": {"repository": "acme/big-llama", "framework": "pytorch", "task": "text-generation",
+                  "image": {"huggingface": {}}}})
+    assert created.status_code == 201, created.text
+    body = wait_until(lambda: "Insufficient nvidia.com/gpu" in ((b := http.get("/v2/endpoint/admin/big").json())[
+        "status"].get("message") or "") and b, timeout=120, what="pending with the scheduler's reason")
+    assert body["status"]["state"] == "pending"
+    node = kube_cluster.add_node(gpus=8)
+    try:
+        wait_until(lambda: http.get("/v2/endpoint/admin/big").json()["status"]["state"] == "running", timeout=120,
+                   what="running once a big enough node joined")
+    finally:
+        http.delete("/v2/endpoint/admin/big")
+        wait_until(lambda: http.get("/v2/endpoint/admin/big").status_code == 404, timeout=120, what="deleted")
+        kube_cluster.remove_node(node)

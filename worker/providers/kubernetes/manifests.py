@@ -55,6 +55,7 @@ class RenderOptions:
     node_failure_toleration_seconds: int = 60
     startup_timeout_seconds: int = 1800
     progress_deadline_seconds: int = 2400
+    resource_request_fraction: float = 0.8
     hub_token: str | None = None
     hub_endpoint: str | None = None
 
@@ -109,15 +110,18 @@ def _node_placement(desired: DesiredDeployment, opts: RenderOptions) -> tuple[di
     return selector, tolerations
 
 
-def _resources(desired: DesiredDeployment) -> dict:
+def _resources(desired: DesiredDeployment, opts: RenderOptions) -> dict:
+    """Requests are a share of the catalog instance (see `resource_request_fraction`); the memory limit is the
+    instance's full memory, so the runtime is OOM-killed where the instance would have run out."""
     hw = desired.hardware
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
+    share = min(max(opts.resource_request_fraction, 0.05), 1.0)
     if hw.num_cpus:
-        requests["cpu"] = str(hw.num_cpus)
+        requests["cpu"] = f"{max(100, int(hw.num_cpus * 1000 * share))}m"
     if hw.memory_gb:
-        requests["memory"] = f"{int(hw.memory_gb * 1024)}Mi"
-        limits["memory"] = requests["memory"]
+        requests["memory"] = f"{max(128, int(hw.memory_gb * 1024 * share))}Mi"
+        limits["memory"] = f"{int(hw.memory_gb * 1024)}Mi"
     if hw.accelerator == "gpu" and hw.num_accelerators > 0:
         limits[GPU_RESOURCE] = str(hw.num_accelerators)
         requests[GPU_RESOURCE] = str(hw.num_accelerators)
@@ -206,7 +210,7 @@ def render(desired: DesiredDeployment, opts: RenderOptions) -> Manifests:
         "ports": [{"name": "http", "containerPort": desired.port, "protocol": "TCP"}],
         "env": _env(desired, opts),
         "envFrom": [{"secretRef": {"name": _secret_name(desired)}}],
-        "resources": _resources(desired),
+        "resources": _resources(desired, opts),
         "startupProbe": _probe(desired, failure_threshold=startup_threshold),
         "readinessProbe": _probe(desired, failure_threshold=3),
         "volumeMounts": [

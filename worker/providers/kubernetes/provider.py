@@ -341,6 +341,7 @@ def options_from_settings(settings: Settings) -> RenderOptions:
         node_failure_toleration_seconds=settings.k8s_node_failure_toleration_seconds,
         startup_timeout_seconds=settings.k8s_startup_timeout_seconds,
         progress_deadline_seconds=settings.k8s_progress_deadline_seconds,
+        resource_request_fraction=settings.k8s_resource_request_fraction,
         hub_token=settings.hub_token,
         hub_endpoint=settings.hub_endpoint,
     )
