@@ -64,6 +64,8 @@ def test_apply_creates_deployment_service_secret_and_pods_become_ready(provider,
     # Sized for slow loads: 30 minutes of startup-probe failures before the kubelet gives up.
     assert runtime.startup_probe.failure_threshold * runtime.startup_probe.period_seconds >= 1800
     assert runtime.resources.limits["nvidia.com/gpu"] == "1"
+    # 80% of the catalog's 4 CPUs / 16 GB requested (nodes never have all of it allocatable), full memory as limit.
+    assert runtime.resources.requests["cpu"] == "3200m" and runtime.resources.limits["memory"] == "16Gi"
     assert pod.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
     assert any(t.key == "nvidia.com/gpu" for t in pod.tolerations)
     assert pod.security_context.run_as_non_root and pod.security_context.run_as_user == 1000
@@ -197,6 +199,8 @@ def test_more_gpus_than_any_node_has_is_pending_until_a_node_is_added(provider, 
         assert provider.observe(key).pending_reason is None
         pools = {p.instance_type: p for p in provider.gpu_capacity()}
         assert pools["nvidia-l4"].allocatable_gpus == 2 * 4 + 8 and pools["nvidia-l4"].used_gpus == 8
+        assert pools["nvidia-l4"].gpu_product == "NVIDIA-L4" and pools["nvidia-l4"].ready_nodes == 3
+        assert provider.accelerator_usage() == {"nvidia-l4": {"allocatable": 16, "used": 8}}
     finally:
         provider.delete(key)
         kube_cluster.remove_node(node)

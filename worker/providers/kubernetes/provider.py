@@ -313,6 +313,17 @@ class KubernetesProvider:
         return [PoolCapacity(instance_type=k[0], gpu_product=k[1], nodes=v[0], ready_nodes=v[1],
                              allocatable_gpus=v[2], used_gpus=v[3]) for k, v in sorted(pools.items(), key=str)]
 
+    def accelerator_usage(self) -> dict[str, dict[str, int]]:
+        """`{instance_type: {"allocatable": n, "used": m}}` over Ready GPU nodes, keyed by the nodes'
+        `node.kubernetes.io/instance-type` label: what the catalog's quota (`usedAccelerators`) and instance
+        `status` need when the cluster's instance-type labels are the catalog's instance types."""
+        usage: dict[str, dict[str, int]] = {}
+        for pool in self.gpu_capacity():
+            entry = usage.setdefault(pool.instance_type, {"allocatable": 0, "used": 0})
+            entry["allocatable"] += pool.allocatable_gpus
+            entry["used"] += pool.used_gpus
+        return usage
+
     # --- helpers for tests and benchmarks ---------------------------------------------------------------
     def wait_until(self, predicate, timeout: float = 60.0) -> bool:  # noqa: ANN001
         """Poll `predicate()` against the caches (woken by pod and deployment changes) until true or timeout."""
