@@ -14,7 +14,6 @@ from worker.providers.base import DesiredDeployment, HardwareSpec
 from worker.providers.kubernetes import KubernetesProvider
 from worker.providers.kubernetes.manifests import RenderOptions
 
-pytestmark = pytest.mark.k8s
 
 L4 = HardwareSpec(vendor="aws", region="us-east-1", instance_type="nvidia-l4", instance_size="x1", accelerator="gpu",
                   num_accelerators=1, num_cpus=4, memory_gb=16, gpu_memory_gb=24, gpu_product="NVIDIA-L4")
