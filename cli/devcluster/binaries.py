@@ -39,11 +39,13 @@ def find_binaries(*, build: bool = True, timeout: float = 5400.0) -> Binaries:
         if not BUILD_SCRIPT.exists():
             raise BinariesMissing(f"{BUILD_SCRIPT} not found; set ENDPOINTCTL_KUBE_BIN_DIR to prebuilt binaries")
         args = [str(BUILD_SCRIPT)] + ([] if build else ["--print"])
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        # A cold build takes tens of minutes: its progress goes to our stderr; stdout carries the bin directory.
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=None if build else subprocess.DEVNULL, text=True,
+                              timeout=timeout)
         if proc.returncode != 0:
-            hint = "" if build else " (run scripts/build-kube.sh once; a cold build takes a while)"
-            detail = proc.stderr.strip().splitlines()[-5:] if build else []
-            raise BinariesMissing("simulated cluster binaries are not built" + hint + "\n" + "\n".join(detail))
+            hint = (f"; building them failed (exit code {proc.returncode}, see the build output above)" if build
+                    else " (run scripts/build-kube.sh once; a cold build takes a while)")
+            raise BinariesMissing("simulated cluster binaries are not built" + hint)
         bins = Binaries(Path(proc.stdout.strip().splitlines()[-1]))
     missing = [n for n in NAMES if not bins.path(n).is_file()]
     if missing:
