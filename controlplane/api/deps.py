@@ -1,19 +1,20 @@
 """Request-scoped dependencies: the settings, a database session and the authenticated principal.
 
-Authentication and the session are one dependency so a request pays a single thread-pool hop for both.
+Authentication runs in the dependency (so 401 precedes body validation); the session belongs to the route's
+thread. Routes use `with ctx:` so the session is closed where it was used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth import Principal, authenticate_token
+from controlplane.auth import MISS, Principal, authenticate_token, authenticate_without_database
 from controlplane.catalog import Catalog
 from controlplane.core.config import Settings
 from controlplane.errors import NotAuthenticated
@@ -24,33 +25,64 @@ bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token
                     "POST /api/tokens, or the bootstrap admin token (ENDPOINTCTL_ADMIN_TOKEN).")
 
 
-@dataclass
 class Context:
-    settings: Settings
-    session: Session
-    principal: Principal
-    catalog: Catalog
-    enqueue: Enqueue
+    """What a route needs. The session opens on first use, in the route's worker thread, and `with ctx:` closes
+    it there too, so a request costs one thread-pool hop and the event loop never waits on the database."""
+
+    def __init__(self, state: Any, principal: Principal) -> None:
+        self.settings: Settings = state.settings
+        self.catalog: Catalog = state.catalog
+        self.enqueue: Enqueue = state.enqueue
+        self.principal = principal
+        self._sessions: sessionmaker[Session] = state.sessions
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = self._sessions()
+        return self._session
 
     def endpoints(self) -> EndpointService:
         return EndpointService(self.session, self.principal, self.catalog, self.enqueue)
 
+    def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
 
-def get_context(request: Request,
-                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Iterator[Context]:
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _authenticate_with_database(state: Any, raw: str) -> Principal | None:
+    with state.sessions() as session:
+        return authenticate_token(session, raw, settings=state.settings)
+
+
+async def get_context(request: Request,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                      ) -> AsyncIterator[Context]:
+    """Authenticate before the body is looked at (401 comes before 422): the admin token and cached tokens need
+    no I/O; other tokens cost one thread-pool hop."""
     state = request.app.state
-    session: Session = state.sessions()
+    raw = credentials.credentials if credentials is not None else None
+    if not raw:
+        raise NotAuthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+    principal = authenticate_without_database(raw, state.settings)
+    if principal is MISS:
+        principal = await run_in_threadpool(_authenticate_with_database, state, raw)
+    if principal is None:
+        raise NotAuthenticated("invalid or revoked token")
+    ctx = Context(state, principal)
     try:
-        raw = credentials.credentials if credentials is not None else None
-        if not raw:
-            raise NotAuthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-        principal = authenticate_token(session, raw, settings=state.settings)
-        if principal is None:
-            raise NotAuthenticated("invalid or revoked token")
-        yield Context(settings=state.settings, session=session, principal=principal, catalog=state.catalog,
-                      enqueue=state.enqueue)
+        yield ctx
     finally:
-        session.close()
+        if ctx._session is not None:  # a route that did not close its session (an exception on the way out)
+            await run_in_threadpool(ctx.close)
 
 
 ContextDep = Annotated[Context, Depends(get_context)]

@@ -30,26 +30,30 @@ def _token(token: ApiToken) -> dict:
 
 @router.get("/whoami-v2", responses={200: {"model": WhoAmI}}, summary="Who the bearer token is")
 def read_whoami(ctx: ContextDep) -> FastJSONResponse:
-    p = ctx.principal
-    return FastJSONResponse({"type": "user", "name": p.name, "orgs": [{"name": o} for o in p.orgs],
-                           "auth": {"type": "access_token", "accessToken": {"role": "admin" if p.is_admin else "write"}},
-                           "isAdmin": p.is_admin})
+    with ctx:
+        p = ctx.principal
+        return FastJSONResponse({"type": "user", "name": p.name, "orgs": [{"name": o} for o in p.orgs],
+                               "auth": {"type": "access_token", "accessToken": {"role": "admin" if p.is_admin else "write"}},
+                               "isAdmin": p.is_admin})
 
 
 @router.post("/tokens", status_code=201, responses={201: {"model": TokenCreated}},
              summary="Mint a token (the plain value is in this response only)")
 def create_token(body: TokenCreate, ctx: ContextDep) -> FastJSONResponse:
-    token, raw = TokenService(ctx.session, ctx.principal).mint(namespace=body.namespace, name=body.name,
-                                                               orgs=body.orgs)
-    return FastJSONResponse({**_token(token), "token": raw}, status_code=201)
+    with ctx:
+        token, raw = TokenService(ctx.session, ctx.principal).mint(namespace=body.namespace, name=body.name,
+                                                                   orgs=body.orgs)
+        return FastJSONResponse({**_token(token), "token": raw}, status_code=201)
 
 
 @router.get("/tokens", responses={200: {"model": TokensPublic}},
             summary="List tokens (own namespace; all for the admin); never the secret")
 def read_tokens(ctx: ContextDep) -> FastJSONResponse:
-    return FastJSONResponse({"items": [_token(t) for t in TokenService(ctx.session, ctx.principal).list()]})
+    with ctx:
+        return FastJSONResponse({"items": [_token(t) for t in TokenService(ctx.session, ctx.principal).list()]})
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token (own tokens; any for the admin)")
 def delete_token(token_id: Annotated[int, Path(ge=1, le=2**62)], ctx: ContextDep) -> FastJSONResponse:
-    return FastJSONResponse(_token(TokenService(ctx.session, ctx.principal).revoke(token_id)))
+    with ctx:
+        return FastJSONResponse(_token(TokenService(ctx.session, ctx.principal).revoke(token_id)))

@@ -30,48 +30,56 @@ def _one(row, status_code: int = 200) -> FastJSONResponse:  # noqa: ANN001 - an 
             summary="List the endpoints of a namespace (all of them unless limit is given)")
 def read_endpoints(namespace: str, ctx: ContextDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> FastJSONResponse:
-    rows = ctx.endpoints().list(namespace, limit=limit, offset=offset)
-    return FastJSONResponse({"items": [endpoint_to_wire(r) for r in rows]})
+    with ctx:
+        rows = ctx.endpoints().list(namespace, limit=limit, offset=offset)
+        return FastJSONResponse({"items": [endpoint_to_wire(r) for r in rows]})
 
 
 @router.post("/{namespace}", status_code=201, responses={201: {"model": EndpointPublic}},
              summary="Create an endpoint (stored as pending; the worker deploys it)")
 def create_endpoint(namespace: str, body: EndpointCreate, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().create(namespace, body), 201)
+    with ctx:
+        return _one(ctx.endpoints().create(namespace, body), 201)
 
 
 @router.get("/{namespace}/{name}", responses=ONE, summary="Read one endpoint")
 def read_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().get(namespace, name))
+    with ctx:
+        return _one(ctx.endpoints().get(namespace, name))
 
 
 @router.put("/{namespace}/{name}", responses=ONE,
             summary="Update an endpoint: merges the fields sent (image, env, secrets and tags are replaced whole)")
 def update_endpoint(namespace: str, name: str, body: EndpointUpdate, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().update(namespace, name, body))
+    with ctx:
+        return _one(ctx.endpoints().update(namespace, name, body))
 
 
 @router.delete("/{namespace}/{name}", status_code=202, responses={202: {"model": EndpointPublic}},
                summary="Delete an endpoint (the worker removes its replicas, then the record)")
 def delete_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().delete(namespace, name), 202)
+    with ctx:
+        return _one(ctx.endpoints().delete(namespace, name), 202)
 
 
 @router.post("/{namespace}/{name}/pause", responses=ONE, summary="Pause: no replicas until resumed")
 def pause_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().pause(namespace, name))
+    with ctx:
+        return _one(ctx.endpoints().pause(namespace, name))
 
 
 @router.post("/{namespace}/{name}/resume", responses=ONE,
              summary='Resume a paused or scaled-to-zero endpoint (400 "already running" if it runs)')
 def resume_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().resume(namespace, name))
+    with ctx:
+        return _one(ctx.endpoints().resume(namespace, name))
 
 
 @router.post("/{namespace}/{name}/scale-to-zero", responses=ONE,
              summary="Scale to zero now; the next request through the gateway wakes it")
 def scale_to_zero_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJSONResponse:
-    return _one(ctx.endpoints().scale_to_zero(namespace, name))
+    with ctx:
+        return _one(ctx.endpoints().scale_to_zero(namespace, name))
 
 
 @router.get("/{namespace}/{name}/events", responses={200: {"model": EventsPublic}},
@@ -79,11 +87,12 @@ def scale_to_zero_endpoint(namespace: str, name: str, ctx: ContextDep) -> FastJS
 def read_endpoint_events(namespace: str, name: str, ctx: ContextDep,
                          limit: Annotated[int, Query(ge=1, le=500)] = 50,
                          before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> FastJSONResponse:
-    row = ctx.endpoints().get(namespace, name)
-    events, next_before = list_events(ctx.session, row, limit=limit, before=before)
-    return FastJSONResponse({"items": [{"id": e.id, "type": e.type, "reason": e.reason, "message": e.message,
-                                      "createdAt": iso_z(e.created_at)} for e in events],
-                           "nextBefore": next_before})
+    with ctx:
+        row = ctx.endpoints().get(namespace, name)
+        events, next_before = list_events(ctx.session, row, limit=limit, before=before)
+        return FastJSONResponse({"items": [{"id": e.id, "type": e.type, "reason": e.reason, "message": e.message,
+                                          "createdAt": iso_z(e.created_at)} for e in events],
+                               "nextBefore": next_before})
 
 
 @router.get("/{namespace}/{name}/logs", response_class=Response,
@@ -91,6 +100,7 @@ def read_endpoint_events(namespace: str, name: str, ctx: ContextDep,
             summary="Replica logs from the provider (secrets masked); ?follow=true streams")
 def read_endpoint_logs(namespace: str, name: str, ctx: ContextDep,
                        tail: Annotated[int, Query(ge=0, le=100_000)] = 200, follow: bool = False) -> Response:
-    row = ctx.endpoints().get(namespace, name)
-    lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow)
-    return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
+    with ctx:
+        row = ctx.endpoints().get(namespace, name)
+        lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow)
+        return StreamingResponse(lines, media_type="text/plain; charset=utf-8")

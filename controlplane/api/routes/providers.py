@@ -14,16 +14,17 @@ router = APIRouter(prefix="/v2/provider", tags=["hardware"])
 
 @router.get("/{namespace}", summary="Hardware catalog: vendors → regions → computes")
 def read_provider_catalog(namespace: str, ctx: ContextDep) -> FastJSONResponse:
-    ctx.endpoints().authorize(namespace)
-    used: dict[str, int] = {}
-    rows = ctx.session.execute(select(Endpoint.spec, Endpoint.desired_replicas).where(
-        Endpoint.namespace == namespace, Endpoint.desired_state == DesiredState.RUNNING.value))
-    for spec, desired_replicas in rows:
-        compute = spec["compute"]
-        provider = spec["provider"]
-        inst = ctx.catalog.lookup(provider["vendor"], provider["region"], compute["instanceType"],
-                                  compute["instanceSize"])
-        if inst is not None and inst.numAccelerators:
-            replicas = desired_replicas if desired_replicas is not None else max(1, compute["scaling"]["minReplica"])
-            used[inst.instanceType] = used.get(inst.instanceType, 0) + inst.numAccelerators * replicas
-    return FastJSONResponse(ctx.catalog.to_wire(used))
+    with ctx:
+        ctx.endpoints().authorize(namespace)
+        used: dict[str, int] = {}
+        rows = ctx.session.execute(select(Endpoint.spec, Endpoint.desired_replicas).where(
+            Endpoint.namespace == namespace, Endpoint.desired_state == DesiredState.RUNNING.value))
+        for spec, desired_replicas in rows:
+            compute = spec["compute"]
+            provider = spec["provider"]
+            inst = ctx.catalog.lookup(provider["vendor"], provider["region"], compute["instanceType"],
+                                      compute["instanceSize"])
+            if inst is not None and inst.numAccelerators:
+                replicas = desired_replicas if desired_replicas is not None else max(1, compute["scaling"]["minReplica"])
+                used[inst.instanceType] = used.get(inst.instanceType, 0) + inst.numAccelerators * replicas
+        return FastJSONResponse(ctx.catalog.to_wire(used))
