@@ -103,8 +103,16 @@ def test_reapplying_the_same_spec_costs_no_request(provider, kube_api, kube_name
     assert calls == []
     provider.apply(dataclasses.replace(d, replicas=2))
     assert len(calls) == 3  # a real change: Deployment, Secret, Service applied again
-    after = k8s.AppsV1Api(kube_api).read_namespaced_deployment("ep-2-same", kube_namespace)
+    apps = k8s.AppsV1Api(kube_api)
+    after = apps.read_namespaced_deployment("ep-2-same", kube_namespace)
     assert after.metadata.resource_version != before and after.spec.replicas == 2
+
+    # Drift: someone scales the Deployment by hand; the next pass notices (generation moved) and repairs it.
+    apps.patch_namespaced_deployment_scale("ep-2-same", kube_namespace, {"spec": {"replicas": 5}})
+    assert provider.wait_until(lambda: provider.deployments.get("ep-2-same")["spec"]["replicas"] == 5, 30)
+    provider.apply(dataclasses.replace(d, replicas=2))
+    assert len(calls) == 6
+    assert apps.read_namespaced_deployment("ep-2-same", kube_namespace).spec.replicas == 2
 
 
 def test_scale_to_zero_and_back(provider):

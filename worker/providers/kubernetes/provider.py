@@ -104,6 +104,8 @@ class KubernetesProvider:
         self.apps = k8s.AppsV1Api(api_client)
         self._create_namespace = create_namespace
         self.sync_timeout = SYNC_TIMEOUT
+        # key -> (applied hash, Deployment generation, Secret and Service resourceVersions) of our last apply.
+        self._applied: dict[str, tuple] = {}
         self._started = False
         self._start_lock = threading.Lock()
         ns = self.namespace
@@ -190,18 +192,37 @@ class KubernetesProvider:
         manifests = self.render(desired)
         if not dry_run:
             self._synced(self.deployments, self.secrets, self.services)
-            cached = self.deployments.get(desired.key)
-            if (cached is not None and not cached["metadata"].get("deletionTimestamp")
-                    and (cached["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED) == manifests.applied_hash
-                    and self.secrets.get(desired.key) is not None and self.services.get(desired.key) is not None):
-                return  # already applied exactly this; costs the API server nothing
+            if self._unchanged_since_applied(desired.key, manifests.applied_hash):
+                return  # exactly this is in place and nobody touched it since: costs the API server nothing
         dep = self._apply("deployments", manifests.deployment, dry_run=dry_run)
         owner = owner_reference(dep) if dep["metadata"].get("uid") else None
+        versions = []
         for kind, manifest in (("secrets", manifests.secret), ("services", manifests.service)):
             body = json.loads(json.dumps(manifest))
             if owner is not None:
                 body["metadata"]["ownerReferences"] = [owner]
-            self._apply(kind, body, dry_run=dry_run)
+            versions.append(self._apply(kind, body, dry_run=dry_run)["metadata"].get("resourceVersion"))
+        if not dry_run:
+            with self._start_lock:
+                self._applied[desired.key] = (manifests.applied_hash, dep["metadata"].get("generation"), *versions)
+
+    def _unchanged_since_applied(self, key: str, applied_hash: str) -> bool:
+        """True if our last apply of `key` had this content and the cache shows nobody changed the objects since.
+
+        The Deployment's generation moves with any spec change (a `kubectl scale`, an edit), the Secret's and
+        Service's resourceVersion with any change at all; so drift is repaired on the next pass, while a resync of
+        unchanged endpoints sends nothing. After a restart the first pass re-applies once (nothing remembered).
+        """
+        with self._start_lock:
+            remembered = self._applied.get(key)
+        dep, secret, service = self.deployments.get(key), self.secrets.get(key), self.services.get(key)
+        if remembered is None or dep is None or secret is None or service is None:
+            return False
+        if dep["metadata"].get("deletionTimestamp"):
+            return False
+        current = ((dep["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED), dep["metadata"].get("generation"),
+                   secret["metadata"].get("resourceVersion"), service["metadata"].get("resourceVersion"))
+        return remembered == current and remembered[0] == applied_hash
 
     def _apply(self, kind: str, body: dict, *, dry_run: bool) -> dict:
         name = body["metadata"]["name"]
@@ -236,6 +257,8 @@ class KubernetesProvider:
             except urllib3.exceptions.HTTPError as exc:
                 raise _translate(exc, f"deleting {what}/{key}") from exc
             reflector.forget(key)
+        with self._start_lock:
+            self._applied.pop(key, None)
 
     def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
         self._synced(self.pods)
