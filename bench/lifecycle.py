@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import sys
@@ -79,6 +80,12 @@ async def load(url: str, streams: int, max_tokens: int) -> dict:
             "ttft_p99_s": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))], "tokens": tokens}
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks → seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def first_token_seconds(url: str, timeout: float = 300) -> float:
     started = time.monotonic()
     body = {"model": "tgi", "prompt": PROMPT, "max_tokens": 8, "stream": True}
@@ -94,7 +101,7 @@ def first_token_seconds(url: str, timeout: float = 300) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     from runtime.tinymodel import build_tiny_model
@@ -122,10 +129,16 @@ def main() -> None:
 
         asyncio.run(load(replica_url, 4, 8))  # warm both paths
         asyncio.run(load(gateway_url, 4, 8))
+        state = json.loads(state_file.read_text())
+        replica_pid, gateway_pid = state["child_pid"], stack.api.proc.pid
         direct, via = [], []
+        gateway_cpu = replica_cpu = 0.0
         for _ in range(args.rounds):
             direct.append(asyncio.run(load(replica_url, args.streams, args.max_tokens)))
+            g0, r0 = cpu_seconds(gateway_pid), cpu_seconds(replica_pid)
             via.append(asyncio.run(load(gateway_url, args.streams, args.max_tokens)))
+            gateway_cpu += cpu_seconds(gateway_pid) - g0
+            replica_cpu += cpu_seconds(replica_pid) - r0
 
         def med(runs: list[dict], key: str) -> float:
             return round(statistics.median(r[key] for r in runs), 3)
@@ -134,6 +147,8 @@ def main() -> None:
         figures["through_gateway"] = {k: med(via, k) for k in ("tokens_per_s", "ttft_p50_s", "ttft_p99_s")}
         figures["gateway_overhead_tokens_per_s_pct"] = round(
             100 * (1 - figures["through_gateway"]["tokens_per_s"] / figures["direct"]["tokens_per_s"]), 1)
+        # CPU the gateway process burns per unit of replica work: the overhead that noise cannot blur.
+        figures["gateway_cpu_s_per_replica_cpu_s"] = round(gateway_cpu / max(replica_cpu, 1e-9), 3)
         figures["gateway_ttft_p50_added_s"] = round(
             figures["through_gateway"]["ttft_p50_s"] - figures["direct"]["ttft_p50_s"], 3)
 

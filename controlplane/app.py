@@ -11,6 +11,7 @@ from controlplane.api.routes import auth, endpoints, health, providers
 from controlplane.catalog import load_catalog
 from controlplane.core.config import Settings, get_settings
 from controlplane.db import session_factory
+from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
 from controlplane.services.enqueue import Enqueue, make_enqueuer
 
@@ -43,8 +44,7 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     errors.install(app)
     for module in (endpoints, providers, auth, health):
         app.include_router(module.router)
-    from controlplane import gateway
-
-    app.include_router(gateway.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Added last, so outermost: data-plane traffic skips the API's routing and middlewares.
+    app.add_middleware(GatewayMiddleware)
     return app
