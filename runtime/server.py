@@ -176,6 +176,7 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
 
     @app.get("/health")
     @app.get("/ping")
+    @app.get("/")  # TGI answers GET / too; older huggingface_hub wait() probed the bare endpoint URL
     async def read_health():
         if not state.ready:
             raise NotReady(state.load_error or "Model is loading")

@@ -46,6 +46,8 @@ def test_full_lifecycle_with_hfapi_and_openai(backend, make_stack, hf_api, tiny_
     assert endpoint.status == "running"
     assert endpoint.url == f"{stack.url}/endpoints/admin/e2e-chat"
     body = raw.get("e2e-chat")["status"]
+    # Older huggingface_hub clients waited on GET {url} itself.
+    assert httpx.get(endpoint.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
     assert body["readyReplica"] == 1 and body["targetReplica"] == 1
 
     # huggingface_hub's InferenceClient through the gateway (it sends model="dummy").
