@@ -208,9 +208,15 @@ class GenerationRun:
                         continue
                 else:
                     item = queue.get_nowait()
-                batch = [self._take(item)]
-                while not queue.empty():
-                    batch.append(self._take(queue.get_nowait()))
+                batch: list[tuple[int, TokenEvent]] = []
+                try:
+                    batch.append(self._take(item))
+                    while not queue.empty():
+                        batch.append(self._take(queue.get_nowait()))
+                except GenerationFailed:
+                    if batch:  # tokens generated before the failure still reach the client, then the error
+                        yield batch
+                    raise
                 yield batch
         finally:
             if len(self.done) < self.n:

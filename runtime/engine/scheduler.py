@@ -227,7 +227,7 @@ class Engine:
                 self._step(admitted)
             except Exception as exc:  # a model failure must fail the requests, not kill the engine
                 log.exception("engine step failed")
-                victims = self._running + admitted
+                victims = list(dict.fromkeys(self._running + admitted))  # admitted may already be running
                 failed = [(s.stream, EngineFailure(f"Request failed during generation: {exc}")) for s in victims]
                 for slot in range(len(self._running) + len(admitted)):
                     self.runner.release(slot)
