@@ -159,7 +159,8 @@ class LeanDecoderRunner:
         self.v_cache = [self._empty(self.capacity) for _ in self.layers]
 
     def _empty(self, capacity: int) -> torch.Tensor:
-        shape = (self.max_slots, self.num_kv_heads, capacity, self.head_dim)
+        # Spare slots up to a multiple of ROW_MULTIPLE: decode's dummy rows read them.
+        shape = (_pad_rows(self.max_slots), self.num_kv_heads, capacity, self.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _ensure_capacity(self, needed: int) -> None:
@@ -239,6 +240,8 @@ class LeanDecoderRunner:
         pos = torch.tensor(positions + filler, device=self.device)
         rows = torch.arange(b, device=self.device)
         real_pos = pos[:b]
+        length = max(positions) + 1
+        mask = (torch.arange(length, device=self.device)[None] <= pos[:, None])[:, None, None]  # (B, 1, 1, L)
         cos = self.cos[pos][:, None]  # (B, 1, hd)
         sin = self.signed_sin[pos][:, None]
         nh = self.num_heads
@@ -250,17 +253,13 @@ class LeanDecoderRunner:
             kc, vc = self.k_cache[li], self.v_cache[li]
             kc[rows, :, real_pos] = qk[:b, nh:]
             vc[rows, :, real_pos] = v[:b].view(b, self.num_kv_heads, self.head_dim)
-            # Per sequence, over exactly its own cached positions (no padding, no mask): the kernel call a
-            # sequence gets is the same alone or in any batch, so greedy output cannot depend on neighbours.
-            outs = [
-                F.scaled_dot_product_attention(
-                    q[i : i + 1], kc[i : i + 1, :, : p + 1], vc[i : i + 1, :, : p + 1], scale=self.scale, enable_gqa=True
-                )
-                for i, p in enumerate(positions)
-            ]
-            if filler:
-                outs.append(q.new_zeros((len(filler), nh, 1, self.head_dim)))
-            attn = torch.cat(outs)
+            # One masked SDPA over the padded batch. Measured: with 2+ rows its per-row result does not depend on
+            # the other rows nor on the padded length (a single row takes another kernel path: the row padding
+            # above avoids it). Dummy rows attend to position 0 of spare slots, so their softmax stays finite.
+            attn = F.scaled_dot_product_attention(
+                q, kc[:rows_padded, :, :length], vc[:rows_padded, :, :length], attn_mask=mask, scale=self.scale,
+                enable_gqa=True,
+            )
             x = x + F.linear(attn.reshape(rows_padded, -1), layer.wo, layer.bo)
             x = x + self._mlp(layer, x)
         x = _rms_norm(x, self.final_norm, self.eps)
