@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from worker.providers.local_replica import _die_with_parent
+
 log = logging.getLogger("endpointctl.up")
 
 # What the forkserver imports once for every replica: the runtime's own modules and what its model loader pulls in
@@ -44,8 +46,9 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         logfile = self.log_path.open("ab")
+        # PDEATHSIG: if `up` itself is SIGKILLed, its API, worker and forkserver go with it (replicas watch its pid).
         self.proc = subprocess.Popen(self.argv, env=env, stdout=logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         logfile.close()
         self.started_at = time.monotonic()
 
@@ -108,12 +111,15 @@ class Stack:
         logs.mkdir(exist_ok=True)
         py = sys.executable
         self.api = Child("api", [py, "-m", "controlplane", "--host", host, "--port", str(port)], logs / "api.log")
-        self.worker = Child("worker", [py, "-m", "celery", "-A", "worker.celery_app:app", "worker", "--beat",
+        self.worker = Child("worker", [py, "-m", "celery", "-A", "worker.celery_app:app", "worker",
                                        "--pool", "threads", "--concurrency", str(worker_concurrency), "-Q", "endpointctl",
-                                       "--schedule", str(self.data_dir / "celerybeat-schedule"),
                                        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                                        "--hostname", f"endpointctl-{os.getpid()}@%h"], logs / "worker.log")
-        self.children = [self.api, self.worker]
+        # Beat in its own process rather than `worker --beat`: the embedded beat is a grandchild that would outlive
+        # a killed worker; as our direct child it is supervised and dies with us.
+        self.beat = Child("beat", [py, "-m", "celery", "-A", "worker.celery_app:app", "beat", "--loglevel", "INFO",
+                                   "--schedule", str(self.data_dir / "celerybeat-schedule")], logs / "beat.log")
+        self.children = [self.api, self.worker, self.beat]
         if self.env.get("ENDPOINTCTL_PROVIDER", "local") == "local" and self.env.get("ENDPOINTCTL_FORKSERVER") != "off":
             socket_path = str(self.data_dir / "forkserver.sock")
             self.env["ENDPOINTCTL_FORKSERVER"] = socket_path
@@ -133,6 +139,7 @@ class Stack:
         self.api.start(self.env)
         wait_ready(self.url, self.api.proc)
         self.worker.start(self.env)
+        self.beat.start(self.env)
 
     def supervise_once(self) -> None:
         """Restart a child that died, with backoff; give up on one that keeps dying within seconds."""
@@ -154,7 +161,8 @@ class Stack:
 
     def stop(self) -> None:
         self._stopping = True
-        # Worker first (no new replicas get started), then the replicas, then the API.
+        # Beat and worker first (no new replicas get started), then the replicas, then the API.
+        self.beat.stop()
         self.worker.stop()
         from worker.providers.local import LocalProvider
 
