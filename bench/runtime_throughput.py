@@ -8,6 +8,12 @@ machine in the same run: output tokens/s, time to first token p50/p99, inter-tok
 single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached (from /metrics).
 Greedy outputs of both servers are compared token for token.
 
+Reading the figures: at this shape every request prefills about as many tokens (64-80) as it generates (64), so
+prefill is close to half the work; at ~19 MFLOP per prompt token and ~25 MFLOP per generated token the whole run
+is ~190 GFLOP, i.e. ~2,000 output tok/s at a 2-core fp32 peak of ~100 GFLOP/s. Both servers run under the same
+OMP_WAIT_POLICY=PASSIVE (spinning OpenMP workers collapse on a shared CPU). On a loaded machine absolute numbers
+swing widely; the ratios are measured back to back in the same run.
+
 Prints one JSON object. Usage: ``python bench/runtime_throughput.py [--requests 64] [--clients 32]``.
 """
 
