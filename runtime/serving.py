@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -242,16 +242,3 @@ def sse(data: Any) -> bytes:
 
 HEARTBEAT = b": keep-alive\n\n"
 
-
-async def stream_with_errors(
-    source: AsyncIterator[bytes], on_error: Callable[[Exception], bytes]
-) -> AsyncIterator[bytes]:
-    """Turn a typed error raised after the response started into an SSE error event (never a broken stream)."""
-    from runtime.errors import RuntimeAPIError
-
-    try:
-        async for chunk in source:
-            yield chunk
-    except RuntimeAPIError as exc:
-        log.warning("error in stream: %s", exc.message)
-        yield on_error(exc)

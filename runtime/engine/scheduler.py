@@ -14,7 +14,6 @@ reads an ``asyncio.Queue``. Cancelling (client disconnect) sets a flag the engin
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import threading
@@ -156,7 +155,6 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
-        self._ids = itertools.count()
 
     # ---- asyncio side -------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
