@@ -28,7 +28,7 @@ import httpx
 import yaml
 
 from cli.devcluster.binaries import Binaries, find_binaries
-from cli.devcluster.errors import ClusterNotRunning, DevClusterError
+from cli.devcluster.errors import ClusterNotRunning, ComponentExited, DevClusterError
 from cli.devcluster.nodes import NodePool, node_manifest
 from cli.devcluster.pki import Pki, ensure_pki
 from cli.devcluster.stages import NODE_NOT_READY_LABEL, RUNTIME_LOG, kwok_config
@@ -149,8 +149,26 @@ class DevCluster:
             raise DevClusterError("gpu_nodes and cpu_nodes must be >= 0 and gpus_per_node >= 1")
         if self.is_running():
             return
-        self.down()  # leftovers of a crashed run: stop what still runs, start from clean data
         bins = self._binaries or find_binaries(build=build)
+        deadline = time.monotonic() + timeout
+        # Ports are picked free but bound later by the children; on a shared machine another process can take
+        # one in between. A component that dies during start-up gets a fresh set of ports (twice at most).
+        for attempt in range(3):
+            self.down()  # leftovers of a crashed run: stop what still runs, start from clean data
+            try:
+                self._start_all(bins, deadline=deadline, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node,
+                                instance_type=instance_type, gpu_product=gpu_product, cpu_nodes=cpu_nodes, audit=audit)
+                return
+            except ComponentExited:
+                self.down()
+                if attempt == 2 or time.monotonic() > deadline:
+                    raise
+            except BaseException:
+                self.down()
+                raise
+
+    def _start_all(self, bins: Binaries, *, deadline: float, gpu_nodes: int, gpus_per_node: int, instance_type: str,
+                   gpu_product: str | None, cpu_nodes: int, audit: bool) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         pki = self.pki
@@ -166,23 +184,18 @@ class DevCluster:
         runtime_log.write_text(RUNTIME_LOG)
         (self.state_dir / "kwok.yaml").write_text(kwok_config(bins.kwok_stage_dir, runtime_log))
         self._save_state(state)
-        deadline = time.monotonic() + timeout
-        try:
-            self._start(state, "etcd", self._etcd_args(state))
-            self._wait_http(f"http://127.0.0.1:{state.etcd_port}/health", deadline, "etcd")
-            self._start(state, "kube-apiserver", self._apiserver_args(state, pki) + self._audit_args(audit))
-            self._wait_http(f"{state.server}/readyz", deadline, "kube-apiserver")
-            self._start(state, "kube-controller-manager", self._controller_manager_args(pki))
-            self._start(state, "kube-scheduler", self._scheduler_args())
-            self._start(state, "kwok", self._kwok_args(state, pki))
-            for _ in range(cpu_nodes):
-                self.add_node(pool="cpu", _state=state)
-            for _ in range(gpu_nodes):
-                self.add_node(pool="gpu", _state=state)
-            self._wait_ready(state, deadline)
-        except BaseException:
-            self.down()
-            raise
+        self._start(state, "etcd", self._etcd_args(state))
+        self._wait_http(f"http://127.0.0.1:{state.etcd_port}/health", deadline, "etcd")
+        self._start(state, "kube-apiserver", self._apiserver_args(state, pki) + self._audit_args(audit))
+        self._wait_http(f"{state.server}/readyz", deadline, "kube-apiserver")
+        self._start(state, "kube-controller-manager", self._controller_manager_args(pki))
+        self._start(state, "kube-scheduler", self._scheduler_args())
+        self._start(state, "kwok", self._kwok_args(state, pki))
+        for _ in range(cpu_nodes):
+            self.add_node(pool="cpu", _state=state)
+        for _ in range(gpu_nodes):
+            self.add_node(pool="gpu", _state=state)
+        self._wait_ready(state, deadline)
 
     def down(self) -> None:
         """Stop every recorded process (TERM, then KILL after 10 s) and wipe the cluster data."""
@@ -372,7 +385,7 @@ class DevCluster:
         for comp, pid in state.pids.items():
             if not _pid_alive(pid, str(Path(state.bin_dir) / comp)):
                 tail = _tail(self.log_dir / f"{comp}.log")
-                raise DevClusterError(f"{comp} exited during start-up; last log lines:\n{tail}")
+                raise ComponentExited(f"{comp} exited during start-up; last log lines:\n{tail}")
 
     def _wait_http(self, url: str, deadline: float, what: str) -> None:
         state = self._load_state()

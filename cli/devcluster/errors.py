@@ -13,3 +13,7 @@ class BinariesMissing(DevClusterError):
 
 class ClusterNotRunning(DevClusterError):
     """An operation needs a running cluster and there is none in the state directory."""
+
+
+class ComponentExited(DevClusterError):
+    """A cluster process died while starting (typically: its port was taken in the meantime)."""

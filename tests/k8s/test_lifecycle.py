@@ -56,6 +56,11 @@ def k8s_stack(tmp_path, kube_cluster, kube_namespace) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+        # Shown by pytest only when the test failed: what the worker and the API said last.
+        for name in ("worker.log", "api.log"):
+            log = stack.data_dir / "logs" / name
+            if log.exists():
+                print(f"--- tail of {name} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
 
 
 def test_full_lifecycle_through_the_api_and_the_worker(k8s_stack, kube_api, kube_namespace):
