@@ -135,7 +135,9 @@ class Stack:
 
     def start(self) -> None:
         if self.forkserver is not None:
-            self.forkserver.start(self.env)
+            # libgomp reads this when torch is imported, i.e. in the forkserver, not in the forked runtime's main():
+            # passive waiting keeps idle OpenMP threads from spinning on a shared CPU (the runtime sets it too).
+            self.forkserver.start({**self.env, "OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")})
         self.api.start(self.env)
         wait_ready(self.url, self.api.proc)
         self.worker.start(self.env)
