@@ -46,7 +46,7 @@ def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, fo
             for line in lines:
                 for value in secret_values:
                     line = line.replace(value, MASK)
-                yield line if line.endswith("\n") else line + "\n"
+                yield line if (not line or line.endswith("\n")) else line + "\n"  # "" = heartbeat, sent as nothing
         except Exception as exc:  # noqa: BLE001 - the stream has started; end it with a readable line
             log.warning("log stream of %s ended: %s", endpoint.provider_key, exc)
             yield f"[endpointctl] log stream ended: {type(exc).__name__}\n"

@@ -134,7 +134,8 @@ class Provider(Protocol):
         """Remove everything the provider created for `key`; idempotent (deleting nothing is fine)."""
 
     def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
-        """Log lines of the endpoint's replicas, oldest first; `follow` keeps yielding new lines."""
+        """Log lines of the endpoint's replicas, oldest first; `follow` keeps yielding new lines, and an empty string
+        now and then while quiet (a heartbeat that lets the consumer notice a departed client)."""
 
     def list_keys(self) -> list[str]:
         """Keys of every endpoint the provider currently has objects for (to find orphans)."""

@@ -199,6 +199,7 @@ class LocalProvider:
         if not follow:
             return
         offsets = {p: p.stat().st_size for p in files}
+        quiet_since = time.monotonic()
         while directory.is_dir():
             for path in sorted(directory.glob("r*.log")):
                 offset = offsets.get(path, 0)
@@ -211,9 +212,15 @@ class LocalProvider:
                         fh.seek(offset)
                         chunk = fh.read(size - offset).decode("utf-8", "replace")
                     offsets[path] = size
+                    quiet_since = time.monotonic()
                     for line in chunk.splitlines():
                         yield f"[{path.stem}] {line}"
-            time.sleep(0.5)
+            if time.monotonic() - quiet_since > 1.0:
+                # An empty item is a heartbeat: it writes nothing, but it hands control back to the consumer, so a
+                # follower whose client has left is noticed within a second instead of holding a thread forever.
+                quiet_since = time.monotonic()
+                yield ""
+            time.sleep(0.25)
 
     def list_keys(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
