@@ -102,9 +102,16 @@ class Catalog:
             raise InvalidSpec(f"{inst.id} is not available", param="compute.instanceType")
         return inst
 
-    def to_wire(self, used_accelerators: dict[str, int] | None = None) -> dict[str, Any]:
-        """The `GET /v2/provider/{ns}` body huggingface_hub parses (quota included)."""
+    def to_wire(self, used_accelerators: dict[str, int] | None = None,
+                capacity: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+        """The `GET /v2/provider/{ns}` body huggingface_hub parses (quota included).
+
+        `capacity` is what the worker last saw on the cluster per instance type (`allocatable`, `used`,
+        `max_allocatable_per_node`, `max_free_per_node`); where known it replaces the static quota and status:
+        an instance no node can ever hold is `not_available`, one that does not fit on any node right now is
+        `low_availability`."""
         used = used_accelerators or {}
+        capacity = capacity or {}
         vendors = []
         for vendor in self.vendors:
             regions = []
@@ -116,6 +123,15 @@ class Catalog:
                         "maxAccelerators": inst.maxAccelerators if inst.maxAccelerators is not None else 64,
                         "usedAccelerators": used.get(inst.instanceType, 0),
                     }
+                    seen = capacity.get(inst.instanceType)
+                    if seen is not None and inst.numAccelerators and inst.status not in ("deprecated", "reserved"):
+                        entry["quota"] = {"maxAccelerators": seen["allocatable"], "usedAccelerators": seen["used"]}
+                        if seen["max_allocatable_per_node"] < inst.numAccelerators:
+                            entry["status"] = "not_available"
+                        elif seen["max_free_per_node"] < inst.numAccelerators:
+                            entry["status"] = "low_availability"
+                        else:
+                            entry["status"] = "available"
                     computes.append(entry)
                 regions.append({"name": region.name, "computes": computes})
             vendors.append({"name": vendor.name, "regions": regions})

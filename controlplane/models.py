@@ -191,6 +191,22 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ClusterCapacity(Base):
+    """Accelerators per instance type as the worker last observed them on the cluster (Kubernetes provider only).
+
+    The API never talks to the cluster; the worker's `refresh_capacity` task writes these rows and the hardware
+    catalog reads them for each instance's `status` and `quota`."""
+
+    __tablename__ = "cluster_capacity"
+
+    instance_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    allocatable: Mapped[int] = mapped_column(Integer, default=0)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    max_allocatable_per_node: Mapped[int] = mapped_column(Integer, default=0)
+    max_free_per_node: Mapped[int] = mapped_column(Integer, default=0)
+    observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def record_event(session: Any, endpoint: Endpoint, *, type: str | EventType, reason: str, message: str) -> Event:
     """Append an event for `endpoint` to the session (the caller commits). Messages must never carry secrets."""
     event = Event(endpoint_id=endpoint.id, namespace=endpoint.namespace, endpoint_name=endpoint.name,

@@ -21,6 +21,7 @@ RECONCILE = "worker.reconcile"
 RESYNC_ALL = "worker.resync_all"
 SCALE_IDLE_TO_ZERO = "worker.scale_idle_to_zero"
 AUTOSCALE = "worker.autoscale"
+REFRESH_CAPACITY = "worker.refresh_capacity"
 QUEUE = "endpointctl"
 
 
@@ -43,6 +44,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "resync-all": {"task": RESYNC_ALL, "schedule": timedelta(seconds=settings.resync_interval)},
             "scale-idle-to-zero": {"task": SCALE_IDLE_TO_ZERO, "schedule": timedelta(seconds=settings.idle_check_interval)},
             "autoscale": {"task": AUTOSCALE, "schedule": timedelta(seconds=settings.autoscale_interval)},
+            "refresh-capacity": {"task": REFRESH_CAPACITY, "schedule": timedelta(seconds=settings.capacity_interval)},
         },
     )
     return app

@@ -5,6 +5,7 @@
   messages, crashed workers and drift repair themselves.
 - `scale_idle_to_zero` (beat): endpoints idle for `scaleToZeroTimeout` minutes go to zero replicas.
 - `autoscale` (beat): replicas between minReplica and maxReplica from pending requests per replica.
+- `refresh_capacity` (beat): the cluster's accelerators per instance type, for the hardware catalog.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from sqlalchemy.exc import OperationalError
 
 from controlplane.core.config import get_settings
 from controlplane.db import session_factory, session_scope
-from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
-from worker.celery_app import AUTOSCALE, QUEUE, RECONCILE, RESYNC_ALL, SCALE_IDLE_TO_ZERO, app
+from controlplane.models import ClusterCapacity, DesiredState, Endpoint, EndpointState, EventType, record_event
+from worker.celery_app import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, app
 from worker.lease import endpoint_lease, _redis
 from worker.providers import get_provider
-from worker.providers.base import ProviderTemporaryError
+from worker.providers.base import ProviderError, ProviderTemporaryError
 from worker.reconcile import all_endpoint_ids, reconcile_endpoint
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,34 @@ def autoscale() -> dict[int, int]:
     for endpoint_id in changes:
         app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
     return changes
+
+
+@app.task(name=REFRESH_CAPACITY)
+def refresh_capacity() -> dict[str, dict[str, int]] | None:
+    """Store the cluster's accelerators per instance type for the catalog (providers that can tell: Kubernetes)."""
+    settings = get_settings()
+    provider = get_provider(settings)
+    usage_of = getattr(provider, "accelerator_usage", None)
+    if usage_of is None:
+        return None
+    try:
+        usage = usage_of()
+    except ProviderError as exc:
+        log.info("cluster capacity unavailable: %s", exc)
+        return None
+    now = datetime.now(UTC)
+    with session_scope(session_factory(settings)) as session:
+        for row in session.scalars(select(ClusterCapacity)):
+            if row.instance_type not in usage:
+                session.delete(row)
+        for instance_type, seen in usage.items():
+            row = session.get(ClusterCapacity, instance_type) or ClusterCapacity(instance_type=instance_type)
+            row.allocatable, row.used = seen["allocatable"], seen["used"]
+            row.max_allocatable_per_node = seen.get("max_allocatable_per_node", seen["allocatable"])
+            row.max_free_per_node = seen.get("max_free_per_node", seen["allocatable"] - seen["used"])
+            row.observed_at = now
+            session.add(row)
+    return usage
 
 
 @worker_ready.connect

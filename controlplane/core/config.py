@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     resync_interval: float = 30.0
     idle_check_interval: float = 15.0
     autoscale_interval: float = 10.0
+    capacity_interval: float = 15.0
     # Autoscaler: scale down only to the highest recommendation seen within this window (seconds), so it won't flap.
     scale_down_window: float = 120.0
 

@@ -70,3 +70,20 @@ def test_override_by_configuration(tmp_path: Path) -> None:
         assert [v["name"] for v in vendors] == ["onprem"]
         compute = vendors[0]["regions"][0]["computes"][0]
         assert compute["quota"] == {"maxAccelerators": 64, "usedAccelerators": 4} and "nodeSelector" not in compute
+
+
+def test_observed_cluster_capacity_drives_status_and_quota() -> None:
+    from controlplane.catalog import load_catalog
+
+    catalog = load_catalog(None)
+    seen = {"nvidia-l4": {"allocatable": 8, "used": 4, "max_allocatable_per_node": 4, "max_free_per_node": 2}}
+    wire = catalog.to_wire({}, seen)
+    computes = {(c["instanceType"], c["instanceSize"]): c for v in wire["vendors"] if v["name"] == "aws"
+                for r in v["regions"] if r["name"] == "us-east-1" for c in r["computes"]}
+    x1, x4, x8 = computes[("nvidia-l4", "x1")], computes[("nvidia-l4", "x4")], computes[("nvidia-l4", "x8")]
+    assert x1["status"] == "available" and x1["quota"] == {"maxAccelerators": 8, "usedAccelerators": 4}
+    assert x4["status"] == "low_availability"  # a 4-GPU node exists, but none has 4 free right now
+    assert x8["status"] == "not_available"  # no node could ever hold 8
+    # Instance types the cluster did not report keep the static catalog figures.
+    assert computes[("nvidia-a100", "x1")]["status"] == "available"
+    assert computes[("nvidia-a100", "x1")]["quota"]["usedAccelerators"] == 0

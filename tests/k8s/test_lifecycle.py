@@ -48,7 +48,7 @@ def k8s_stack(tmp_path, kube_cluster, kube_namespace) -> Iterator[Stack]:
     env = {"ENDPOINTCTL_PROVIDER": "kubernetes", "KUBECONFIG": str(kube_cluster.kubeconfig),
            "ENDPOINTCTL_K8S_NAMESPACE": kube_namespace, "ENDPOINTCTL_K8S_RUNTIME_IMAGE": "ghcr.io/endpointctl/runtime:test",
            "ENDPOINTCTL_RESYNC_INTERVAL": "10", "ENDPOINTCTL_IDLE_CHECK_INTERVAL": "2",
-           "ENDPOINTCTL_AUTOSCALE_INTERVAL": "2"}
+           "ENDPOINTCTL_AUTOSCALE_INTERVAL": "2", "ENDPOINTCTL_CAPACITY_INTERVAL": "2"}
     stack = Stack(port=_free_port(), data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, extra_env=env,
                   worker_concurrency=4)
     stack.start()
@@ -150,8 +150,19 @@ def test_image_pull_failure_through_the_api_is_failed_with_the_reason(k8s_stack)
     assert "ImagePullBackOff" in body["status"]["message"]
 
 
+def _catalog_entry(http: httpx.Client, instance_type: str, size: str) -> dict:
+    wire = http.get("/v2/provider/admin").json()
+    return next(c for v in wire["vendors"] if v["name"] == "aws" for r in v["regions"] if r["name"] == "us-east-1"
+                for c in r["computes"] if c["instanceType"] == instance_type and c["instanceSize"] == size)
+
+
 def test_no_gpu_capacity_is_pending_with_the_schedulers_reason_until_a_node_is_added(k8s_stack, kube_cluster):
     http = httpx.Client(base_url=k8s_stack.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+    # The catalog shows what the nodes allow: 2 nodes x 4 GPUs, so an 8-GPU instance cannot be placed.
+    x8 = wait_until(lambda: (e := _catalog_entry(http, "nvidia-l4", "x8"))["status"] == "not_available" and e,
+                    timeout=60, what="the catalog to reflect the cluster's GPUs")
+    assert x8["quota"]["maxAccelerators"] == 8
+    assert _catalog_entry(http, "nvidia-l4", "x1")["status"] == "available"
     created = http.post("/v2/endpoint/admin", json={
         "name": "big", "type": "protected", "provider": {"vendor": "aws", "region": "us-east-1"},
         "compute": {"accelerator": "gpu", "instanceType": "nvidia-l4", "instanceSize": "x8",
@@ -164,6 +175,8 @@ def test_no_gpu_capacity_is_pending_with_the_schedulers_reason_until_a_node_is_a
     assert body["status"]["state"] == "pending"
     node = kube_cluster.add_node(gpus=8)
     try:
+        wait_until(lambda: _catalog_entry(http, "nvidia-l4", "x8")["quota"]["maxAccelerators"] == 16, timeout=60,
+                   what="the catalog to count the new node")
         wait_until(lambda: http.get("/v2/endpoint/admin/big").json()["status"]["state"] == "running", timeout=120,
                    what="running once a big enough node joined")
     finally:

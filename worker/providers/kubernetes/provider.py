@@ -67,6 +67,8 @@ class PoolCapacity:
     ready_nodes: int
     allocatable_gpus: int
     used_gpus: int  # by endpointctl's own pods bound to those nodes
+    max_allocatable_per_node: int = 0  # the biggest pod a Ready node of this pool could ever take
+    max_free_per_node: int = 0  # the biggest pod that fits right now
 
 
 def _translate(exc: Exception, what: str) -> ProviderError:
@@ -327,14 +329,18 @@ class KubernetesProvider:
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in (node.get("status") or {}).get("conditions") or [])
             unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
-            entry = pools.setdefault(key, [0, 0, 0, 0])
+            entry = pools.setdefault(key, [0, 0, 0, 0, 0, 0])
+            used_here = used_by_node.get(node["metadata"]["name"], 0)
             entry[0] += 1
             if ready and not unschedulable:
                 entry[1] += 1
                 entry[2] += int(alloc)
-            entry[3] += used_by_node.get(node["metadata"]["name"], 0)
+                entry[4] = max(entry[4], int(alloc))
+                entry[5] = max(entry[5], int(alloc) - used_here)
+            entry[3] += used_here
         return [PoolCapacity(instance_type=k[0], gpu_product=k[1], nodes=v[0], ready_nodes=v[1],
-                             allocatable_gpus=v[2], used_gpus=v[3]) for k, v in sorted(pools.items(), key=str)]
+                             allocatable_gpus=v[2], used_gpus=v[3], max_allocatable_per_node=v[4],
+                             max_free_per_node=v[5]) for k, v in sorted(pools.items(), key=str)]
 
     def accelerator_usage(self) -> dict[str, dict[str, int]]:
         """`{instance_type: {"allocatable": n, "used": m}}` over Ready GPU nodes, keyed by the nodes'
@@ -342,9 +348,12 @@ class KubernetesProvider:
         `status` need when the cluster's instance-type labels are the catalog's instance types."""
         usage: dict[str, dict[str, int]] = {}
         for pool in self.gpu_capacity():
-            entry = usage.setdefault(pool.instance_type, {"allocatable": 0, "used": 0})
+            entry = usage.setdefault(pool.instance_type, {"allocatable": 0, "used": 0, "max_allocatable_per_node": 0,
+                                                          "max_free_per_node": 0})
             entry["allocatable"] += pool.allocatable_gpus
             entry["used"] += pool.used_gpus
+            entry["max_allocatable_per_node"] = max(entry["max_allocatable_per_node"], pool.max_allocatable_per_node)
+            entry["max_free_per_node"] = max(entry["max_free_per_node"], pool.max_free_per_node)
         return usage
 
     # --- helpers for tests and benchmarks ---------------------------------------------------------------
