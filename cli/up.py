@@ -114,7 +114,7 @@ class Stack:
         self.worker = Child("worker", [py, "-m", "celery", "-A", "worker.celery_app:app", "worker",
                                        "--pool", "threads", "--concurrency", str(worker_concurrency), "-Q", "endpointctl",
                                        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                                       "--hostname", f"endpointctl-{os.getpid()}@%h"], logs / "worker.log")
+                                       "--without-heartbeat", "--hostname", f"endpointctl-{os.getpid()}@%h"], logs / "worker.log")
         # Beat in its own process rather than `worker --beat`: the embedded beat is a grandchild that would outlive
         # a killed worker; as our direct child it is supervised and dies with us.
         self.beat = Child("beat", [py, "-m", "celery", "-A", "worker.celery_app:app", "beat", "--loglevel", "INFO",

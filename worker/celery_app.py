@@ -22,12 +22,13 @@ RESYNC_ALL = "worker.resync_all"
 SCALE_IDLE_TO_ZERO = "worker.scale_idle_to_zero"
 AUTOSCALE = "worker.autoscale"
 REFRESH_CAPACITY = "worker.refresh_capacity"
+PROBE = "worker.probe"
 QUEUE = "endpointctl"
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("endpointctl", include=["worker.tasks"])
+    app = Celery("endpointctl", include=["worker.tasks", "worker.watchdog"])
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     idle_check_interval: float = 15.0
     autoscale_interval: float = 10.0
     capacity_interval: float = 15.0
+    # A worker that receives nothing for this long with a free slot (not even its own probe) exits so its
+    # supervisor restarts it: Celery's Redis consumer can stall for good after a broker restart. 0 disables.
+    worker_stall_timeout: float = 60.0
     # Autoscaler: scale down only to the highest recommendation seen within this window (seconds), so it won't flap.
     scale_down_window: float = 120.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,10 +132,16 @@ def _start_stack(tmp_path: Path, extra_env: dict[str, str]) -> Stack:
 
 @pytest.fixture
 def make_stack(tmp_path: Path, request) -> Iterator[Callable[..., Stack]]:
-    """Start a stack: `make_stack()` on the embedded default, `make_stack(backend="redis-postgres")` on real servers."""
-    stacks: list[Stack] = []
+    """Start a stack: `make_stack()` on the embedded default, `make_stack(backend="redis-postgres")` on real servers.
 
-    def make(backend: str = "embedded", **extra_env: str) -> Stack:
+    `supervise=True` restarts exited children in the background as `endpointctl up` does; off by default so that
+    tests which stop and restart a child themselves are not raced.
+    """
+    stacks: list[Stack] = []
+    stop = threading.Event()
+    supervisors: list[threading.Thread] = []
+
+    def make(backend: str = "embedded", *, supervise: bool = False, **extra_env: str) -> Stack:
         env = dict(extra_env)
         if backend == "redis-postgres":
             postgres = request.getfixturevalue("postgres_server")
@@ -144,9 +151,18 @@ def make_stack(tmp_path: Path, request) -> Iterator[Callable[..., Stack]]:
         stack = _start_stack(tmp_path / f"stack{len(stacks)}", env)
         stacks.append(stack)
         stack.start()
+        if supervise:
+            def loop() -> None:
+                while not stop.wait(0.5):
+                    stack.supervise_once()
+            supervisors.append(threading.Thread(target=loop, name="stack-supervisor", daemon=True))
+            supervisors[-1].start()
         return stack
 
     yield make
+    stop.set()
+    for thread in supervisors:
+        thread.join(timeout=10)
     for stack in stacks:
         stack.stop()
         # No orphans, ever: stopping the stack stops every replica it started.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import httpx
 import pytest
@@ -56,7 +57,9 @@ def test_worker_sigkilled_mid_reconcile_converges_without_duplicates(make_stack,
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_redis_restart_work_resumes(make_stack, redis_server, tiny_model_dir):
-    stack = make_stack("redis-postgres")
+    # Supervised as under `endpointctl up`: should Celery's consumer stall after the reconnect (celery#8091), the
+    # worker's watchdog exits it and the supervisor starts a fresh one.
+    stack = make_stack("redis-postgres", supervise=True, ENDPOINTCTL_WORKER_STALL_TIMEOUT="20")
     api = Api(stack.url)
     _create(api, "redis-restart", str(tiny_model_dir))
     api.wait_state("redis-restart", "running", timeout=180)
@@ -66,6 +69,32 @@ def test_redis_restart_work_resumes(make_stack, redis_server, tiny_model_dir):
     api.wait_state("redis-restart", "paused", timeout=120)
     assert api.http.post("/v2/endpoint/admin/redis-restart/resume").status_code == 200
     api.wait_state("redis-restart", "running", timeout=180)
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_worker_whose_consumer_stops_is_restarted_by_its_watchdog(make_stack, tiny_model_dir):
+    """A consumer that is connected but receives nothing (what celery#8091 looks like from outside) is detected by
+    the worker itself: its probe never arrives, it exits, the supervisor restarts it and work proceeds."""
+    from celery import Celery
+
+    stack = make_stack("redis-postgres", supervise=True, ENDPOINTCTL_WORKER_STALL_TIMEOUT="8")
+    api = Api(stack.url)
+    wait_until(lambda: "watchdog: restarts this worker" in stack.worker.log_path.read_text(), timeout=60,
+               what="the worker's watchdog to start")
+    control = Celery(broker=stack.env["REDIS_URL"])
+    try:
+        # Remote control makes the live worker stop consuming its queue while staying connected.
+        replies = control.control.cancel_consumer("endpointctl", reply=True, timeout=5)
+        assert replies, "the worker answered the cancel_consumer request"
+    finally:
+        control.close()
+    _create(api, "stalled", str(tiny_model_dir))
+    time.sleep(1)
+    assert api.state("stalled") == "pending"  # nothing consumes the reconcile while the consumer is cancelled
+    wait_until(lambda: stack.worker.restarts >= 1, timeout=90, what="the supervisor to restart the stalled worker")
+    assert "its consumer is stuck" in stack.worker.log_path.read_text()
+    api.wait_state("stalled", "running", timeout=180)
 
 
 def test_killed_replica_is_restarted_and_endpoint_returns_to_running(make_stack, tiny_model_dir):
