@@ -28,7 +28,8 @@ import httpx
 import yaml
 
 from cli.devcluster.binaries import Binaries, find_binaries
-from cli.devcluster.errors import ClusterNotRunning, ComponentExited, DevClusterError
+from cli.devcluster.errors import (ClusterNotRunning, ComponentExited, ComponentStalled, DevClusterError,
+                                  StartAttemptFailed)
 from cli.devcluster.nodes import NodePool, node_manifest
 from cli.devcluster.pki import Pki, ensure_pki
 from cli.devcluster.stages import NODE_NOT_READY_LABEL, RUNTIME_LOG, kwok_config
@@ -40,6 +41,7 @@ NODE_LEASE_SECONDS = 20
 NODE_MONITOR_GRACE = "20s"
 # Start order; stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+START_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -150,22 +152,27 @@ class DevCluster:
         if self.is_running():
             return
         bins = self._binaries or find_binaries(build=build)
-        deadline = time.monotonic() + timeout
         # Ports are picked free but bound later by the children; on a shared machine another process can take
-        # one in between. A component that dies during start-up gets a fresh set of ports (twice at most).
-        for attempt in range(3):
+        # one in between, and a loaded machine can stall a component's start. A component that dies or does not
+        # become healthy in its attempt's budget costs one attempt: everything is stopped and started again from
+        # clean data on fresh ports. Each attempt has the whole `timeout`, so a slow first try cannot leave the
+        # retry a budget of zero (which used to surface as a misleading "etcd not healthy").
+        failures: list[str] = []
+        for attempt in range(1, START_ATTEMPTS + 1):
             self.down()  # leftovers of a crashed run: stop what still runs, start from clean data
+            deadline = time.monotonic() + timeout
             try:
                 self._start_all(bins, deadline=deadline, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node,
                                 instance_type=instance_type, gpu_product=gpu_product, cpu_nodes=cpu_nodes, audit=audit)
                 return
-            except ComponentExited:
+            except StartAttemptFailed as exc:
+                failures.append(f"attempt {attempt}: {exc}")
                 self.down()
-                if attempt == 2 or time.monotonic() > deadline:
-                    raise
             except BaseException:
                 self.down()
                 raise
+        raise DevClusterError(f"the cluster did not start in {START_ATTEMPTS} attempts of {timeout:.0f}s each; "
+                              f"logs in {self.log_dir}\n" + "\n".join(failures))
 
     def _start_all(self, bins: Binaries, *, deadline: float, gpu_nodes: int, gpus_per_node: int, instance_type: str,
                    gpu_product: str | None, cpu_nodes: int, audit: bool) -> None:
@@ -389,33 +396,47 @@ class DevCluster:
 
     def _wait_http(self, url: str, deadline: float, what: str) -> None:
         state = self._load_state()
+        assert state is not None
+        last = "no answer yet"
         with self._http() as client:
             while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(url).status_code == 200:
+                try:
+                    resp = client.get(url)
+                    if resp.status_code == 200:
                         return
-                assert state is not None
+                    last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
                 self._check_alive(state)
                 if time.monotonic() > deadline:
-                    raise DevClusterError(f"{what} not healthy at {url} in time; see {self.log_dir}")
+                    raise ComponentStalled(f"{what} not healthy at {url} in time (last: {last}); last log lines:\n"
+                                           f"{_tail(self.log_dir / f'{what}.log')}")
                 time.sleep(0.2)
 
     def _wait_ready(self, state: ClusterState, deadline: float) -> None:
         """Nodes Ready (kwok runs) and the default service account exists (the controller manager runs)."""
+        ready: set[str] = set()
+        sa_status = "not asked yet"
         with self._http() as client:
             while True:
                 self._check_alive(state)
-                nodes = client.get(f"{state.server}/api/v1/nodes").json().get("items", [])
-                ready = {n["metadata"]["name"] for n in nodes
-                         if any(c["type"] == "Ready" and c["status"] == "True"
-                                for c in n.get("status", {}).get("conditions", []))}
-                sa = client.get(f"{state.server}/api/v1/namespaces/default/serviceaccounts/default")
-                if set(state.node_names) <= ready and sa.status_code == 200:
-                    return
+                try:
+                    nodes = client.get(f"{state.server}/api/v1/nodes").json().get("items", [])
+                    ready = {n["metadata"]["name"] for n in nodes
+                             if any(c["type"] == "Ready" and c["status"] == "True"
+                                    for c in n.get("status", {}).get("conditions", []))}
+                    sa = client.get(f"{state.server}/api/v1/namespaces/default/serviceaccounts/default")
+                    sa_status = f"HTTP {sa.status_code}"
+                    if set(state.node_names) <= ready and sa.status_code == 200:
+                        return
+                except httpx.HTTPError as exc:  # a busy API server times out now and then; the deadline decides
+                    sa_status = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() > deadline:
                     missing = sorted(set(state.node_names) - ready)
-                    raise DevClusterError(f"cluster not ready in time (nodes not Ready: {missing}, default "
-                                          f"service account: HTTP {sa.status_code}); see {self.log_dir}")
+                    logs = "\n".join(f"--- {c}:\n{_tail(self.log_dir / f'{c}.log', 8)}"
+                                     for c in ("kwok", "kube-controller-manager"))
+                    raise ComponentStalled(f"cluster not ready in time (nodes not Ready: {missing}, default "
+                                           f"service account: {sa_status}); last log lines:\n{logs}")
                 time.sleep(0.3)
 
 

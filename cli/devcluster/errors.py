@@ -15,5 +15,13 @@ class ClusterNotRunning(DevClusterError):
     """An operation needs a running cluster and there is none in the state directory."""
 
 
-class ComponentExited(DevClusterError):
+class StartAttemptFailed(DevClusterError):
+    """One start-up attempt failed in a way a fresh attempt (new ports, clean data) may not repeat."""
+
+
+class ComponentExited(StartAttemptFailed):
     """A cluster process died while starting (typically: its port was taken in the meantime)."""
+
+
+class ComponentStalled(StartAttemptFailed):
+    """A cluster process runs but did not become healthy within the attempt's budget."""

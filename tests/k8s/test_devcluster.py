@@ -13,6 +13,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from cli.devcluster import DevCluster
+from cli.devcluster.errors import DevClusterError
 
 pytestmark = pytest.mark.k8s
 
@@ -69,3 +70,18 @@ def test_cli_up_add_remove_down_leaves_no_process(tmp_path, kube_cluster):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     again = _cli("kubeconfig", state_dir=state_dir)
     assert again.returncode == 1 and "no running cluster" in again.stderr
+
+
+def test_start_that_never_gets_healthy_retries_then_reports_every_attempt(tmp_path, kube_cluster):
+    """A component that does not get healthy within an attempt's budget costs that attempt; after the last one the
+    error names each attempt's reason and no process of any attempt is left running."""
+    cluster = DevCluster(tmp_path / "dc")
+    with pytest.raises(DevClusterError) as info:
+        cluster.up(gpu_nodes=0, cpu_nodes=0, timeout=0.0)
+    message = str(info.value)
+    assert "did not start in 3 attempts" in message
+    assert [line.split(":")[0] for line in message.splitlines() if line.startswith("attempt ")] == \
+        ["attempt 1", "attempt 2", "attempt 3"]
+    assert "etcd not healthy" in message and "last log lines" in message
+    assert not cluster.is_running()
+    assert not (tmp_path / "dc" / "state.json").exists()
