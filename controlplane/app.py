@@ -31,11 +31,22 @@ Errors are `{"error": "...", "param"?: "..."}`.
 """
 
 
+class ControlPlaneApp(FastAPI):
+    """FastAPI with the data-plane gateway outside the whole middleware stack.
+
+    `add_middleware` would still put Starlette's error middleware and FastAPI's own wrappers around the gateway,
+    and each of them adds a frame to every streamed chunk; the gateway handles its own errors, so it goes first.
+    """
+
+    def build_middleware_stack(self):
+        return GatewayMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = None) -> FastAPI:
     """Build the API for `settings` (default: the environment). Migrations are applied by the caller
     (`python -m controlplane` does it at start-up); `enqueue` replaces the Celery hand-off (embedding, tests)."""
     settings = settings or get_settings()
-    app = FastAPI(title="endpointctl control plane", version="0.1.0", description=DESCRIPTION)
+    app = ControlPlaneApp(title="endpointctl control plane", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
     app.state.catalog = load_catalog(settings.hardware_catalog)
@@ -45,6 +56,4 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     for module in (endpoints, providers, auth, health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    # Added last, so outermost: data-plane traffic skips the API's routing and middlewares.
-    app.add_middleware(GatewayMiddleware)
     return app

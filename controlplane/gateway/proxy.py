@@ -18,10 +18,9 @@ from datetime import UTC, datetime
 import aiohttp
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.core.config import Settings
@@ -46,6 +45,53 @@ class GatewayError(Exception):
     def response(self) -> JSONResponse:
         return JSONResponse({"error": self.message, "error_type": "gateway"}, status_code=self.status,
                             headers={"X-Error-Message": self.message, **self.headers})
+
+
+class UpstreamRelay:
+    """ASGI response that streams an upstream (aiohttp) response through unchanged, each chunk as it arrives.
+
+    Starlette's StreamingResponse would do the same with a task group and two more generator frames per chunk; on
+    one host every cycle spent here per streamed token is taken from the replicas, so the loop is written out.
+    The one extra task notices the client leaving and closes the upstream connection, which cancels the generation
+    on the replica. `done(complete)` runs exactly once, however the response ends.
+    """
+
+    def __init__(self, upstream: aiohttp.ClientResponse, done) -> None:
+        self.upstream = upstream
+        self.done = done
+        # Content-Length passes through (the body is relayed byte for byte, never decompressed); framing otherwise
+        # is uvicorn's own.
+        headers = [(k, v) for k, v in upstream.raw_headers
+                   if (name := k.decode("latin-1").lower()) == "content-length"
+                   or (name not in HOP_BY_HOP and name not in ("date", "server"))]  # uvicorn sets its own
+        if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+            headers = [(k, v) for k, v in headers if k.lower() not in (b"cache-control", b"x-accel-buffering")]
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self.headers = headers
+        self.status_code = upstream.status
+
+    async def __call__(self, scope, receive, send) -> None:
+        complete = False
+        watcher = asyncio.get_running_loop().create_task(self._close_when_client_leaves(receive))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
+            content = self.upstream.content
+            while chunk := await content.readany():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            complete = not watcher.done()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Headers are gone already: ending without the last chunk tells the client the stream broke.
+            if not watcher.done():
+                log.warning("replica stream broke mid-response: %s", exc)
+        finally:
+            watcher.cancel()
+            self.done(complete)
+
+    async def _close_when_client_leaves(self, receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.upstream.close()
 
 
 class Gateway:
@@ -232,7 +278,7 @@ class Gateway:
         task.add_done_callback(lambda f: f.exception() and log.warning("activity write failed: %s", f.exception()))
 
     # -- proxying ------------------------------------------------------------------------------------------
-    async def handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
+    async def handle(self, request: Request, namespace: str, name: str, path: str) -> Response | UpstreamRelay:
         try:
             response = await self._handle(request, namespace, name, path)
         except GatewayError as exc:
@@ -240,7 +286,7 @@ class Gateway:
         self.proxied.labels(namespace, name, str(response.status_code)).inc()
         return response
 
-    async def _handle(self, request: Request, namespace: str, name: str, path: str) -> Response:
+    async def _handle(self, request: Request, namespace: str, name: str, path: str) -> UpstreamRelay:
         view = await self.ready_view(request, namespace, name)
         self.record_activity(view.id)
         inflight = self.inflight.labels(namespace, name)
@@ -278,20 +324,13 @@ class Gateway:
                 inflight.dec()
                 raise GatewayError(502, f"replica of {namespace}/{name} failed: {exc}") from exc
             break
-        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-        if "text/event-stream" in upstream.headers.get("Content-Type", ""):
-            response_headers["X-Accel-Buffering"] = "no"
-            response_headers["Cache-Control"] = "no-cache"
+        released = False
 
-        finished = False
-        complete = False
-
-        async def finish() -> None:
-            # Runs from the generator's finally (client went away mid-stream) or as the background task; once.
-            nonlocal finished
-            if finished:
+        def done(complete: bool) -> None:
+            nonlocal released
+            if released:
                 return
-            finished = True
+            released = True
             if complete:
                 upstream.release()  # back to the pool for the next request
             else:
@@ -299,17 +338,7 @@ class Gateway:
             self._release(target)
             inflight.dec()
 
-        async def relay():
-            nonlocal complete
-            try:
-                async for chunk in upstream.content.iter_any():
-                    yield chunk
-                complete = True
-            finally:
-                await finish()
-
-        return StreamingResponse(relay(), status_code=upstream.status, headers=response_headers,
-                                 background=BackgroundTask(finish))
+        return UpstreamRelay(upstream, done)
 
     def _release(self, target: str) -> None:
         self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)

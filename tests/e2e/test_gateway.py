@@ -108,3 +108,45 @@ def test_autoscale_between_min_and_max_on_pending_requests(make_stack, tiny_mode
     wait_until(lambda: api.get("busy")["status"]["targetReplica"] == 1, timeout=120, what="scale back down to 1")
     reasons = [e["reason"] for e in api.events("busy")]
     assert "ScaledUp" in reasons and "ScaledDown" in reasons
+
+
+def test_streams_pass_through_and_a_client_leaving_cancels_the_generation(make_stack, tiny_model_dir):
+    """SSE arrives through the gateway chunk by chunk with its streaming headers; a client that disconnects
+    mid-stream makes the gateway drop the upstream connection, so the replica stops generating at once."""
+    from tests.runtime.conftest import metric_value
+
+    stack = make_stack()
+    api = Api(stack.url)
+    body = create_body("relay", str(tiny_model_dir), type="public")
+    body["model"]["env"] = {"MAX_TOTAL_TOKENS": "2048", "MAX_INPUT_TOKENS": "256"}
+    assert api.http.post("/v2/endpoint/admin", json=body).status_code == 201
+    url = api.wait_state("relay", "running", timeout=240)["status"]["url"]
+    state_file = next((stack.data_dir / "local-replicas").glob("*-relay/r*.json"))
+    replica = f"http://127.0.0.1:{json.loads(state_file.read_text())['port']}"
+
+    plain = httpx.post(f"{url}/v1/completions", json={"prompt": "def f():", "max_tokens": 3}, timeout=60)
+    assert plain.status_code == 200 and int(plain.headers["content-length"]) == len(plain.content)
+
+    def replica_metric(name: str) -> float:
+        return metric_value(httpx.get(f"{replica}/metrics", timeout=10).text, name)
+
+    before = replica_metric("vllm:generation_tokens_total")
+    request = {"prompt": "def f():", "max_tokens": 1800, "ignore_eos": True, "stream": True}
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{url}/v1/completions", json=request) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["cache-control"] == "no-cache" and resp.headers["x-accel-buffering"] == "no"
+        assert len(resp.headers.get_list("date")) == 1 and len(resp.headers.get_list("server")) == 1
+        lines = resp.iter_lines()  # held: a dropped iterator would close the stream right here
+        events = 0
+        for line in lines:
+            events += line.startswith("data: {")
+            if events >= 3:
+                break
+        assert replica_metric("vllm:num_requests_running") == 1
+    # The client is gone: the replica must drop the sequence long before its 1800 tokens are done.
+    wait_until(lambda: replica_metric("vllm:num_requests_running") == 0, timeout=30,
+               what="the replica to cancel the abandoned generation")
+    assert replica_metric("vllm:generation_tokens_total") - before < 1000
+    wait_until(lambda: 'endpointctl_gateway_inflight_requests{endpoint="relay",namespace="admin"} 0.0'
+               in httpx.get(f"{stack.url}/metrics").text, timeout=10, what="the gateway to release the request")
