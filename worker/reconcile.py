@@ -99,6 +99,8 @@ def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> D
         secrets={str(k): str(v) for k, v in (endpoint.secrets or {}).items()},
         health_route=health_route(endpoint), port=int(variant.get("port") or 80) if isinstance(variant, dict) else 80,
         hardware=hardware, endpoint_type=endpoint.type,
+        registry_credentials=({str(k): str(v) for k, v in endpoint.image_credentials.items() if v is not None}
+                              if endpoint.image_credentials and "custom" in image else None),
     )
 
 

@@ -17,7 +17,7 @@ from cli.devcluster import FAULT_PREFIXES, DevCluster
 from tests.k8s.conftest import CPU, desired, with_gpus
 from worker.providers.base import FailureReason, ProviderPermanentError
 from worker.providers.kubernetes import KubernetesProvider
-from worker.providers.kubernetes.manifests import ANNOTATION_REVISION, LABEL_ENDPOINT
+from worker.providers.kubernetes.manifests import ANNOTATION_REVISION, DOCKER_HUB, LABEL_ENDPOINT, registry_host
 
 pytestmark = pytest.mark.k8s
 
@@ -261,6 +261,8 @@ def test_manifests_pass_server_side_dry_run(make_provider, kube_api, kube_namesp
         desired("ep-12-cpu", hardware=CPU, replicas=0),
         desired("ep-13-custom", image={"custom": {"url": "registry.example.com/me/server:1"}},
                 command=["python", "-m", "server"], args=["--port", "8080"], secrets={}),
+        desired("ep-15-private", image={"custom": {"url": "registry.example.com:5000/me/server:1"}},
+                registry_credentials={"username": "me", "password": "pa:ss"}),
     ]
     for d in variants:
         provider.apply(d, dry_run=True)
@@ -275,3 +277,51 @@ def test_logs_come_through_the_api_server(provider):
     lines = list(provider.logs("ep-15-logs", tail=10))
     assert any("serving on 0.0.0.0" in line for line in lines), lines
     assert all(line.startswith("[ep-15-logs-") for line in lines)
+
+
+def _docker_config(kube_api: k8s.ApiClient, namespace: str, name: str) -> dict:
+    import json
+
+    secret = k8s.CoreV1Api(kube_api).read_namespaced_secret(name, namespace)
+    assert secret.type == "kubernetes.io/dockerconfigjson"
+    assert [ref.kind for ref in secret.metadata.owner_references or []] == ["Deployment"]
+    return json.loads(base64.b64decode(secret.data[".dockerconfigjson"]))
+
+
+def test_registry_credentials_of_a_custom_image_become_its_pull_secret(make_provider, kube_api, kube_namespace):
+    provider = make_provider(image_pull_secrets=("cluster-wide",))
+    image = {"custom": {"url": "registry.example.com:5000/acme/server:2", "port": 8080}}
+    d = desired("ep-16-private", hardware=CPU, image=image, registry_credentials={"username": "bot", "password": "x:y"})
+    provider.apply(d)
+    auths = _docker_config(kube_api, kube_namespace, "ep-16-private-registry")["auths"]
+    assert auths == {"registry.example.com:5000": {"username": "bot", "password": "x:y",
+                                                   "auth": base64.b64encode(b"bot:x:y").decode()}}
+    pod_spec = k8s.AppsV1Api(kube_api).read_namespaced_deployment("ep-16-private", kube_namespace).spec.template.spec
+    assert [s.name for s in pod_spec.image_pull_secrets] == ["cluster-wide", "ep-16-private-registry"]
+    # Rotated password: the secret follows; credentials removed: the pull secret goes, the cluster-wide one stays.
+    provider.apply(dataclasses.replace(d, revision=2, registry_credentials={"username": "bot", "password": "new"}))
+    assert _docker_config(kube_api, kube_namespace, "ep-16-private-registry")["auths"][
+        "registry.example.com:5000"]["password"] == "new"
+    provider.apply(dataclasses.replace(d, revision=3, registry_credentials=None))
+    names = [s.metadata.name for s in k8s.CoreV1Api(kube_api).list_namespaced_secret(kube_namespace).items]
+    assert "ep-16-private-registry" not in names and "ep-16-private" in names
+    pod_spec = k8s.AppsV1Api(kube_api).read_namespaced_deployment("ep-16-private", kube_namespace).spec.template.spec
+    assert [s.name for s in pod_spec.image_pull_secrets] == ["cluster-wide"]
+    # Credentials on a non-custom image are ignored (the API refuses them; the renderer does not trust that).
+    provider.apply(desired("ep-17-hub", hardware=CPU, registry_credentials={"username": "bot", "password": "x"}))
+    assert "ep-17-hub-registry" not in [s.metadata.name for s in
+                                        k8s.CoreV1Api(kube_api).list_namespaced_secret(kube_namespace).items]
+    provider.apply(dataclasses.replace(d, revision=4))
+    provider.delete("ep-16-private")
+    assert provider.wait_until(lambda: not labelled_objects(kube_api, kube_namespace, "ep-16-private"), WAIT)
+
+
+@pytest.mark.parametrize(("image", "host"), [
+    ("ghcr.io/acme/server:1", "ghcr.io"),
+    ("registry.example.com:5000/acme/server", "registry.example.com:5000"),
+    ("localhost/server", "localhost"),
+    ("acme/server:1", DOCKER_HUB),
+    ("server", DOCKER_HUB),
+])
+def test_registry_host_of_an_image_reference(image, host):
+    assert registry_host(image) == host

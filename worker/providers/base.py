@@ -87,6 +87,8 @@ class DesiredDeployment:
     port: int
     hardware: HardwareSpec
     endpoint_type: str = "authenticated"
+    # Custom image only: {"username", "password"} for its registry. Never logged, never put into events.
+    registry_credentials: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Pure rendering: a `DesiredDeployment` becomes the Deployment, Service and Secret of one endpoint.
+"""Pure rendering: a `DesiredDeployment` becomes the Deployment, Service and Secret of one endpoint (plus, for a
+custom image with registry credentials, a `kubernetes.io/dockerconfigjson` Secret the pods pull with).
 
 No I/O, so the manifests are unit-testable and the real API server validates them in a server-side dry-run
 (tests/k8s/test_manifests.py). Every object carries the endpoint's labels; the Service and the Secret are owned
@@ -66,6 +67,23 @@ class Manifests:
     service: dict
     secret: dict
     applied_hash: str
+    registry_secret: dict | None = None  # custom image with credentials only
+
+
+DOCKER_HUB = "https://index.docker.io/v1/"
+
+
+def registry_host(image: str) -> str:
+    """The registry an image reference pulls from, as a docker config `auths` key (Docker Hub's legacy URL when
+    the first path component is not a host: no dot, no port, not localhost)."""
+    first, sep, _rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return DOCKER_HUB
+
+
+def registry_secret_name(key: str) -> str:
+    return f"{key}-registry"
 
 
 def labels_for(desired: DesiredDeployment, opts: RenderOptions) -> dict[str, str]:
@@ -244,8 +262,24 @@ def render(desired: DesiredDeployment, opts: RenderOptions) -> Manifests:
     }
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
-    if opts.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in opts.image_pull_secrets]
+    pull_secrets = list(opts.image_pull_secrets)
+    registry_secret = None
+    creds = desired.registry_credentials
+    if creds and creds.get("username") and "custom" in desired.image:
+        user, password = creds["username"], creds.get("password") or ""
+        config = {"auths": {registry_host(container["image"]): {
+            "username": user, "password": password, "auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
+        registry_secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": registry_secret_name(desired.key), "namespace": opts.namespace, "labels": labels,
+                         "annotations": annotations},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config, sort_keys=True).encode()).decode()},
+        }
+        pull_secrets.append(registry_secret_name(desired.key))
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
 
     deployment = {
         "apiVersion": "apps/v1",
@@ -277,9 +311,11 @@ def render(desired: DesiredDeployment, opts: RenderOptions) -> Manifests:
         "type": "Opaque",
         "data": secret_data,
     }
-    digest = hashlib.sha256(json.dumps([deployment, service, secret], sort_keys=True).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(json.dumps([deployment, service, secret, registry_secret], sort_keys=True)
+                            .encode()).hexdigest()[:20]
     deployment["metadata"]["annotations"][ANNOTATION_APPLIED] = digest
-    return Manifests(deployment=deployment, service=service, secret=secret, applied_hash=digest)
+    return Manifests(deployment=deployment, service=service, secret=secret, applied_hash=digest,
+                     registry_secret=registry_secret)
 
 
 def owner_reference(deployment: dict) -> dict:

@@ -46,6 +46,7 @@ from worker.providers.kubernetes.manifests import (
     Manifests,
     RenderOptions,
     owner_reference,
+    registry_secret_name,
     render,
     service_url,
 )
@@ -199,11 +200,20 @@ class KubernetesProvider:
         dep = self._apply("deployments", manifests.deployment, dry_run=dry_run)
         owner = owner_reference(dep) if dep["metadata"].get("uid") else None
         versions = []
-        for kind, manifest in (("secrets", manifests.secret), ("services", manifests.service)):
+        for kind, manifest in (("secrets", manifests.secret), ("services", manifests.service),
+                               ("secrets", manifests.registry_secret)):
+            if manifest is None:
+                continue
             body = json.loads(json.dumps(manifest))
             if owner is not None:
                 body["metadata"]["ownerReferences"] = [owner]
             versions.append(self._apply(kind, body, dry_run=dry_run)["metadata"].get("resourceVersion"))
+        if manifests.registry_secret is None and not dry_run:
+            # Credentials removed by an update: their pull secret goes too.
+            if self.secrets.get(registry_secret_name(desired.key)) is not None:
+                self._delete("secrets", self.core.delete_namespaced_secret, self.secrets,
+                             registry_secret_name(desired.key))
+            versions.append(None)
         if not dry_run:
             with self._start_lock:
                 self._applied[desired.key] = (manifests.applied_hash, dep["metadata"].get("generation"), *versions)
@@ -222,8 +232,10 @@ class KubernetesProvider:
             return False
         if dep["metadata"].get("deletionTimestamp"):
             return False
+        registry = self.secrets.get(registry_secret_name(key))
         current = ((dep["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED), dep["metadata"].get("generation"),
-                   secret["metadata"].get("resourceVersion"), service["metadata"].get("resourceVersion"))
+                   secret["metadata"].get("resourceVersion"), service["metadata"].get("resourceVersion"),
+                   registry["metadata"].get("resourceVersion") if registry else None)
         return remembered == current and remembered[0] == applied_hash
 
     def _apply(self, kind: str, body: dict, *, dry_run: bool) -> dict:
@@ -245,22 +257,29 @@ class KubernetesProvider:
 
     def delete(self, key: str) -> None:
         self.start()
-        body = k8s.V1DeleteOptions(propagation_policy="Background")
         # The Deployment owns the rest, but delete all three: an apply interrupted before the owner references
         # were set must not leak a Secret.
         for what, fn, reflector in (("deployments", self.apps.delete_namespaced_deployment, self.deployments),
                                     ("services", self.core.delete_namespaced_service, self.services),
                                     ("secrets", self.core.delete_namespaced_secret, self.secrets)):
-            try:
-                fn(key, self.namespace, body=body, _preload_content=False)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise _translate(exc, f"deleting {what}/{key}") from exc
-            except urllib3.exceptions.HTTPError as exc:
-                raise _translate(exc, f"deleting {what}/{key}") from exc
-            reflector.forget(key)
+            self._delete(what, fn, reflector, key)
+        # The registry pull secret exists for custom images with credentials only; the cache knows (owner
+        # references would collect it with the Deployment anyway, this covers an interrupted first apply).
+        self._synced(self.secrets)
+        if self.secrets.get(registry_secret_name(key)) is not None:
+            self._delete("secrets", self.core.delete_namespaced_secret, self.secrets, registry_secret_name(key))
         with self._start_lock:
             self._applied.pop(key, None)
+
+    def _delete(self, what: str, fn, reflector: Reflector, name: str) -> None:
+        try:
+            fn(name, self.namespace, body=k8s.V1DeleteOptions(propagation_policy="Background"), _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _translate(exc, f"deleting {what}/{name}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise _translate(exc, f"deleting {what}/{name}") from exc
+        reflector.forget(name)
 
     def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
         self._synced(self.pods)
