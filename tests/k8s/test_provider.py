@@ -208,7 +208,9 @@ def test_more_gpus_than_any_node_has_is_pending_until_a_node_is_added(provider, 
         pools = {p.instance_type: p for p in provider.gpu_capacity()}
         assert pools["nvidia-l4"].allocatable_gpus == 2 * 4 + 8 and pools["nvidia-l4"].used_gpus == 8
         assert pools["nvidia-l4"].gpu_product == "NVIDIA-L4" and pools["nvidia-l4"].ready_nodes == 3
-        assert provider.accelerator_usage() == {"nvidia-l4": {"allocatable": 16, "used": 8}}
+        # 2 nodes x 4 GPUs + one 8-GPU node running the 8-GPU pod: the largest node has 8, the freest 4 free.
+        assert provider.accelerator_usage() == {"nvidia-l4": {"allocatable": 16, "used": 8,
+                                                              "max_allocatable_per_node": 8, "max_free_per_node": 4}}
     finally:
         provider.delete(key)
         kube_cluster.remove_node(node)

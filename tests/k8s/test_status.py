@@ -93,3 +93,17 @@ def test_warning_events_explain_an_otherwise_silent_pending_pod():
 def test_terminating_pods_are_reported_as_such():
     o = observe(deployment=deployment(), pods=[pod(deleting=True), pod("ep-1-x-new")], warnings=[], service_url=None)
     assert sorted(r.phase for r in o.replicas) == ["Running", "Terminating"] and o.ready_replicas == 1
+
+
+def test_failed_scheduling_event_seen_before_the_pod_condition_is_pending():
+    """The scheduler's event can reach the cache before the pod's PodScheduled=False condition does."""
+    msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    event = {"reason": "FailedScheduling", "message": msg, "lastTimestamp": "2026-01-01T00:00:01Z",
+             "involvedObject": {"name": "ep-1-x-abc-1"}}
+    unscheduled = pod(phase="Pending", ready=False, conditions=[])
+    o = observe(deployment=deployment(available=0), pods=[unscheduled], warnings=[event], service_url=None)
+    assert o.pending_reason == msg and o.message == msg and o.failure is None
+    # Once the pod has a node, an old FailedScheduling event no longer makes it pending.
+    scheduled = {**unscheduled, "spec": {"nodeName": "kwok-gpu-2"}}
+    o = observe(deployment=deployment(available=0), pods=[scheduled], warnings=[event], service_url=None)
+    assert o.pending_reason is None and "FailedScheduling" in o.message

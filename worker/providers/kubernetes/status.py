@@ -159,6 +159,14 @@ def observe(*, deployment: dict | None, pods: list[dict], warnings: list[dict], 
         if recent and not any(r.ready for r in replicas):
             last = max(recent, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
             message = f"{last.get('reason')}: {last.get('message')}"
+            # The scheduler writes its FailedScheduling event and the pod's PodScheduled condition separately; the
+            # event can reach the cache first. A still unscheduled pod it names is pending for the same reason.
+            if last.get("reason") == "FailedScheduling":
+                named = (last.get("involvedObject") or {}).get("name")
+                pod = next((p for p in current if p["metadata"]["name"] == named), None)
+                if pod is not None and not (pod.get("spec") or {}).get("nodeName"):
+                    pending_reason = last.get("message") or "FailedScheduling"
+                    message = None
 
     return ObservedDeployment(
         exists=True,
