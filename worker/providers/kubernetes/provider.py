@@ -209,10 +209,7 @@ class KubernetesProvider:
                 body["metadata"]["ownerReferences"] = [owner]
             versions.append(self._apply(kind, body, dry_run=dry_run)["metadata"].get("resourceVersion"))
         if manifests.registry_secret is None and not dry_run:
-            # Credentials removed by an update: their pull secret goes too.
-            if self.secrets.get(registry_secret_name(desired.key)) is not None:
-                self._delete("secrets", self.core.delete_namespaced_secret, self.secrets,
-                             registry_secret_name(desired.key))
+            self._delete_registry_secret(desired.key)  # credentials removed by an update: their pull secret goes
             versions.append(None)
         if not dry_run:
             with self._start_lock:
@@ -263,13 +260,17 @@ class KubernetesProvider:
                                     ("services", self.core.delete_namespaced_service, self.services),
                                     ("secrets", self.core.delete_namespaced_secret, self.secrets)):
             self._delete(what, fn, reflector, key)
-        # The registry pull secret exists for custom images with credentials only; the cache knows (owner
-        # references would collect it with the Deployment anyway, this covers an interrupted first apply).
+        # Owner references would collect the registry pull secret with the Deployment; this covers an apply that
+        # was interrupted before they were set.
         self._synced(self.secrets)
-        if self.secrets.get(registry_secret_name(key)) is not None:
-            self._delete("secrets", self.core.delete_namespaced_secret, self.secrets, registry_secret_name(key))
+        self._delete_registry_secret(key)
         with self._start_lock:
             self._applied.pop(key, None)
+
+    def _delete_registry_secret(self, key: str) -> None:
+        """Custom images with credentials only have one; the (synced) cache says whether to send a request."""
+        if self.secrets.get(registry_secret_name(key)) is not None:
+            self._delete("secrets", self.core.delete_namespaced_secret, self.secrets, registry_secret_name(key))
 
     def _delete(self, what: str, fn, reflector: Reflector, name: str) -> None:
         try:
