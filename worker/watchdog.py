@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from celery.signals import task_postrun, task_prerun, task_received, worker_ready, worker_shutting_down
 
@@ -44,7 +44,6 @@ class StallDetector:
     stall_timeout: float
     last_received: float
     probe_sent_at: float | None = None
-    _idle_since: float | None = field(default=None, repr=False)
 
     def received(self, now: float) -> None:
         self.last_received = now
