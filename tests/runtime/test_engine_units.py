@@ -60,6 +60,36 @@ def test_lean_forward_matches_hf(tiny_model_dir):
         assert ref[0, len(prompt):].tolist() == expected
 
 
+def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir):
+    """Greedy equality alone vs. batched rests on this: a sequence's logits do not depend, to the last bit, on
+    which other sequences share its prefill or decode step, nor on how long they are (so the key span differs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from runtime.engine.model import LeanDecoderRunner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(0)
+    lengths = [5, 37, 70, 12, 130, 64, 1, 99, 23]
+    prompts = [torch.randint(3, 500, (n,), generator=gen).tolist() for n in lengths]
+    steps = 6
+
+    def run(runner, group):
+        """Prefill ``group`` together, decode ``steps`` tokens (fixed inputs), return each step's logits."""
+        logits = [runner.prefill(list(range(len(group))), [prompts[i] for i in group])]
+        for step in range(steps):
+            tokens = [(i * 31 + step * 7) % 500 + 3 for i in group]
+            logits.append(runner.decode(tokens, [lengths[i] + step for i in group]))
+        return logits
+
+    batched = run(LeanDecoderRunner(model, max_slots=16, max_total_tokens=512), list(range(len(prompts))))
+    alone_runner = LeanDecoderRunner(model, max_slots=16, max_total_tokens=512)
+    for i in range(len(prompts)):
+        alone = run(alone_runner, [i])
+        for step, (a, b) in enumerate(zip(alone, batched, strict=True)):
+            assert torch.equal(a[0], b[i]), f"prompt {i} (length {lengths[i]}) differs at step {step}"
+
+
 def _run_engine(engine, prompts, *, max_new_tokens):
     import asyncio
 
