@@ -239,19 +239,17 @@ class Engine:
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
         total = sum(s.reserved_tokens for s in self._running)
-        longest = 0
+        prefill_tokens = 0  # prompts are packed back to back (no padding), as TGI counts them
         while self._waiting and len(self._running) + len(admitted) < self.limits.max_batch_size:
             seq = self._waiting[0]
-            longest_if = max(longest, len(seq.prompt_ids))
-            prefill_tokens = longest_if * (len(admitted) + 1)  # padded batch
-            if admitted and prefill_tokens > self.limits.max_batch_prefill_tokens:
+            if admitted and prefill_tokens + len(seq.prompt_ids) > self.limits.max_batch_prefill_tokens:
                 break
             if (self._running or admitted) and total + seq.reserved_tokens > self.limits.max_batch_total_tokens:
                 break
             self._waiting.popleft()
             admitted.append(seq)
             total += seq.reserved_tokens
-            longest = longest_if
+            prefill_tokens += len(seq.prompt_ids)
         return admitted
 
     def _post(self, batch: list[tuple[SequenceStream, TokenEvent | EngineFailure]]) -> None:

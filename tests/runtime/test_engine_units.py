@@ -141,3 +141,47 @@ def test_unsupported_architecture_falls_back_to_hf_forward(tiny_model_dir):
         ref = model.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
                              pad_token_id=tok.pad_token_id)
         assert ref[0, len(prompt):].tolist() == out
+
+
+def test_admission_respects_prefill_and_total_token_budgets(tiny_model_dir):
+    """Prompts count unpadded (they are packed) against MAX_BATCH_PREFILL_TOKENS; reserved tokens (prompt +
+    max_new_tokens) of running and admitted sequences against MAX_BATCH_TOTAL_TOKENS; a prompt over the prefill
+    budget still runs, alone, rather than wait forever."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runtime.engine.model import make_runner
+    from runtime.engine.params import GenerationRequest, SamplingParams
+    from runtime.engine.scheduler import Engine, EngineLimits
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    runner = make_runner(model, max_slots=8, max_total_tokens=512)
+
+    def engine(prefill, total):
+        return Engine(runner, tok, limits=EngineLimits(max_batch_size=8, max_batch_prefill_tokens=prefill,
+                                                       max_batch_total_tokens=total, max_total_tokens=512),
+                      eos_token_ids=[tok.eos_token_id])
+
+    def submit(e, *lengths, new=10):
+        for i, n in enumerate(lengths):
+            e.submit(GenerationRequest(f"r{i}", [5] * n, SamplingParams(max_new_tokens=new, temperature=0)))
+
+    e = engine(prefill=100, total=10_000)
+    submit(e, 30, 70, 10, 5)
+    assert [len(s.prompt_ids) for s in e._admit()] == [30, 70]  # 30 + 70 = 100 fits; + 10 would not
+    assert [len(s.prompt_ids) for s in e._admit()] == [10, 5]
+
+    e = engine(prefill=100, total=10_000)
+    submit(e, 150, 10)
+    assert [len(s.prompt_ids) for s in e._admit()] == [150]  # over the budget: admitted alone
+    assert [len(s.prompt_ids) for s in e._admit()] == [10]
+
+    e = engine(prefill=1000, total=100)
+    submit(e, 40, 40, 40, new=10)  # 50 reserved each
+    first = e._admit()
+    assert len(first) == 2
+    e._running.extend(first)
+    assert e._admit() == []  # 100 reserved by the running ones: the third waits
+    e._running.clear()
+    assert len(e._admit()) == 1
