@@ -5,7 +5,9 @@ Fixed, documented shape: the tiny model (Llama, hidden 384, 6 layers, 6 heads / 
 standard library's ``argparse.py`` (sent as token ids, so both servers see identical inputs), 64 new tokens each
 (``ignore_eos``, greedy), streamed ``/v1/completions``. Measured per server, one server at a time on the same
 machine in the same run: output tokens/s, time to first token p50/p99, inter-token latency p50/p99, and
-single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached (from /metrics).
+single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached (from /metrics),
+and the single stream's n-gram speculation (drafts, acceptance, tokens per decode step) next to the same single
+stream on a server started with SPECULATE=0 (same text required).
 Greedy outputs of both servers are compared token for token.
 
 Reading the figures: at this shape every request prefills about as many tokens (64-80) as it generates (64), so
@@ -177,11 +179,27 @@ def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> 
         out["decode_batch_size_max"] = int(_metric(after, "endpointctl_batch_max_size_reached"))
         out["decode_batch_size_mean"] = round(bsum / steps, 1) if steps else None
         out["decode_steps"] = int(steps)
+    before = httpx.get(f"{url}/metrics").text if with_metrics else ""
     single = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
     out["single_stream_tokens_per_s"] = single["tokens_per_s"]
+    if with_metrics:
+        after = httpx.get(f"{url}/metrics").text
+
+        def delta(name: str) -> float:
+            return _metric(after, name) - _metric(before, name)
+
+        steps = delta("endpointctl_decode_steps_total")
+        drafted = delta("vllm:spec_decode_num_draft_tokens_total")
+        accepted = delta("vllm:spec_decode_num_accepted_tokens_total")
+        out["single_stream_speculation"] = {
+            "drafted": int(drafted), "accepted": int(accepted),
+            "acceptance": round(accepted / drafted, 2) if drafted else None,
+            "tokens_per_decode_step": round(args.single * (args.max_tokens - 1) / steps, 2) if steps else None,
+        }
     # Greedy must not depend on the batch: the same prompts alone vs. inside the 32-client run.
     same = sum(a == b for a, b in zip(single["texts"], out["texts"], strict=False))
     out["greedy_alone_equals_batched"] = f"{same}/{len(single['texts'])}"
+    out["single_texts"] = single["texts"]
     return out
 
 
@@ -211,6 +229,14 @@ def main() -> None:
     with _server([sys.executable, "-m", "runtime"], env, port) as url:
         ours = _measure(url, prompts, single_prompts, args, with_metrics=True)
     report["ours"] = ours
+    # The same server without n-gram speculation (SPECULATE=0), single stream only: what the drafts are worth on
+    # this text. (At 32 clients no rows are free for drafts, so the throughput run is unaffected.)
+    port = _free_port()
+    with _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "SPECULATE": "0"}, port) as url:
+        asyncio.run(_load(url, prompts[:4], clients=4, max_tokens=8))
+        plain = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
+    ours["single_stream_tokens_per_s_without_speculation"] = plain["tokens_per_s"]
+    ours["single_stream_same_text_without_speculation"] = plain["texts"] == ours["single_texts"]
     if not args.skip_naive:
         port = _free_port()
         with _server([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model_dir), str(port)], {}, port) as url:
@@ -222,7 +248,9 @@ def main() -> None:
         report["single_stream_speedup_vs_naive"] = round(
             ours["single_stream_tokens_per_s"] / naive["single_stream_tokens_per_s"], 2)
         naive.pop("texts")
+        naive.pop("single_texts")
     ours.pop("texts")
+    ours.pop("single_texts")
     report["goals"] = {
         "tokens_per_s>=1800": ours["tokens_per_s"] >= 1800,
         "speedup>=8x": report.get("speedup_vs_naive", 0) >= 8,

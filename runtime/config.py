@@ -48,6 +48,11 @@ class RuntimeSettings(BaseSettings):
     sse_keepalive_interval: float = 10.0
     num_threads: int | None = Field(default=None, description="torch intra-op threads (default: all cores)")
     force_hf_forward: bool = Field(default=False, description="use HF's forward even for Llama-style models")
+    speculate: int = Field(
+        default=3, ge=0,
+        description="TGI's SPECULATE: n-gram draft tokens per sequence and decode step, verified in that step "
+                    "(greedy requests; only rows the padded batch computes anyway; 0 turns it off)",
+    )
     keep_alive_timeout: int = 75
 
     def model_name(self) -> str:

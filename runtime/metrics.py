@@ -45,6 +45,13 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily(
             "endpointctl_decode_batch_size", "Sum of decode batch sizes (divide by steps for the mean)", value=s["batch_sum"]
         )
+        for name, value, doc in (
+            ("vllm:spec_decode_num_draft_tokens", s["spec_draft"], "N-gram draft tokens proposed"),
+            ("vllm:spec_decode_num_accepted_tokens", s["spec_accepted"], "Draft tokens the model agreed with"),
+        ):
+            c = CounterMetricFamily(name, doc, labels=["model_name"])
+            c.add_metric([self._model], value)
+            yield c
 
 
 class RuntimeMetrics:

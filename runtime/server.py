@@ -134,6 +134,8 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
                 "max_batch": engine.stats.max_batch_size_reached,
                 "steps": engine.stats.steps,
                 "batch_sum": engine.stats.decode_batch_sum,
+                "spec_draft": engine.stats.spec_draft_tokens,
+                "spec_accepted": engine.stats.spec_accepted_tokens,
             })
         state.ready = True
         log.info("ready: %s (%s, %s) limits=%s", state.settings.model_id, loaded.kind, loaded.runner_kind, limits)
@@ -202,6 +204,7 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
             "max_batch_total_tokens": limits.max_batch_total_tokens if limits else None,
             "max_batch_size": limits.max_batch_size if limits else None,
             "max_client_batch_size": settings.max_client_batch_size,
+            "speculate": loaded.engine.speculate if loaded is not None and loaded.engine is not None else None,
             "validation_workers": 1,
             "router": "endpointctl-runtime",
             "engine": loaded.runner_kind if loaded else None,

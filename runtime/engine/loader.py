@@ -101,6 +101,7 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         ),
         eos_token_ids=eos_ids,
         score_prompt=score_prompt,
+        speculate=settings.speculate,
     )
     t1 = time.monotonic()
     engine.warmup(prompt_len=min(64, limits.max_input_tokens))

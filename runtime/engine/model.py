@@ -37,8 +37,12 @@ class ModelRunner(Protocol):
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
         """Run the prompts into the given slots; return last-position logits, shape (len(prompts), vocab)."""
 
-    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
-        """One step for slots ``0..len(tokens)-1``: token ``i`` sits at ``positions[i]``; return (B, vocab)."""
+    supports_slots: bool
+    """Whether :meth:`decode` takes ``slots`` (several rows of one sequence: speculative verification)."""
+
+    def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
+        """One step: token ``i`` sits at ``positions[i]`` of slot ``slots[i]`` (default: slot ``i``); rows of one
+        slot must come in position order. Return (rows, vocab)."""
 
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` cached positions of slot ``src`` into slot ``dst``."""
@@ -155,6 +159,8 @@ def lean_unsupported_reason(model: torch.nn.Module, *, max_total_tokens: int) ->
 
 class LeanDecoderRunner:
     """Batched Llama-style forward over HF weights with a slot-indexed preallocated KV cache."""
+
+    supports_slots = True
 
     def __init__(self, model: torch.nn.Module, *, max_slots: int, max_total_tokens: int) -> None:
         config = model.config
@@ -285,7 +291,7 @@ class LeanDecoderRunner:
         return self.lm_head(x)[:n].float()
 
     @torch.inference_mode()
-    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
+    def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
         b = len(tokens)
         rows_padded = _pad_rows(b)
         filler = [0] * (rows_padded - b)  # dummy rows (token 0 at position 0): computed, never stored or used
@@ -293,8 +299,13 @@ class LeanDecoderRunner:
         self._ensure_capacity(span)
         ids = torch.tensor(tokens + filler, device=self.device)
         pos = torch.tensor(positions + filler, device=self.device)
-        rows = torch.arange(b, device=self.device)
         real_pos = pos[:b]
+        if slots is None:  # row i is slot i: attention reads the cache through views
+            rows = torch.arange(b, device=self.device)
+            slot_idx = None
+        else:  # several rows may share a slot: their keys/values are gathered after this step's writes
+            slot_idx = torch.tensor(slots + filler, device=self.device)
+            rows = slot_idx[:b]
         # Additive mask, built once per step: 0 up to each row's own position, -inf after (dummy rows see
         # position 0 of a spare slot, so their softmax stays finite).
         future = torch.arange(span, device=self.device)[None] > pos[:, None]
@@ -317,10 +328,14 @@ class LeanDecoderRunner:
             # the probability-weighted sum see the same blocking whatever the other rows' lengths; masked keys
             # add exact zeros. Grouped-query heads share their KV head without copying it.
             q = qk[:, :nh].reshape(rows_padded, nkv, nh // nkv, hd)
-            scores = torch.matmul(q, kc[:rows_padded, :, :span].transpose(-1, -2))  # (B, kv, group, span)
+            if slot_idx is None:
+                keys, values = kc[:rows_padded, :, :span], vc[:rows_padded, :, :span]
+            else:
+                keys, values = kc[:, :, :span].index_select(0, slot_idx), vc[:, :, :span].index_select(0, slot_idx)
+            scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, kv, group, span)
             scores.mul_(self.scale).add_(bias)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
-            attn = torch.matmul(probs, vc[:rows_padded, :, :span])  # (B, kv, group, hd)
+            attn = torch.matmul(probs, values)  # (B, kv, group, hd)
             x = x + layer.o(attn.reshape(rows_padded, nh * hd))
             x = x + self._mlp(layer, x)
         x = _rms_norm(x, self.final_norm, self.eps)
@@ -338,6 +353,8 @@ class LeanDecoderRunner:
 
 class HFFallbackRunner:
     """HF's own forward, one DynamicCache per sequence: any causal LM works, one sequence per forward."""
+
+    supports_slots = False  # a DynamicCache cannot take back rejected draft tokens
 
     def __init__(self, model: torch.nn.Module, *, max_slots: int) -> None:
         self.model = model
@@ -364,7 +381,9 @@ class HFFallbackRunner:
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
         return torch.stack([self._forward(s, p, 0) for s, p in zip(slots, prompts, strict=True)])
 
-    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
+    def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
+        if slots is not None:
+            raise ValueError("HF's forward runs one row per sequence")
         return torch.stack([self._forward(i, [t], p) for i, (t, p) in enumerate(zip(tokens, positions, strict=True))])
 
     def move_slot(self, src: int, dst: int, length: int) -> None:

@@ -27,9 +27,10 @@ import torch
 
 from runtime.engine.constraints import TokenConstraint
 from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
-from runtime.engine.model import ModelRunner
+from runtime.engine.model import ROW_MULTIPLE, ModelRunner
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
 from runtime.engine.sampling import BatchSampler
+from runtime.engine.speculation import NgramProposer
 
 log = logging.getLogger("runtime.engine")
 
@@ -57,6 +58,8 @@ class EngineStats:
     prompt_tokens: int = 0
     last_forward_s: float = 0.0
     last_decode_s: float = 0.0
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
     batch_size_histogram: dict[int, int] = field(default_factory=dict)
 
 
@@ -81,6 +84,7 @@ class Sequence:
         self.stops = StopStringMatcher(p.stop, include_stop=p.include_stop_str_in_output)
         self.first_event = True
         self.finished: FinishReason | None = None
+        self.proposer: NgramProposer | None = None  # built the first time this sequence may speculate
 
     @property
     def length(self) -> int:
@@ -138,6 +142,7 @@ class Engine:
         eos_token_ids: list[int],
         on_token_gap: Callable[[float], None] | None = None,
         score_prompt: Callable[[list[int]], list[float]] | None = None,
+        speculate: int = 0,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -148,6 +153,9 @@ class Engine:
         self.stats = EngineStats()
         self.on_token_gap = on_token_gap
         self._score_prompt = score_prompt
+        # Draft tokens per sequence and step (n-gram speculation, see runtime.engine.speculation); needs a runner
+        # that takes several rows of one sequence.
+        self.speculate = speculate if getattr(runner, "supports_slots", False) else 0
         self._cond = threading.Condition()
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
@@ -288,13 +296,85 @@ class Engine:
         self.stats.max_batch_size_reached = max(self.stats.max_batch_size_reached, b)
         self.stats.batch_size_histogram[b] = self.stats.batch_size_histogram.get(b, 0) + 1
         self.stats.decode_batch_sum += b
+        drafts = self._drafts(running)
         tokens = [s.output_ids[-1] for s in running]
         positions = [s.length - 1 for s in running]
         t0 = time.perf_counter()
-        logits = self.runner.decode(tokens, positions)
+        if drafts is None:
+            logits = self.runner.decode(tokens, positions)
+        else:
+            # Row layout: each sequence's [last token, draft...] at consecutive positions of its own slot.
+            first_rows, tokens, positions, slots = [], [], [], []
+            for slot, (seq, draft) in enumerate(zip(running, drafts, strict=True)):
+                first_rows.append(len(tokens))
+                tokens += [seq.output_ids[-1], *draft]
+                positions += range(seq.length - 1, seq.length + len(draft))
+                slots += [slot] * (1 + len(draft))
+            logits = self.runner.decode(tokens, positions, slots)
         self.stats.last_decode_s = self.stats.last_forward_s = time.perf_counter() - t0
         self.stats.steps += 1
-        self._advance(running, logits, events)
+        if drafts is None:
+            self._advance(running, logits, events)
+        else:
+            self._advance(running, logits[first_rows], events)
+            self._verify(running, drafts, first_rows, logits, events)
+
+    def _speculative(self, seq: Sequence) -> bool:
+        """Greedy rows whose next-token choice is a plain argmax (EOS masking aside) can verify drafts."""
+        p = seq.params
+        return (
+            p.greedy
+            and not p.logprobs
+            and not p.logit_bias
+            and not p.needs_penalties
+            and seq.constraint is None
+            and (p.ignore_eos or len(seq.output_ids) >= p.min_new_tokens)
+        )
+
+    def _drafts(self, running: list[Sequence]) -> list[list[int]] | None:
+        """Drafts for this step, only into the rows padding would compute anyway; None when there are none."""
+        if not self.speculate:
+            return None
+        free = -(-len(running) // ROW_MULTIPLE) * ROW_MULTIPLE - len(running)
+        if free <= 0:
+            return None
+        drafts: list[list[int]] = []
+        for seq in running:
+            draft: list[int] = []
+            if free > 0 and not seq.stream.cancelled and self._speculative(seq):
+                room = min(
+                    self.speculate,
+                    free,
+                    seq.params.max_new_tokens - len(seq.output_ids) - 1,
+                    self.limits.max_total_tokens - seq.length,
+                )
+                if room > 0:
+                    if seq.proposer is None:
+                        seq.proposer = NgramProposer(seq.prompt_ids + seq.output_ids)
+                    draft = seq.proposer.propose(room)
+            free -= len(draft)
+            drafts.append(draft)
+        return drafts if any(drafts) else None
+
+    def _verify(self, seqs: list[Sequence], drafts: list[list[int]], first_rows: list[int], logits: torch.Tensor,
+                events: list) -> None:
+        """Row ``j`` of a sequence predicts the token after draft ``j``: valid while every earlier draft matched the
+        token actually chosen. Accepted tokens go through :meth:`_append` one by one (stops, EOS, limits)."""
+        logits = logits[:, : self.vocab_size]
+        for seq, draft, first in zip(seqs, drafts, first_rows, strict=True):
+            if not draft or seq.stream.cancelled:
+                continue
+            self.stats.spec_draft_tokens += len(draft)
+            for j, proposed in enumerate(draft, start=1):
+                if seq.finished is not None or proposed != seq.output_ids[-1]:
+                    break
+                row = logits[first + j]
+                if seq.params.ignore_eos and len(self.sampler.eos_ids):
+                    row = row.clone()
+                    row[self.sampler.eos_ids.to(row.device)] = float("-inf")
+                events.append((seq.stream, self._append(seq, int(row.argmax()), None, None)))
+                self.stats.spec_accepted_tokens += 1
+                self.stats.generated_tokens += 1
 
     def _advance(self, seqs: list[Sequence], logits: torch.Tensor, events: list) -> None:
         results = self.sampler.sample(logits, seqs)
@@ -307,6 +387,8 @@ class Engine:
     def _append(self, seq: Sequence, token: int, logprob: float | None, top: list[tuple[int, float]] | None) -> TokenEvent:
         p = seq.params
         seq.output_ids.append(token)
+        if seq.proposer is not None:
+            seq.proposer.append(token)
         finish: FinishReason | None = None
         if seq.constraint is not None and not seq.constraint.accept(token):
             finish = FinishReason.CONSTRAINT

@@ -185,3 +185,82 @@ def test_admission_respects_prefill_and_total_token_budgets(tiny_model_dir):
     assert e._admit() == []  # 100 reserved by the running ones: the third waits
     e._running.clear()
     assert len(e._admit()) == 1
+
+
+def test_ngram_proposer_copies_what_followed_the_latest_match():
+    from runtime.engine.speculation import NgramProposer
+
+    p = NgramProposer([1, 2, 3, 4, 9, 2, 3])
+    assert p.propose(3) == [4, 9, 2]  # "2 3" was last followed by 4
+    p.append(7)
+    assert p.propose(2) == []  # 7 never appeared before
+    p.append(2)
+    p.append(3)
+    assert p.propose(2) == [7, 2]  # the latest "2 3" (…3 7 2 3) was followed by 7
+    assert p.propose(0) == []
+    assert NgramProposer([5]).propose(3) == []
+
+
+def test_speculation_changes_steps_not_tokens(tiny_model_dir):
+    """Greedy output with n-gram drafts verified in the decode step equals plain decoding token for token, alone
+    and in small batches (where padding rows are free), with ignore_eos, stop strings and max_new_tokens all
+    landing mid-draft; and the drafts were really used."""
+    import asyncio
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runtime.engine.model import make_runner
+    from runtime.engine.params import GenerationRequest, SamplingParams
+    from runtime.engine.scheduler import Engine, EngineLimits
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    texts = ["a = 1\nb = 2\na = 1\nb = 2\na = 1\n", "def f(x):\n    return x\n" * 3, "import os\nimport sys\n"]
+    prompts = [tok(t).input_ids for t in texts]
+
+    def run(speculate, group, params):
+        runner = make_runner(model, max_slots=4, max_total_tokens=256)
+        engine = Engine(runner, tok, limits=EngineLimits(max_batch_size=4, max_batch_prefill_tokens=1024,
+                                                         max_batch_total_tokens=4096, max_total_tokens=256),
+                        eos_token_ids=[tok.eos_token_id], speculate=speculate)
+
+        async def main():
+            engine.start(asyncio.get_running_loop())
+            try:
+                handles = [engine.submit(GenerationRequest(f"r{i}", prompts[i], params)) for i in group]
+                outs = []
+                for h in handles:
+                    ids, text = [], ""
+                    while True:
+                        _, event = await h.queue.get()
+                        ids.append(event.token_id)
+                        text += event.text
+                        if event.finish_reason is not None:
+                            outs.append((ids, text, event.finish_reason))
+                            break
+                return outs
+            finally:
+                engine.stop()
+
+        return asyncio.run(main()), engine.stats
+
+    cases = [
+        SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True),
+        SamplingParams(max_new_tokens=37, temperature=0),
+    ]
+    accepted = 0
+    for params in cases:
+        for group in ([0], [1], [0, 1], [0, 1, 2]):
+            plain, _ = run(0, group, params)
+            spec, stats = run(3, group, params)
+            assert spec == plain, (params, group)
+            accepted += stats.spec_accepted_tokens
+            assert stats.spec_accepted_tokens <= stats.spec_draft_tokens
+    assert accepted > 0  # the drafts were used, not just proposed
+    # A stop string found in the middle of verified drafts ends the output exactly where plain decoding does.
+    plain, _ = run(0, [0], cases[0])
+    stop = plain[0][1][10:14]
+    assert stop.strip()
+    with_stop = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True, stop=[stop])
+    assert run(3, [0], with_stop)[0] == run(0, [0], with_stop)[0]

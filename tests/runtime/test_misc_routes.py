@@ -11,6 +11,7 @@ def test_info_has_tgi_fields(http):
         assert key in info
     assert info["max_total_tokens"] == 2048 and info["max_input_tokens"] == 2047
     assert info["engine"] == "LeanDecoderRunner"
+    assert info["speculate"] == 3  # SPECULATE's default
 
 
 def test_metrics_families(http):
@@ -40,3 +41,21 @@ def test_tokenize_roundtrip(http):
 def test_health_and_ping(http):
     assert http.get("/health").status_code == 200
     assert http.get("/ping").status_code == 200
+
+
+def test_speculation_counters_move_for_a_repetitive_greedy_stream(http):
+    """A lone greedy stream on a repetitive prompt verifies n-gram drafts; /metrics counts them (vLLM's names)."""
+    from tests.runtime.conftest import metric_value
+
+    def counters():
+        text = http.get("/metrics").text
+        return (metric_value(text, "vllm:spec_decode_num_draft_tokens_total"),
+                metric_value(text, "vllm:spec_decode_num_accepted_tokens_total"))
+
+    drafted0, accepted0 = counters()
+    body = {"model": "tgi", "prompt": "x = 1\ny = 2\n" * 8, "max_tokens": 40, "temperature": 0, "ignore_eos": True}
+    out = http.post("/v1/completions", json=body)
+    assert out.status_code == 200, out.text
+    drafted, accepted = counters()
+    assert drafted > drafted0
+    assert accepted0 <= accepted <= accepted0 + (drafted - drafted0)

@@ -1,0 +1,47 @@
+"""N-gram (prompt lookup) speculation: draft tokens copied from earlier in the sequence, verified in one step.
+
+TGI's ``SPECULATE`` without Medusa heads does the same. The drafts cost no model: the most recent earlier
+occurrence of the sequence's last 3 (then 2, then 1) tokens proposes the tokens that followed it. The engine
+feeds ``[last token, draft...]`` as extra rows of the decode step; row ``j`` predicts the token after draft
+``j``, so every draft the model agrees with is a token gained, and the first disagreement still yields the
+model's own token. The lean forward is row- and length-invariant to the bit, so a verified greedy token is exactly
+the token plain decoding would produce: output does not change, only how many steps it takes.
+
+Drafts only fill rows a decode step computes anyway (the batch is padded to a multiple of
+:data:`~runtime.engine.model.ROW_MULTIPLE` rows): a lone stream gets up to 3 drafts per step for free, a full
+batch none. Repetitive output (code, quoting the prompt, loops of a small model) gains most.
+"""
+
+from __future__ import annotations
+
+MAX_NGRAM = 3
+
+
+class NgramProposer:
+    """Index of every n-gram (n <= MAX_NGRAM) of one sequence to the position right after its latest occurrence."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens: list[int] = []
+        self._next: dict[tuple[int, ...], int] = {}
+        for token in tokens:
+            self.append(token)
+
+    def append(self, token: int) -> None:
+        # Before adding ``token``, index the n-grams that end at the current last token: their continuation is
+        # ``token``, at position len(tokens).
+        toks = self.tokens
+        end = len(toks)
+        for n in range(1, min(MAX_NGRAM, end) + 1):
+            self._next[tuple(toks[end - n:end])] = end
+        toks.append(token)
+
+    def propose(self, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of the longest matching suffix."""
+        if k <= 0:
+            return []
+        toks = self.tokens
+        for n in range(min(MAX_NGRAM, len(toks)), 0, -1):
+            start = self._next.get(tuple(toks[-n:]))
+            if start is not None:
+                return toks[start:start + k]
+        return []
