@@ -119,6 +119,10 @@ def _pad_rows(n: int) -> int:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32:
+        # One fused op instead of six (~20 us less per call here); measured bit-identical to the chain below
+        # in fp32, and row-invariant.
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     # Same arithmetic as LlamaRMSNorm (fp32 variance), so outputs match HF's forward.
     dtype = x.dtype
     xf = x.float()
@@ -306,6 +310,11 @@ class LeanDecoderRunner:
         else:  # several rows may share a slot: their keys/values are gathered after this step's writes
             slot_idx = torch.tensor(slots + filler, device=self.device)
             rows = slot_idx[:b]
+        nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        # Where each real row's key/value heads go in a cache flattened to (slots * kv heads * capacity, hd): one
+        # index_copy_ per cache and layer (5x cheaper than indexing slot and position separately).
+        heads = torch.arange(nkv, device=self.device)
+        cache_rows = ((rows[:, None] * nkv + heads[None]) * self.capacity + real_pos[:, None]).reshape(-1)
         # Additive mask, built once per step: 0 up to each row's own position, -inf after (dummy rows see
         # position 0 of a spare slot, so their softmax stays finite).
         future = torch.arange(span, device=self.device)[None] > pos[:, None]
@@ -313,14 +322,13 @@ class LeanDecoderRunner:
         bias.masked_fill_(future[:, None, None], float("-inf"))
         cos = self.cos[pos][:, None]  # (B, 1, hd)
         sin = self.signed_sin[pos][:, None]
-        nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         x = F.embedding(ids, self.embed)
         for li, layer in enumerate(self.layers):
             qk, v = self._qkv(layer, x)
             qk = _rope(qk.view(rows_padded, nh + nkv, hd), cos, sin)
             kc, vc = self.k_cache[li], self.v_cache[li]
-            kc[rows, :, real_pos] = qk[:b, nh:]
-            vc[rows, :, real_pos] = v[:b].view(b, nkv, hd)
+            kc.view(-1, hd).index_copy_(0, cache_rows, qk[:b, nh:].reshape(b * nkv, hd))
+            vc.view(-1, hd).index_copy_(0, cache_rows, v[:b].reshape(b * nkv, hd))
             # Attention written out rather than SDPA: SDPA's CPU kernel sums in an order that depends on the
             # key length and on the batch (measured: a row's output alone differs from the same row in a batch in
             # the last bits, which can flip a greedy token). Here every (row, kv head) is its own small GEMM with
