@@ -85,17 +85,28 @@ class BatchSampler:
         self.eos_ids = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
 
     @staticmethod
-    def _is_plain(row: SamplingRow) -> bool:
+    def argmax_only(row: SamplingRow) -> bool:
+        """The row's next token is the argmax of its logits, EOS masking aside (greedy, nothing else adjusted)."""
         p = row.params
-        return (
-            p.greedy
-            and not p.logprobs
-            and not p.logit_bias
-            and not p.needs_penalties
-            and row.constraint is None
-            and not p.ignore_eos
-            and len(row.output_ids) >= p.min_new_tokens
-        )
+        return p.greedy and not p.logprobs and not p.logit_bias and not p.needs_penalties and row.constraint is None
+
+    @staticmethod
+    def suppresses_eos(row: SamplingRow) -> bool:
+        # A grammar decides where its row ends: suppressing EOS there (ignore_eos / min_tokens) could leave no
+        # allowed token at all once the grammar is complete (NaN probabilities, a failed batch).
+        p = row.params
+        return row.constraint is None and (p.ignore_eos or len(row.output_ids) < p.min_new_tokens)
+
+    def _is_plain(self, row: SamplingRow) -> bool:
+        return self.argmax_only(row) and not self.suppresses_eos(row)
+
+    def greedy_token(self, logits: torch.Tensor, row: SamplingRow) -> int:
+        """What :meth:`sample` picks for an :meth:`argmax_only` row from its logits (1-D): same masking, same argmax."""
+        logits = logits[: self.vocab_size]
+        if self.suppresses_eos(row) and len(self.eos_ids):
+            logits = logits.clone()
+            logits[self.eos_ids.to(logits.device)] = float("-inf")
+        return int(logits.argmax())
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> list[Sampled]:
@@ -115,12 +126,7 @@ class BatchSampler:
                 idx = torch.tensor(constrained)
                 allowed = _unpack_bitmask(bitmask[idx], self.vocab_size)
                 logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
-        # A grammar decides where its row ends: suppressing EOS there (ignore_eos / min_tokens) could leave no
-        # allowed token at all once the grammar is complete (NaN probabilities, a failed batch).
-        no_eos = [
-            i for i, r in enumerate(rows)
-            if r.constraint is None and (r.params.ignore_eos or len(r.output_ids) < r.params.min_new_tokens)
-        ]
+        no_eos = [i for i, r in enumerate(rows) if self.suppresses_eos(r)]
         if no_eos and len(self.eos_ids):
             rows_idx = torch.tensor(no_eos, device=logits.device)[:, None]
             logits[rows_idx, self.eos_ids.to(logits.device)[None, :]] = float("-inf")

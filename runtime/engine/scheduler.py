@@ -319,18 +319,6 @@ class Engine:
             self._advance(running, logits[first_rows], events)
             self._verify(running, drafts, first_rows, logits, events)
 
-    def _speculative(self, seq: Sequence) -> bool:
-        """Greedy rows whose next-token choice is a plain argmax (EOS masking aside) can verify drafts."""
-        p = seq.params
-        return (
-            p.greedy
-            and not p.logprobs
-            and not p.logit_bias
-            and not p.needs_penalties
-            and seq.constraint is None
-            and (p.ignore_eos or len(seq.output_ids) >= p.min_new_tokens)
-        )
-
     def _drafts(self, running: list[Sequence]) -> list[list[int]] | None:
         """Drafts for this step, only into the rows padding would compute anyway; None when there are none."""
         if not self.speculate:
@@ -341,7 +329,7 @@ class Engine:
         drafts: list[list[int]] = []
         for seq in running:
             draft: list[int] = []
-            if free > 0 and not seq.stream.cancelled and self._speculative(seq):
+            if free > 0 and not seq.stream.cancelled and self.sampler.argmax_only(seq):
                 room = min(
                     self.speculate,
                     free,
@@ -359,8 +347,8 @@ class Engine:
     def _verify(self, seqs: list[Sequence], drafts: list[list[int]], first_rows: list[int], logits: torch.Tensor,
                 events: list) -> None:
         """Row ``j`` of a sequence predicts the token after draft ``j``: valid while every earlier draft matched the
-        token actually chosen. Accepted tokens go through :meth:`_append` one by one (stops, EOS, limits)."""
-        logits = logits[:, : self.vocab_size]
+        token actually chosen. Accepted tokens go through :meth:`_append` one by one (stops, EOS, limits), and each
+        is picked with the sequence as it stands then (EOS masking follows min_tokens as plain decoding would)."""
         for seq, draft, first in zip(seqs, drafts, first_rows, strict=True):
             if not draft or seq.stream.cancelled:
                 continue
@@ -368,11 +356,8 @@ class Engine:
             for j, proposed in enumerate(draft, start=1):
                 if seq.finished is not None or proposed != seq.output_ids[-1]:
                     break
-                row = logits[first + j]
-                if seq.params.ignore_eos and len(self.sampler.eos_ids):
-                    row = row.clone()
-                    row[self.sampler.eos_ids.to(row.device)] = float("-inf")
-                events.append((seq.stream, self._append(seq, int(row.argmax()), None, None)))
+                token = self.sampler.greedy_token(logits[first + j], seq)
+                events.append((seq.stream, self._append(seq, token, None, None)))
                 self.stats.spec_accepted_tokens += 1
                 self.stats.generated_tokens += 1
 

@@ -203,8 +203,8 @@ def test_ngram_proposer_copies_what_followed_the_latest_match():
 
 def test_speculation_changes_steps_not_tokens(tiny_model_dir):
     """Greedy output with n-gram drafts verified in the decode step equals plain decoding token for token, alone
-    and in small batches (where padding rows are free), with ignore_eos, stop strings and max_new_tokens all
-    landing mid-draft; and the drafts were really used."""
+    and in small batches (where padding rows are free), with ignore_eos, min_tokens, stop strings and max_new_tokens
+    all landing mid-draft; and the drafts were really used."""
     import asyncio
 
     import torch
@@ -248,6 +248,7 @@ def test_speculation_changes_steps_not_tokens(tiny_model_dir):
     cases = [
         SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True),
         SamplingParams(max_new_tokens=37, temperature=0),
+        SamplingParams(max_new_tokens=30, temperature=0, min_new_tokens=12),  # EOS masking ends mid-draft
     ]
     accepted = 0
     for params in cases:
