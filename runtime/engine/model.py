@@ -101,7 +101,7 @@ order) for a single row; MKL (the fallback) also for 5-7 and 9-11 rows with 2 th
 machine's CPU), oneDNN for none other. From 4 rows on, rounded to a multiple of 4, each row's result is the same
 whatever the other rows are. Padding the batch there is what makes greedy output identical alone and inside a
 busy batch. It costs at most 3 dummy rows, which a decode step at small batch (bound by reading the weights)
-hardly notices."""
+hardly notices, and n-gram speculation fills with draft rows (runtime.engine.speculation)."""
 
 
 KV_BLOCK = 64
@@ -114,8 +114,9 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _pad_rows(n: int) -> int:
-    return max(ROW_MULTIPLE, -(-n // ROW_MULTIPLE) * ROW_MULTIPLE)
+def pad_rows(n: int) -> int:
+    """Rows a product over ``n`` rows runs on (see ROW_MULTIPLE)."""
+    return max(ROW_MULTIPLE, _round_up(n, ROW_MULTIPLE))
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -218,7 +219,7 @@ class LeanDecoderRunner:
 
     def _empty(self, capacity: int) -> torch.Tensor:
         # Spare slots up to a multiple of ROW_MULTIPLE: decode's dummy rows read them.
-        shape = (_pad_rows(self.max_slots), self.num_kv_heads, capacity, self.head_dim)
+        shape = (pad_rows(self.max_slots), self.num_kv_heads, capacity, self.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _ensure_capacity(self, needed: int) -> None:
@@ -258,7 +259,7 @@ class LeanDecoderRunner:
         for length in lengths[:-1]:
             starts.append(starts[-1] + length)
         total = starts[-1] + lengths[-1]
-        rows = _pad_rows(total)
+        rows = pad_rows(total)
         self._ensure_capacity(max(lengths))
         flat = [t for p in prompts for t in p] + [0] * (rows - total)
         ids = torch.tensor(flat, dtype=torch.long, device=self.device)
@@ -288,7 +289,7 @@ class LeanDecoderRunner:
             x = x + self._mlp(layer, x)
         last = torch.tensor([start + length - 1 for start, length in zip(starts, lengths, strict=True)])
         x = x[last.to(self.device)]
-        padded = _pad_rows(n)
+        padded = pad_rows(n)
         if padded > n:
             x = torch.cat([x, x.new_zeros((padded - n, x.shape[1]))])
         x = _rms_norm(x, self.final_norm, self.eps)
@@ -297,7 +298,7 @@ class LeanDecoderRunner:
     @torch.inference_mode()
     def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
         b = len(tokens)
-        rows_padded = _pad_rows(b)
+        rows_padded = pad_rows(b)
         filler = [0] * (rows_padded - b)  # dummy rows (token 0 at position 0): computed, never stored or used
         span = _round_up(max(positions) + 1, KV_BLOCK)
         self._ensure_capacity(span)
@@ -316,7 +317,7 @@ class LeanDecoderRunner:
         heads = torch.arange(nkv, device=self.device)
         cache_rows = ((rows[:, None] * nkv + heads[None]) * self.capacity + real_pos[:, None]).reshape(-1)
         # Additive mask, built once per step: 0 up to each row's own position, -inf after (dummy rows see
-        # position 0 of a spare slot, so their softmax stays finite).
+        # position 0 of a spare slot or slot 0, so their softmax stays finite).
         future = torch.arange(span, device=self.device)[None] > pos[:, None]
         bias = torch.zeros((rows_padded, 1, 1, span), dtype=self.dtype, device=self.device)
         bias.masked_fill_(future[:, None, None], float("-inf"))

@@ -27,7 +27,7 @@ import torch
 
 from runtime.engine.constraints import TokenConstraint
 from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
-from runtime.engine.model import ROW_MULTIPLE, ModelRunner
+from runtime.engine.model import ModelRunner, pad_rows
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
 from runtime.engine.sampling import BatchSampler
 from runtime.engine.speculation import NgramProposer
@@ -297,11 +297,9 @@ class Engine:
         self.stats.batch_size_histogram[b] = self.stats.batch_size_histogram.get(b, 0) + 1
         self.stats.decode_batch_sum += b
         drafts = self._drafts(running)
-        tokens = [s.output_ids[-1] for s in running]
-        positions = [s.length - 1 for s in running]
         t0 = time.perf_counter()
         if drafts is None:
-            logits = self.runner.decode(tokens, positions)
+            logits = self.runner.decode([s.output_ids[-1] for s in running], [s.length - 1 for s in running])
         else:
             # Row layout: each sequence's [last token, draft...] at consecutive positions of its own slot.
             first_rows, tokens, positions, slots = [], [], [], []
@@ -323,7 +321,7 @@ class Engine:
         """Drafts for this step, only into the rows padding would compute anyway; None when there are none."""
         if not self.speculate:
             return None
-        free = -(-len(running) // ROW_MULTIPLE) * ROW_MULTIPLE - len(running)
+        free = pad_rows(len(running)) - len(running)
         if free <= 0:
             return None
         drafts: list[list[int]] = []
