@@ -32,26 +32,25 @@ class _EngineCollector(Collector):
             ("tgi_batch_current_max_tokens", s["batch_tokens"], "Tokens held by the running batch"),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
-        for name, value, doc in (
-            ("vllm:num_requests_running", s["batch_size"], "Sequences in the running batch"),
-            ("vllm:num_requests_waiting", s["queue_size"], "Sequences waiting"),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=["model_name"])
-            g.add_metric([self._model], value)
-            yield g
+        yield self._per_model(GaugeMetricFamily, "vllm:num_requests_running", "Sequences in the running batch",
+                              s["batch_size"])
+        yield self._per_model(GaugeMetricFamily, "vllm:num_requests_waiting", "Sequences waiting", s["queue_size"])
         yield GaugeMetricFamily("endpointctl_requests_in_flight", "HTTP generation requests in flight", value=s["in_flight"])
         yield GaugeMetricFamily("endpointctl_batch_max_size_reached", "Largest decode batch so far", value=s["max_batch"])
         yield CounterMetricFamily("endpointctl_decode_steps", "Decode forward passes", value=s["steps"])
         yield CounterMetricFamily(
             "endpointctl_decode_batch_size", "Sum of decode batch sizes (divide by steps for the mean)", value=s["batch_sum"]
         )
-        for name, value, doc in (
-            ("vllm:spec_decode_num_draft_tokens", s["spec_draft"], "N-gram draft tokens proposed"),
-            ("vllm:spec_decode_num_accepted_tokens", s["spec_accepted"], "Draft tokens the model agreed with"),
-        ):
-            c = CounterMetricFamily(name, doc, labels=["model_name"])
-            c.add_metric([self._model], value)
-            yield c
+        yield self._per_model(CounterMetricFamily, "vllm:spec_decode_num_draft_tokens", "N-gram draft tokens proposed",
+                              s["spec_draft"])
+        yield self._per_model(CounterMetricFamily, "vllm:spec_decode_num_accepted_tokens",
+                              "Draft tokens the model agreed with", s["spec_accepted"])
+
+    def _per_model(self, family, name: str, doc: str, value: float):
+        """A vLLM-style family: one sample labelled with the served model's name."""
+        metric = family(name, doc, labels=["model_name"])
+        metric.add_metric([self._model], value)
+        return metric
 
 
 class RuntimeMetrics:
