@@ -5,7 +5,7 @@
   straight to the replica, measured in the same run in alternating (ABBA) rounds; the overhead is the median of the
   per-round ratios (the machine is shared and noisy: absolute tokens/s drift by 10% between runs).
 
-Usage: .venv/bin/python bench/lifecycle.py [--streams 32] [--rounds 10] [--max-tokens 64]
+Usage: .venv/bin/python bench/lifecycle.py [--streams 32] [--rounds 20] [--max-tokens 64]
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def first_token_seconds(url: str, timeout: float = 300) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     from runtime.tinymodel import build_tiny_model

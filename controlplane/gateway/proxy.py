@@ -13,9 +13,9 @@ import ipaddress
 import logging
 import math
 import time
+from urllib.parse import quote
 from datetime import UTC, datetime
 
-import aiohttp
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from fastapi.responses import JSONResponse, Response
@@ -26,12 +26,16 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.core.config import Settings
 from controlplane.gateway.routing import EndpointDirectory, EndpointView
 from controlplane.gateway.tokens import is_internal_token
+from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
+                                           UpstreamResponse)
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP_BYTES = {name.encode() for name in HOP_BY_HOP}
+NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"authorization", b"x-scale-up-timeout", b"expect"}  # uvicorn answered any 100-continue
 ACTIVITY_WRITE_EVERY = 5.0
 
 
@@ -48,24 +52,23 @@ class GatewayError(Exception):
 
 
 class UpstreamRelay:
-    """ASGI response that streams an upstream (aiohttp) response through unchanged, each chunk as it arrives.
+    """ASGI response that relays a replica's response unchanged, each chunk as it arrives.
 
-    Starlette's StreamingResponse would do the same with a task group and two more generator frames per chunk; on
-    one host every cycle spent here per streamed token is taken from the replicas, so the loop is written out.
-    The one extra task notices the client leaving and closes the upstream connection, which cancels the generation
-    on the replica. `done(complete)` runs exactly once, however the response ends.
+    The body is pushed to the client from the upstream socket's callback (:class:`EagerSender`), so a streamed token
+    costs no task wake-up here. The one extra task notices the client leaving and closes the upstream connection,
+    which cancels the generation on the replica. `done(complete)` runs exactly once, however the response ends.
     """
 
-    def __init__(self, upstream: aiohttp.ClientResponse, done) -> None:
+    def __init__(self, upstream: UpstreamResponse, done) -> None:
         self.upstream = upstream
         self.done = done
         # Content-Length passes through (the body is relayed byte for byte, never decompressed); framing otherwise
         # is uvicorn's own.
-        headers = [(k, v) for k, v in upstream.raw_headers
-                   if (name := k.decode("latin-1").lower()) == "content-length"
-                   or (name not in HOP_BY_HOP and name not in ("date", "server"))]  # uvicorn sets its own
-        if "text/event-stream" in upstream.headers.get("Content-Type", ""):
-            headers = [(k, v) for k, v in headers if k.lower() not in (b"cache-control", b"x-accel-buffering")]
+        headers = [(k.lower(), v) for k, v in upstream.raw_headers]
+        headers = [(k, v) for k, v in headers
+                   if k == b"content-length" or (k not in HOP_BY_HOP_BYTES and k not in (b"date", b"server"))]
+        if b"text/event-stream" in (upstream.header(b"content-type") or b""):
+            headers = [(k, v) for k, v in headers if k not in (b"cache-control", b"x-accel-buffering")]
             headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         self.headers = headers
         self.status_code = upstream.status
@@ -73,19 +76,28 @@ class UpstreamRelay:
     async def __call__(self, scope, receive, send) -> None:
         complete = False
         watcher = asyncio.get_running_loop().create_task(self._close_when_client_leaves(receive))
+        failed: list[BaseException] = []
+
+        def send_failed(exc: BaseException) -> None:
+            failed.append(exc)
+            self.upstream.close()
+
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
-            content = self.upstream.content
-            while chunk := await content.readany():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            complete = not watcher.done()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            sender = EagerSender(send, self.upstream.pause_reading, self.upstream.resume_reading, send_failed)
+            await self.upstream.stream_to(sender)
+            await sender.drain()
+            complete = not watcher.done() and not failed
+            if complete:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except UpstreamError as exc:
             # Headers are gone already: ending without the last chunk tells the client the stream broke.
-            if not watcher.done():
+            if not watcher.done() and not failed:
                 log.warning("replica stream broke mid-response: %s", exc)
         finally:
             watcher.cancel()
+            if failed:
+                log.warning("relaying to the client failed: %s", failed[0])
             self.done(complete)
 
     async def _close_when_client_leaves(self, receive) -> None:
@@ -100,7 +112,7 @@ class Gateway:
         self.factory = factory
         self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
         self.directory = EndpointDirectory(factory)
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = UpstreamPool()  # keep-alive connections to replicas; no read timeout (see upstream.py)
         self._activity_written: dict[int, float] = {}
         self._token_cache: dict[str, tuple[float, object | None]] = {}
         self._token_lookups: dict[str, asyncio.Future] = {}
@@ -115,22 +127,8 @@ class Gateway:
                              labels, registry=registry)
         self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",") if n.strip()]
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The upstream connection pool (aiohttp: its C parser costs a fraction of httpx's per streamed chunk, and
-        on one host every CPU cycle the gateway spends is taken from the replicas). No read timeout: LLM streams
-        may legitimately run for many minutes."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None),
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.pool.close()
 
     # -- authorization -------------------------------------------------------------------------------------
     async def _principal_for(self, raw: str):
@@ -291,23 +289,21 @@ class Gateway:
         self.record_activity(view.id)
         inflight = self.inflight.labels(namespace, name)
         body = await request.body()
-        headers = [(k, v) for k, v in request.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() not in ("authorization", "x-scale-up-timeout")]
-        headers.append(("x-forwarded-for", request.client.host if request.client else ""))
-        query = request.url.query
+        headers = [(k, v) for k, v in request.scope["headers"] if k not in NOT_FORWARDED]
+        headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode("latin-1")))
+        query = request.scope.get("query_string", b"").decode("latin-1")
         deadline = time.monotonic() + self._hold_timeout(request)
         while True:
             target = self.directory.pick(view)
             if target is None:
                 view = await self.ready_view(request, namespace, name)
                 continue
-            url = f"{target}/{path}" + (f"?{query}" if query else "")
+            url = _raw_path(request, path) + (f"?{query}" if query else "")
             self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
             inflight.inc()
             try:
-                upstream = await self.session.request(request.method, url, headers=headers, data=body,
-                                                      allow_redirects=False)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                upstream = await self.pool.request(target, request.method, url, headers, body)
+            except UpstreamConnectError as exc:
                 self._release(target)
                 inflight.dec()
                 # The replica went away between our last look and now: try another, or wait for one.
@@ -319,7 +315,7 @@ class Gateway:
                 await asyncio.sleep(0.2)
                 view = await self.ready_view(request, namespace, name)
                 continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (UpstreamError, ValueError) as exc:  # ValueError: a replica URL we cannot speak to
                 self._release(target)
                 inflight.dec()
                 raise GatewayError(502, f"replica of {namespace}/{name} failed: {exc}") from exc
@@ -342,3 +338,12 @@ class Gateway:
 
     def _release(self, target: str) -> None:
         self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)
+
+
+def _raw_path(request: Request, path: str) -> str:
+    """The replica-side path exactly as the client encoded it (``path`` is percent-decoded by the server)."""
+    raw = request.scope.get("raw_path")
+    if raw:
+        parts = raw.decode("latin-1").split("?", 1)[0].split("/", 4)  # "", "endpoints", namespace, name, rest
+        return parts[4] if len(parts) == 5 else ""
+    return quote(path)
