@@ -12,7 +12,10 @@ Greedy outputs of both servers are compared token for token.
 
 Reading the figures: at this shape every request prefills about as many tokens (64-80) as it generates (64), so
 prefill is close to half the work; at ~19 MFLOP per prompt token and ~25 MFLOP per generated token the whole run
-is ~190 GFLOP, i.e. ~2,000 output tok/s at a 2-core fp32 peak of ~100 GFLOP/s. Both servers run under the same
+is ~190 GFLOP, i.e. ~2,000 output tok/s at a 2-core fp32 peak of ~100 GFLOP/s. The ``machine`` section measures
+that peak and the memory bandwidth in the same run and prints the resulting ceilings (bench/machine.py): the
+compute ceiling for the whole workload, and the single-stream ceiling without speculation (every decode step reads
+all ~50 MB of fp32 weights). Both servers run under the same
 OMP_WAIT_POLICY=PASSIVE (spinning OpenMP workers collapse on a shared CPU). On a loaded machine absolute numbers
 swing widely; the ratios are measured back to back in the same run.
 
@@ -224,6 +227,14 @@ def main() -> None:
                      "new_tokens": args.max_tokens, "greedy": True, "ignore_eos": True, "route": "/v1/completions stream",
                      "cpus": os.cpu_count()},
     }
+    # The machine's own limits, measured now (before any server runs): see bench/machine.py.
+    from transformers import AutoConfig
+
+    from machine import ceilings, measure_machine, model_costs
+
+    machine = measure_machine()
+    costs = model_costs(AutoConfig.from_pretrained(model_dir))
+    report["machine"] = {**machine, **ceilings(machine, costs, [len(p) for p in prompts], args.max_tokens)}
     port = _free_port()
     env = {"MODEL_ID": str(model_dir), "PORT": str(port), "HOSTNAME": "127.0.0.1"}
     with _server([sys.executable, "-m", "runtime"], env, port) as url:
@@ -251,6 +262,8 @@ def main() -> None:
         naive.pop("single_texts")
     ours.pop("texts")
     ours.pop("single_texts")
+    report["machine"]["ours_fraction_of_compute_ceiling"] = round(
+        ours["tokens_per_s"] / report["machine"]["compute_ceiling_tokens_per_s"], 2)
     report["goals"] = {
         "tokens_per_s>=1800": ours["tokens_per_s"] >= 1800,
         "speedup>=8x": report.get("speedup_vs_naive", 0) >= 8,
