@@ -40,8 +40,18 @@ class GatewayMiddleware:
             parts = scope["path"][len(PREFIX):].split("/", 2)
             if len(parts) >= 2 and parts[0] and parts[1]:
                 request = Request(scope, receive)
-                path = parts[2] if len(parts) == 3 else ""
-                response = await get_gateway(scope["app"]).handle(request, parts[0], parts[1], path)
+                response = await get_gateway(scope["app"]).handle(request, parts[0], parts[1], _replica_path(scope))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _replica_path(scope: Scope) -> str:
+    """What follows `/endpoints/<namespace>/<name>/`, encoded exactly as the client sent it (`path` is decoded)."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        from urllib.parse import quote
+
+        raw = quote(scope["path"]).encode("latin-1")
+    parts = raw.decode("latin-1").split("/", 4)  # "", "endpoints", namespace, name, rest
+    return parts[4] if len(parts) == 5 else ""

@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import math
 import time
-from urllib.parse import quote
 from datetime import UTC, datetime
 
 from fastapi import Request
@@ -32,10 +31,9 @@ from controlplane.models import DesiredState, Endpoint, EndpointState, EventType
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
-HOP_BY_HOP_BYTES = {name.encode() for name in HOP_BY_HOP}
-NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"authorization", b"x-scale-up-timeout", b"expect"}  # uvicorn answered any 100-continue
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailers",
+              b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-scale-up-timeout", b"expect"}  # uvicorn answered any 100-continue
 ACTIVITY_WRITE_EVERY = 5.0
 
 
@@ -66,7 +64,7 @@ class UpstreamRelay:
         # is uvicorn's own.
         headers = [(k.lower(), v) for k, v in upstream.raw_headers]
         headers = [(k, v) for k, v in headers
-                   if k == b"content-length" or (k not in HOP_BY_HOP_BYTES and k not in (b"date", b"server"))]
+                   if k == b"content-length" or (k not in HOP_BY_HOP and k not in (b"date", b"server"))]
         if b"text/event-stream" in (upstream.header(b"content-type") or b""):
             headers = [(k, v) for k, v in headers if k not in (b"cache-control", b"x-accel-buffering")]
             headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -298,7 +296,7 @@ class Gateway:
             if target is None:
                 view = await self.ready_view(request, namespace, name)
                 continue
-            url = _raw_path(request, path) + (f"?{query}" if query else "")
+            url = path + (f"?{query}" if query else "")
             self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
             inflight.inc()
             try:
@@ -339,11 +337,3 @@ class Gateway:
     def _release(self, target: str) -> None:
         self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)
 
-
-def _raw_path(request: Request, path: str) -> str:
-    """The replica-side path exactly as the client encoded it (``path`` is percent-decoded by the server)."""
-    raw = request.scope.get("raw_path")
-    if raw:
-        parts = raw.decode("latin-1").split("?", 1)[0].split("/", 4)  # "", "endpoints", namespace, name, rest
-        return parts[4] if len(parts) == 5 else ""
-    return quote(path)

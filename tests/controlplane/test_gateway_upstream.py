@@ -286,3 +286,13 @@ async def test_relay_through_uvicorn_streams_every_byte_and_a_leaving_client_clo
             server.should_exit = True
             await task
             await pool.close()
+
+
+def test_the_replica_path_keeps_the_client_encoding():
+    from controlplane.gateway import _replica_path
+
+    assert _replica_path({"raw_path": b"/endpoints/ns/name/v1/files/a%20b%2Fc", "path": "/endpoints/ns/name/v1/files/a b/c"}) \
+        == "v1/files/a%20b%2Fc"
+    assert _replica_path({"raw_path": b"/endpoints/ns/name", "path": "/endpoints/ns/name"}) == ""
+    assert _replica_path({"raw_path": b"/endpoints/ns/name/", "path": "/endpoints/ns/name/"}) == ""
+    assert _replica_path({"path": "/endpoints/ns/name/v1/a b"}) == "v1/a%20b"  # a server without raw_path
