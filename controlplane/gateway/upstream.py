@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
-
-log = logging.getLogger(__name__)
 
 IDLE_KEEPALIVE_S = 4.0
 """Pooled connections idle longer than this are closed rather than reused. Below uvicorn's default
