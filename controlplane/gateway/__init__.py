@@ -8,6 +8,8 @@ caches, metrics) lives on `app.state.gateway` and is created on first use.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -50,8 +52,6 @@ def _replica_path(scope: Scope) -> str:
     """What follows `/endpoints/<namespace>/<name>/`, encoded exactly as the client sent it (`path` is decoded)."""
     raw = scope.get("raw_path")
     if raw is None:
-        from urllib.parse import quote
-
         raw = quote(scope["path"]).encode("latin-1")
     parts = raw.decode("latin-1").split("/", 4)  # "", "endpoints", namespace, name, rest
     return parts[4] if len(parts) == 5 else ""

@@ -336,4 +336,3 @@ class Gateway:
 
     def _release(self, target: str) -> None:
         self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)
-
