@@ -43,6 +43,11 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   [[ -n $extras ]] && echo "$want" > .venv/.endpointctl-installed
 fi
 
+# --- The runtime's native decode kernels (a C file, ~1 s to compile; rebuilt only when its source changes) ----
+if command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; then
+  .venv/bin/python -m runtime.engine.native >/dev/null 2>&1 || log "native kernels not built (the runtime falls back to PyTorch ops)"
+fi
+
 # --- Simulated Kubernetes cluster binaries (tests only; built from source, cached) -------------------------
 if [[ $WITH_TESTS == 1 && -x scripts/build-kube.sh ]]; then
   scripts/build-kube.sh

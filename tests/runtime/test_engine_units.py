@@ -27,7 +27,8 @@ def test_stop_matcher_include_stop():
 
 
 @pytest.mark.slow
-def test_lean_forward_matches_hf(tiny_model_dir):
+@pytest.mark.parametrize("use_native", [True, False], ids=["native-kernels", "torch-ops"])
+def test_lean_forward_matches_hf(tiny_model_dir, use_native):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,8 +36,9 @@ def test_lean_forward_matches_hf(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    lean = make_runner(model, max_slots=8, max_total_tokens=512)
-    assert isinstance(lean, LeanDecoderRunner)
+    assert isinstance(make_runner(model, max_slots=8, max_total_tokens=512), LeanDecoderRunner)
+    lean = LeanDecoderRunner(model, max_slots=8, max_total_tokens=512, use_native=use_native)
+    assert (lean.kernels is not None) == use_native
     hf = HFFallbackRunner(model, max_slots=8)
     prompts = [tok(p).input_ids for p in ["def main():", "import os\nimport sys\n", "class Foo(Bar):\n    x"]]
 
@@ -60,7 +62,8 @@ def test_lean_forward_matches_hf(tiny_model_dir):
         assert ref[0, len(prompt):].tolist() == expected
 
 
-def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir):
+@pytest.mark.parametrize("use_native", [True, False], ids=["native-kernels", "torch-ops"])
+def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir, use_native):
     """Greedy equality alone vs. batched rests on this: a sequence's logits do not depend, to the last bit, on
     which other sequences share its prefill or decode step, nor on how long they are (so the key span differs)."""
     import torch
@@ -82,8 +85,10 @@ def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir):
             logits.append(runner.decode(tokens, [lengths[i] + step for i in group]))
         return logits
 
-    batched = run(LeanDecoderRunner(model, max_slots=16, max_total_tokens=512), list(range(len(prompts))))
-    alone_runner = LeanDecoderRunner(model, max_slots=16, max_total_tokens=512)
+    batched = run(LeanDecoderRunner(model, max_slots=16, max_total_tokens=512, use_native=use_native),
+                  list(range(len(prompts))))
+    alone_runner = LeanDecoderRunner(model, max_slots=16, max_total_tokens=512, use_native=use_native)
+    assert (alone_runner.kernels is not None) == use_native
     for i in range(len(prompts)):
         alone = run(alone_runner, [i])
         for step, (a, b) in enumerate(zip(alone, batched, strict=True)):

@@ -1,0 +1,188 @@
+"""The fused CPU kernels of ``kernels.c``: built once with the machine's C compiler, loaded through ctypes.
+
+Why ctypes and a plain C file rather than a PyTorch C++ extension: the kernels only need raw fp32 pointers, a
+plain C file compiles in about a second (a torch extension takes a minute of template-heavy headers and pins the
+build to one torch ABI), and a ctypes call costs ~2 us, less than a dispatcher op. The library links the same
+OpenMP runtime torch has loaded (``libgomp.so.1`` is resolved to torch's copy by its soname), so its parallel
+regions share torch's thread pool instead of competing with a second one.
+
+The library is built lazily on first use (``scripts/bootstrap.sh`` and the runtime image build it ahead) into
+``$ENDPOINTCTL_NATIVE_DIR`` (default ``~/.cache/endpointctl/native``), named by a hash of the source and flags so
+an edited kernel is rebuilt. Without a compiler, on CUDA, or with ``ENDPOINTCTL_NATIVE_KERNELS=0``, the runner
+keeps its PyTorch forward: the kernels are an optimisation, never a requirement.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("runtime.engine.native")
+
+SOURCE = Path(__file__).with_name("kernels.c")
+_F = ctypes.c_float
+_I = ctypes.c_int
+_P = ctypes.c_void_p
+PANEL = 16
+"""Output columns per packed weight panel (kernels.c's PANEL)."""
+
+
+class NativeBuildError(RuntimeError):
+    """The kernels could not be compiled or loaded; the message carries the compiler's output."""
+
+
+def enabled_by_env() -> bool:
+    return os.environ.get("ENDPOINTCTL_NATIVE_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"], "generic": []}
+
+
+def host_isa() -> str:
+    """AVX2+FMA where torch itself found them (it checks the CPU at import), a portable build otherwise."""
+    return "avx2" if torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512"} else "generic"
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("ENDPOINTCTL_NATIVE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "endpointctl" / "native"
+
+
+def library_path(isa: str | None = None) -> Path:
+    isa = isa or host_isa()
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(ISA_FLAGS[isa]).encode()).hexdigest()[:16]
+    return _cache_dir() / f"libendpointctl-kernels-{digest}-{isa}.so"
+
+
+def build(isa: str | None = None) -> Path:
+    """Compile the kernels for ``isa`` (default: this host's) unless already built; return the library's path."""
+    isa = isa or host_isa()
+    path = library_path(isa)
+    if path.exists():
+        return path
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise NativeBuildError("no C compiler (cc or gcc) on PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = ISA_FLAGS[isa]
+    # Written under a temporary name and renamed: concurrent builders (test workers, replicas) never load a
+    # half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
+    os.close(fd)
+    cmd = [compiler, "-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", *flags, "-o", tmp, str(SOURCE), "-lm"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise NativeBuildError(f"cannot run {compiler}: {exc}") from exc
+    if done.returncode != 0:
+        os.unlink(tmp)
+        raise NativeBuildError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    os.replace(tmp, path)
+    log.info("built native kernels: %s", path)
+    return path
+
+
+class NativeKernels:
+    """Typed wrappers over the library's functions; tensors must be contiguous CPU fp32 (int32 for indices)."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self._rms = lib.ek_rms_norm
+        self._rms.argtypes = [_P, _P, _P, _I, _I, _F]
+        self._add_rms = lib.ek_add_rms_norm
+        self._add_rms.argtypes = [_P, _P, _P, _P, _I, _I, _F]
+        self._silu_mul = lib.ek_silu_mul
+        self._silu_mul.argtypes = [_P, _P, _I, _I, _I]
+        self._attention = lib.ek_decode_attention
+        self._attention.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _F, _P, _I]
+        self._pack = lib.ek_pack_weight
+        self._pack.argtypes = [_P, _P, _I, _I]
+        self._linear = lib.ek_linear
+        self._linear.argtypes = [_P, _P, _P, _P, _I, _I, _I, _I]
+        for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._pack, self._linear):
+            fn.restype = None
+
+    def pack_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """``weight`` (out, in) in the panel layout :meth:`linear` reads, or None where the shape does not fit it
+        (out features not a multiple of 16)."""
+        n, k = weight.shape
+        if n % PANEL or weight.dtype != torch.float32 or weight.device.type != "cpu":
+            return None
+        weight = weight.contiguous()
+        packed = torch.empty(n * k, dtype=torch.float32)
+        self._pack(weight.data_ptr(), packed.data_ptr(), n, k)
+        return packed
+
+    def linear(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+               threads: int) -> torch.Tensor:
+        """``x @ W.T + bias`` for ``x`` of a multiple of 4 rows (decode's padded batch)."""
+        rows, k = x.shape
+        y = x.new_empty((rows, out_features))
+        self._linear(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
+                     out_features, k, threads)
+        return y
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+        rows, dim = x.shape
+        self._rms(x.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        return out
+
+    def add_rms_norm(self, x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                     out: torch.Tensor) -> torch.Tensor:
+        """``x += delta`` in place, then ``out = rms_norm(x) * weight``."""
+        rows, dim = x.shape
+        self._add_rms(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        return out
+
+    def silu_mul(self, gate_up: torch.Tensor, out: torch.Tensor, threads: int) -> torch.Tensor:
+        rows, ffn = out.shape
+        self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, ffn, threads)
+        return out
+
+    def decode_attention(self, qkv: torch.Tensor, real_rows: int, positions: torch.Tensor, slots: torch.Tensor,
+                         cos: torch.Tensor, signed_sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                         num_heads: int, scale: float, out: torch.Tensor, threads: int) -> torch.Tensor:
+        _, num_kv_heads, capacity, head_dim = k_cache.shape
+        self._attention(
+            qkv.data_ptr(), qkv.shape[0], real_rows, positions.data_ptr(), slots.data_ptr(), cos.data_ptr(),
+            signed_sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), capacity, num_heads, num_kv_heads,
+            head_dim, scale, out.data_ptr(), threads,
+        )
+        return out
+
+
+_loaded: NativeKernels | None = None
+
+
+def load() -> NativeKernels:
+    """The kernels, built if needed (raises NativeBuildError when that is impossible)."""
+    global _loaded
+    if _loaded is None:
+        path = build()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise NativeBuildError(f"cannot load {path}: {exc}") from exc
+        _loaded = NativeKernels(lib, path)
+    return _loaded
+
+
+def main() -> None:
+    """``python -m runtime.engine.native [--all]``: build ahead of time (bootstrap; the image builds every ISA,
+    since the machine that builds it is not the one that runs it)."""
+    import sys
+
+    logging.basicConfig(level=logging.INFO)
+    for isa in ISA_FLAGS if "--all" in sys.argv[1:] else [host_isa()]:
+        print(build(isa))  # noqa: T201 - the paths are this command's output

@@ -1,0 +1,3 @@
+from runtime.engine.native import main
+
+main()

@@ -1,0 +1,141 @@
+"""The native decode kernels (runtime/engine/native) against plain PyTorch arithmetic, for every ISA build this
+machine can run, and the properties the engine relies on: rows independent of one another to the last bit, one
+OpenMP runtime shared with torch, and a PyTorch fallback when the library cannot be built."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from runtime.engine import native
+
+
+def _isas() -> list[str]:
+    return ["generic", "avx2"] if native.host_isa() == "avx2" else ["generic"]
+
+
+@pytest.fixture(scope="module", params=_isas())
+def kernels(request) -> native.NativeKernels:
+    path = native.build(request.param)
+    return native.NativeKernels(ctypes.CDLL(str(path)), path)
+
+
+def test_norms_and_gating_match_torch(kernels):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 384, generator=gen)
+    delta = torch.randn(12, 384, generator=gen)
+    w = torch.randn(384, generator=gen)
+    out = kernels.rms_norm(x, w, 1e-5, torch.empty_like(x))
+    torch.testing.assert_close(out, F.rms_norm(x, (384,), w, 1e-5), rtol=1e-5, atol=1e-5)
+
+    summed = x + delta
+    x_inplace = x.clone()
+    out = kernels.add_rms_norm(x_inplace, delta, w, 1e-5, torch.empty_like(x))
+    assert torch.equal(x_inplace, summed)
+    torch.testing.assert_close(out, F.rms_norm(summed, (384,), w, 1e-5), rtol=1e-5, atol=1e-5)
+
+    gu = torch.randn(12, 2 * 1024, generator=gen) * 8  # wide range: the exp approximation's clamps get used
+    act = kernels.silu_mul(gu, torch.empty(12, 1024), threads=2)
+    torch.testing.assert_close(act, F.silu(gu[:, :1024]) * gu[:, 1024:], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_torch_and_rows_are_independent(kernels, bias):
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(640, 384, generator=gen)
+    b = torch.randn(640, generator=gen) if bias else None
+    packed = kernels.pack_weight(w)
+    x = torch.randn(32, 384, generator=gen)
+    y = kernels.linear(x, packed, b, 640, threads=2)
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-4, atol=1e-4)
+    # Any 4-row block computed on its own, with one thread or two, is bit-identical to the same rows in the batch.
+    for start in (0, 12, 28):
+        for threads in (1, 2):
+            alone = kernels.linear(x[start:start + 4].contiguous(), packed, b, 640, threads=threads)
+            assert torch.equal(alone, y[start:start + 4])
+    assert kernels.pack_weight(torch.randn(40, 384)) is None  # not a multiple of the 16-column panel
+
+
+def _reference_attention(qkv, positions, slots, cos, ssin, k_cache, v_cache, nh, scale):
+    """Step by step what the kernel fuses: RoPE on q/k, cache writes, then softmax attention over 0..pos."""
+    nkv, hd = k_cache.shape[1], k_cache.shape[3]
+
+    def rope(v, p):
+        return v * cos[p] + v.roll(hd // 2, dims=-1) * ssin[p]
+
+    for r, (p, s) in enumerate(zip(positions, slots, strict=True)):
+        heads = qkv[r].view(nh + 2 * nkv, hd)
+        k_cache[s, :, p] = rope(heads[nh:nh + nkv], p)
+        v_cache[s, :, p] = heads[nh + nkv:]
+    out = torch.zeros(qkv.shape[0], nh * hd)
+    for r, (p, s) in enumerate(zip(positions, slots, strict=True)):
+        q = rope(qkv[r].view(nh + 2 * nkv, hd)[:nh], p)
+        keys = k_cache[s, :, : p + 1].repeat_interleave(nh // nkv, 0)
+        values = v_cache[s, :, : p + 1].repeat_interleave(nh // nkv, 0)
+        probs = torch.softmax((q[:, None] @ keys.transpose(-1, -2))[:, 0] * scale, dim=-1)
+        out[r] = (probs[:, None] @ values)[:, 0].reshape(-1)
+    return out
+
+
+def test_decode_attention_matches_step_by_step_reference(kernels):
+    gen = torch.Generator().manual_seed(3)
+    nh, nkv, hd, capacity = 6, 2, 64, 192
+    angles = torch.arange(capacity)[:, None] * (1e-2 * torch.arange(1, hd // 2 + 1))[None]
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).contiguous()
+    ssin = torch.cat([-angles.sin(), angles.sin()], dim=-1).contiguous()
+    k_cache = torch.randn(8, nkv, capacity, hd, generator=gen)
+    v_cache = torch.randn(8, nkv, capacity, hd, generator=gen)
+    # Rows 0-2 share slot 1 at consecutive positions (speculative verification: each sees the keys of the rows
+    # before it), rows 3-5 are lone sequences of different lengths (one not a multiple of 8), rows 6-7 padding.
+    positions, slots = [40, 41, 42, 0, 130, 9], [1, 1, 1, 3, 5, 0]
+    qkv = torch.randn(8, (nh + 2 * nkv) * hd, generator=gen)
+    ref_k, ref_v = k_cache.clone(), v_cache.clone()
+    expected = _reference_attention(qkv[:6], positions, slots, cos, ssin, ref_k, ref_v, nh, hd**-0.5)
+    out = torch.full((8, nh * hd), float("nan"))
+    kernels.decode_attention(qkv, 6, torch.tensor(positions, dtype=torch.int32),
+                             torch.tensor(slots, dtype=torch.int32), cos, ssin, k_cache, v_cache, nh, hd**-0.5, out,
+                             threads=2)
+    torch.testing.assert_close(k_cache, ref_k, rtol=1e-5, atol=1e-5)
+    assert torch.equal(v_cache, ref_v)
+    torch.testing.assert_close(out[:6], expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(out[6:], torch.zeros(2, nh * hd))
+
+
+def test_library_shares_torchs_openmp_runtime():
+    """Two OpenMP runtimes in one process would each keep a thread pool on the same two cores. Checked in a fresh
+    interpreter: other libraries the suite imports (scikit-learn) bring their own, which is not ours to judge."""
+    script = (
+        "import re, torch\n"
+        "from runtime.engine import native\n"
+        "native.load()\n"
+        "print('\\n'.join(sorted(set(re.findall(r'(/\\S*libgomp[^/\\s]*)$', open('/proc/self/maps').read(), re.M)))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    loaded = done.stdout.split()
+    assert len(loaded) == 1 and loaded[0].startswith(os.path.dirname(torch.__file__)), loaded
+
+
+def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from transformers import AutoModelForCausalLM
+
+    from runtime.engine.model import LeanDecoderRunner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(native.NativeBuildError):
+        native.load()
+    runner = LeanDecoderRunner(model, max_slots=4, max_total_tokens=256)
+    assert runner.kernels is None
+    assert "native kernels unavailable" in caplog.text
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_KERNELS", "0")
+    monkeypatch.delenv("CC")
+    monkeypatch.delenv("ENDPOINTCTL_NATIVE_DIR")
+    assert LeanDecoderRunner(model, max_slots=4, max_total_tokens=256).kernels is None
