@@ -281,6 +281,23 @@ class LeanDecoderRunner:
 
     @torch.inference_mode()
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        if self.kernels is None:
+            return self._prefill_torch(slots, prompts)
+        self._ensure_capacity(max(len(p) for p in prompts))
+        # Prompts packed back to back: token j of a prompt is a row at position j of its slot.
+        tokens = [t for p in prompts for t in p]
+        positions = [j for p in prompts for j in range(len(p))]
+        row_slots = [slot for slot, p in zip(slots, prompts, strict=True) for _ in p]
+        h = self._forward_native(self.kernels, tokens, positions, row_slots, decode=False)
+        last, end = [], 0
+        for p in prompts:
+            end += len(p)
+            last.append(end - 1)
+        n = len(prompts)
+        h = h[torch.tensor(last + [last[-1]] * (pad_rows(n) - n))]
+        return self.lm_head(h)[:n].float()
+
+    def _prefill_torch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
         # Prompts are packed back to back (no padding to the longest): the projections run on
         # sum(lengths) rows, rounded up to ROW_MULTIPLE (row-invariant GEMMs, see there), and attention runs per
         # sequence over exactly its own tokens, the same kernel call it gets when alone.
@@ -329,34 +346,42 @@ class LeanDecoderRunner:
     @torch.inference_mode()
     def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
         if self.kernels is not None:
-            return self._decode_native(self.kernels, tokens, positions, slots)
+            self._ensure_capacity(max(positions) + 1)
+            slots = slots if slots is not None else list(range(len(tokens)))
+            h = self._forward_native(self.kernels, tokens, positions, slots, decode=True)
+            return self.lm_head.decode(h, torch.get_num_threads())[: len(tokens)].float()
         return self._decode_torch(tokens, positions, slots)
 
-    def _decode_native(self, kernels: native.NativeKernels, tokens: list[int], positions: list[int],
-                       slots: list[int] | None) -> torch.Tensor:
-        """The decode step with everything between two matrix products in one native call (see kernels.c):
-        norms fused with the residual add, RoPE + cache write + attention, SiLU-gating. Attention runs over each
-        row's exact length, one thread per (row, kv head), so rows stay bit-independent of one another."""
+    def _forward_native(self, kernels: native.NativeKernels, tokens: list[int], positions: list[int],
+                        slots: list[int], *, decode: bool) -> torch.Tensor:
+        """Prefill and decode both, with everything between two matrix products in one native call (see
+        kernels.c): norms fused with the residual add, RoPE + cache write + attention, SiLU gating. Row ``i`` is
+        token ``i`` at ``positions[i]`` of slot ``slots[i]``; attention runs over each row's exact prefix, one
+        thread per (row, kv head), so rows stay bit-independent of one another. The products run on
+        ``pad_rows`` rows: native small-M for decode, oneDNN for prefill, each phase always the same kernel.
+        Returns the final-normed hidden states of the real rows."""
         b = len(tokens)
         rows = pad_rows(b)
-        self._ensure_capacity(max(positions) + 1)
         threads = torch.get_num_threads()
+
+        def project(linear: Linear, h: torch.Tensor) -> torch.Tensor:
+            return linear.decode(h, threads) if decode else linear(h)
+
         ids = torch.tensor(tokens + [0] * (rows - b))
         pos = torch.tensor(positions, dtype=torch.int32)
-        slot_ids = torch.tensor(slots if slots is not None else range(b), dtype=torch.int32)
+        slot_ids = torch.tensor(slots, dtype=torch.int32)
         x = F.embedding(ids, self.embed)
-        h = kernels.rms_norm(x, self.layers[0].ln1, self.eps, torch.empty_like(x))
+        h = kernels.rms_norm(x, self.layers[0].ln1, self.eps, torch.empty_like(x), threads)
         attn = x.new_empty((rows, self.num_heads * self.head_dim))
         act = x.new_empty((rows, self.ffn))
         for li, layer in enumerate(self.layers):
-            qkv = layer.qkv.decode(h, threads)
-            kernels.decode_attention(qkv, b, pos, slot_ids, self.cos, self.signed_sin, self.k_cache[li],
-                                     self.v_cache[li], self.num_heads, self.scale, attn, threads)
-            kernels.add_rms_norm(x, layer.o.decode(attn, threads), layer.ln2, self.eps, h)
-            kernels.silu_mul(layer.gate_up.decode(h, threads), act, threads)
+            kernels.attention(project(layer.qkv, h), b, pos, slot_ids, self.cos, self.signed_sin, self.k_cache[li],
+                              self.v_cache[li], self.num_heads, self.scale, attn, threads)
+            kernels.add_rms_norm(x, project(layer.o, attn), layer.ln2, self.eps, h, threads)
+            kernels.silu_mul(project(layer.gate_up, h), act, threads)
             following = self.layers[li + 1].ln1 if li + 1 < len(self.layers) else self.final_norm
-            kernels.add_rms_norm(x, layer.down.decode(act, threads), following, self.eps, h)
-        return self.lm_head.decode(h, threads)[:b].float()
+            kernels.add_rms_norm(x, project(layer.down, act), following, self.eps, h, threads)
+        return h
 
     def _decode_torch(self, tokens: list[int], positions: list[int], slots: list[int] | None) -> torch.Tensor:
         b = len(tokens)

@@ -98,7 +98,7 @@ def test_decode_attention_matches_step_by_step_reference(kernels):
     ref_k, ref_v = k_cache.clone(), v_cache.clone()
     expected = _reference_attention(qkv[:6], positions, slots, cos, ssin, ref_k, ref_v, nh, hd**-0.5)
     out = torch.full((8, nh * hd), float("nan"))
-    kernels.decode_attention(qkv, 6, torch.tensor(positions, dtype=torch.int32),
+    kernels.attention(qkv, 6, torch.tensor(positions, dtype=torch.int32),
                              torch.tensor(slots, dtype=torch.int32), cos, ssin, k_cache, v_cache, nh, hd**-0.5, out,
                              threads=2)
     torch.testing.assert_close(k_cache, ref_k, rtol=1e-5, atol=1e-5)

@@ -99,12 +99,12 @@ class NativeKernels:
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
         self._rms = lib.ek_rms_norm
-        self._rms.argtypes = [_P, _P, _P, _I, _I, _F]
+        self._rms.argtypes = [_P, _P, _P, _I, _I, _F, _I]
         self._add_rms = lib.ek_add_rms_norm
-        self._add_rms.argtypes = [_P, _P, _P, _P, _I, _I, _F]
+        self._add_rms.argtypes = [_P, _P, _P, _P, _I, _I, _F, _I]
         self._silu_mul = lib.ek_silu_mul
         self._silu_mul.argtypes = [_P, _P, _I, _I, _I]
-        self._attention = lib.ek_decode_attention
+        self._attention = lib.ek_attention
         self._attention.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _F, _P, _I]
         self._pack = lib.ek_pack_weight
         self._pack.argtypes = [_P, _P, _I, _I]
@@ -133,16 +133,17 @@ class NativeKernels:
                      out_features, k, threads)
         return y
 
-    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> torch.Tensor:
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor,
+                 threads: int = 1) -> torch.Tensor:
         rows, dim = x.shape
-        self._rms(x.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        self._rms(x.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps, threads)
         return out
 
     def add_rms_norm(self, x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
-                     out: torch.Tensor) -> torch.Tensor:
+                     out: torch.Tensor, threads: int = 1) -> torch.Tensor:
         """``x += delta`` in place, then ``out = rms_norm(x) * weight``."""
         rows, dim = x.shape
-        self._add_rms(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        self._add_rms(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps, threads)
         return out
 
     def silu_mul(self, gate_up: torch.Tensor, out: torch.Tensor, threads: int) -> torch.Tensor:
@@ -150,7 +151,7 @@ class NativeKernels:
         self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, ffn, threads)
         return out
 
-    def decode_attention(self, qkv: torch.Tensor, real_rows: int, positions: torch.Tensor, slots: torch.Tensor,
+    def attention(self, qkv: torch.Tensor, real_rows: int, positions: torch.Tensor, slots: torch.Tensor,
                          cos: torch.Tensor, signed_sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                          num_heads: int, scale: float, out: torch.Tensor, threads: int) -> torch.Tensor:
         _, num_kv_heads, capacity, head_dim = k_cache.shape

@@ -76,12 +76,18 @@ static void rms_row(const float *x, const float *w, float *out, int dim, float e
     for (int i = 0; i < dim; i += LANES) store8(out + i, load8(w + i) * (load8(x + i) * s));
 }
 
-void ek_rms_norm(const float *x, const float *w, float *out, int rows, int dim, float eps) {
-    for (int r = 0; r < rows; r++) rms_row(x + (size_t)r * dim, w + 0, out + (size_t)r * dim, dim, eps);
+/* Row loops go parallel only for prefill's hundreds of rows: for decode's few a parallel region costs more. */
+#define PARALLEL_ROWS 64
+
+void ek_rms_norm(const float *x, const float *w, float *out, int rows, int dim, float eps, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (rows >= PARALLEL_ROWS)
+    for (int r = 0; r < rows; r++) rms_row(x + (size_t)r * dim, w, out + (size_t)r * dim, dim, eps);
 }
 
 /* x += delta (the residual), then out = rms_norm(x) * w: the seam between a sublayer and the next. */
-void ek_add_rms_norm(float *x, const float *delta, const float *w, float *out, int rows, int dim, float eps) {
+void ek_add_rms_norm(float *x, const float *delta, const float *w, float *out, int rows, int dim, float eps,
+                     int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (rows >= PARALLEL_ROWS)
     for (int r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * dim;
         const float *dr = delta + (size_t)r * dim;
@@ -114,16 +120,17 @@ static inline void rope_head(const float *x, const float *cos, const float *ssin
     }
 }
 
-/* One decode step of attention for `rows` rows (the first `real_rows` real, the rest padding whose output is
+/* Attention for `rows` rows (a decode step, or a prefill's prompt tokens) (the first `real_rows` real, the rest padding whose output is
  * zero). Row r holds its token's [q heads | k heads | v heads] at qkv + r * (nh + 2 * nkv) * hd; it sits at
  * position pos[r] of cache slot slots[r]. Caches are (slots, nkv, capacity, hd). First every real row's key (with
  * RoPE) and value are written at its position, then every (row, kv head) attends over positions 0..pos[r] of its
  * slot: rows of one slot at consecutive positions (speculative verification) see each other's keys. */
-void ek_decode_attention(const float *qkv, int rows, int real_rows, const int32_t *pos, const int32_t *slots,
+void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos, const int32_t *slots,
                          const float *cos, const float *ssin, float *kc, float *vc, int capacity, int nh, int nkv,
                          int hd, float scale, float *out, int nthreads) {
     const int width = (nh + 2 * nkv) * hd;
     const int group = nh / nkv;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (real_rows >= PARALLEL_ROWS)
     for (int r = 0; r < real_rows; r++) {
         const float *row = qkv + (size_t)r * width;
         const float *c = cos + (size_t)pos[r] * hd, *s = ssin + (size_t)pos[r] * hd;
@@ -151,15 +158,32 @@ void ek_decode_attention(const float *qkv, int rows, int real_rows, const int32_
             for (int g = 0; g < group; g++) {
                 int head = h * group + g;
                 rope_head(row + (size_t)head * hd, c, s, q, hd);
-                float m = -INFINITY;
-                for (int t = 0; t < len; t++) {
-                    const float *k = keys + (size_t)t * hd;
-                    v8f acc = splat8(0.0f);
-                    for (int i = 0; i < hd; i += LANES) acc += load8(q + i) * load8(k + i);
-                    float v = hsum8(acc) * scale;
-                    scores[t] = v;
-                    m = v > m ? v : m;
+                /* Four keys at a time: four independent FMA chains instead of one latency-bound chain; each
+                 * score is still its own chain over head_dim in order, whatever the length. */
+                int t4 = 0;
+                for (; t4 + 4 <= len; t4 += 4) {
+                    const float *k0 = keys + (size_t)t4 * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+                    v8f c0 = splat8(0.0f), c1 = c0, c2 = c0, c3 = c0;
+                    for (int i = 0; i < hd; i += LANES) {
+                        v8f qv = load8(q + i);
+                        c0 += qv * load8(k0 + i);
+                        c1 += qv * load8(k1 + i);
+                        c2 += qv * load8(k2 + i);
+                        c3 += qv * load8(k3 + i);
+                    }
+                    scores[t4] = hsum8(c0) * scale;
+                    scores[t4 + 1] = hsum8(c1) * scale;
+                    scores[t4 + 2] = hsum8(c2) * scale;
+                    scores[t4 + 3] = hsum8(c3) * scale;
                 }
+                for (; t4 < len; t4++) {
+                    const float *k0 = keys + (size_t)t4 * hd;
+                    v8f c0 = splat8(0.0f);
+                    for (int i = 0; i < hd; i += LANES) c0 += load8(q + i) * load8(k0 + i);
+                    scores[t4] = hsum8(c0) * scale;
+                }
+                float m = -INFINITY;
+                for (int t = 0; t < len; t++) m = scores[t] > m ? scores[t] : m;
                 v8f mv = splat8(m), sumv = splat8(0.0f);
                 int t = 0;
                 for (; t + LANES <= len; t += LANES) {
