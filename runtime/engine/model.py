@@ -54,39 +54,34 @@ class ModelRunner(Protocol):
 
 
 class Linear:
-    """``y = x @ W.T + b`` through oneDNN with the weight packed once, where that is available (CPU, fp32), and
-    through the native small-M kernel (runtime.engine.native) for decode steps where that is available.
+    """``y = x @ W.T + b`` through the native kernel (runtime.engine.native) where it is available, otherwise
+    through oneDNN with the weight packed once (CPU, fp32), otherwise ``F.linear``.
 
-    Measured on the CI machine's CPU (AMD EPYC, AVX2) for this model's shapes: ``F.linear`` (MKL sgemm) runs the
-    small-M products of decode at 8-60 GFLOP/s (the 8192-wide LM head at 32 rows: 4.5 ms), oneDNN with a packed
-    weight at 60-125 (2.1 ms), and large-M prefill products 5-30% faster too. Its results are also batch-invariant:
-    a row's output is bit-identical for any number of rows from 2 up (1 row takes another kernel, which the
-    runner's row padding avoids). ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears;
-    anything else (CUDA, fp16, a torch without it) uses ``F.linear``. For decode's few rows the native kernel
-    streams the weights 1.4-2.7x faster still (4-64 rows); from ~128 rows on oneDNN's cache blocking wins, so
-    prefill keeps it. Decode uses one kernel at every batch size, so a row's result never depends on the batch."""
+    Measured on the CI machine's CPU (AMD EPYC, AVX2) over this model's 25 projections: the native kernel streams
+    decode's few rows' weights 1.3-3x faster than oneDNN (4-32 rows: 1.2 vs 3.5 ms, 6.8 vs 8.7 ms) and, with its
+    rows blocked for L2, matches or beats it on prefill's thousands (2,304 rows: 434 vs 478 ms). oneDNN in turn ran
+    decode's small products at 60-125 GFLOP/s where ``F.linear`` (MKL sgemm) ran 8-60. All three give a row the
+    same bits whatever the other rows are (MKL and oneDNN from 2 rows up, see ROW_MULTIPLE; the native kernel by
+    construction), and one runner always uses the same one, so greedy output does not depend on the batch.
+    ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, rows_hint: int = 32,
                  kernels: native.NativeKernels | None = None) -> None:
         self.weight = weight
         self.bias = bias
         self.out_features = weight.shape[0]
-        self.packed: torch.Tensor | None = None
-        if _onednn_usable(weight):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
         self.kernels = kernels
         self.native_packed = kernels.pack_weight(weight) if kernels is not None else None
+        self.packed: torch.Tensor | None = None
+        if self.native_packed is None and _onednn_usable(weight):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native_packed is not None and self.kernels is not None:
+            return self.kernels.linear(x, self.native_packed, self.bias, self.out_features, torch.get_num_threads())
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
-
-    def decode(self, x: torch.Tensor, threads: int) -> torch.Tensor:
-        """The product for a decode step (rows a multiple of ROW_MULTIPLE)."""
-        if self.native_packed is not None and self.kernels is not None:
-            return self.kernels.linear(x, self.native_packed, self.bias, self.out_features, threads)
-        return self(x)
 
 
 def _onednn_usable(weight: torch.Tensor) -> bool:
@@ -288,7 +283,7 @@ class LeanDecoderRunner:
         tokens = [t for p in prompts for t in p]
         positions = [j for p in prompts for j in range(len(p))]
         row_slots = [slot for slot, p in zip(slots, prompts, strict=True) for _ in p]
-        h = self._forward_native(self.kernels, tokens, positions, row_slots, decode=False)
+        h = self._forward_native(self.kernels, tokens, positions, row_slots)
         last, end = [], 0
         for p in prompts:
             end += len(p)
@@ -348,25 +343,20 @@ class LeanDecoderRunner:
         if self.kernels is not None:
             self._ensure_capacity(max(positions) + 1)
             slots = slots if slots is not None else list(range(len(tokens)))
-            h = self._forward_native(self.kernels, tokens, positions, slots, decode=True)
-            return self.lm_head.decode(h, torch.get_num_threads())[: len(tokens)].float()
+            h = self._forward_native(self.kernels, tokens, positions, slots)
+            return self.lm_head(h)[: len(tokens)].float()
         return self._decode_torch(tokens, positions, slots)
 
     def _forward_native(self, kernels: native.NativeKernels, tokens: list[int], positions: list[int],
-                        slots: list[int], *, decode: bool) -> torch.Tensor:
+                        slots: list[int]) -> torch.Tensor:
         """Prefill and decode both, with everything between two matrix products in one native call (see
         kernels.c): norms fused with the residual add, RoPE + cache write + attention, SiLU gating. Row ``i`` is
         token ``i`` at ``positions[i]`` of slot ``slots[i]``; attention runs over each row's exact prefix, one
         thread per (row, kv head), so rows stay bit-independent of one another. The products run on
-        ``pad_rows`` rows: native small-M for decode, oneDNN for prefill, each phase always the same kernel.
-        Returns the final-normed hidden states of the real rows."""
+        ``pad_rows`` rows. Returns the final-normed hidden states (real rows first, then padding)."""
         b = len(tokens)
         rows = pad_rows(b)
         threads = torch.get_num_threads()
-
-        def project(linear: Linear, h: torch.Tensor) -> torch.Tensor:
-            return linear.decode(h, threads) if decode else linear(h)
-
         ids = torch.tensor(tokens + [0] * (rows - b))
         pos = torch.tensor(positions, dtype=torch.int32)
         slot_ids = torch.tensor(slots, dtype=torch.int32)
@@ -375,12 +365,12 @@ class LeanDecoderRunner:
         attn = x.new_empty((rows, self.num_heads * self.head_dim))
         act = x.new_empty((rows, self.ffn))
         for li, layer in enumerate(self.layers):
-            kernels.attention(project(layer.qkv, h), b, pos, slot_ids, self.cos, self.signed_sin, self.k_cache[li],
+            kernels.attention(layer.qkv(h), b, pos, slot_ids, self.cos, self.signed_sin, self.k_cache[li],
                               self.v_cache[li], self.num_heads, self.scale, attn, threads)
-            kernels.add_rms_norm(x, project(layer.o, attn), layer.ln2, self.eps, h, threads)
-            kernels.silu_mul(project(layer.gate_up, h), act, threads)
+            kernels.add_rms_norm(x, layer.o(attn), layer.ln2, self.eps, h, threads)
+            kernels.silu_mul(layer.gate_up(h), act, threads)
             following = self.layers[li + 1].ln1 if li + 1 < len(self.layers) else self.final_norm
-            kernels.add_rms_norm(x, project(layer.down, act), following, self.eps, h, threads)
+            kernels.add_rms_norm(x, layer.down(act), following, self.eps, h, threads)
         return h
 
     def _decode_torch(self, tokens: list[int], positions: list[int], slots: list[int] | None) -> torch.Tensor:

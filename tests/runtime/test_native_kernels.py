@@ -46,16 +46,18 @@ def test_norms_and_gating_match_torch(kernels):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_linear_matches_torch_and_rows_are_independent(kernels, bias):
+@pytest.mark.parametrize("rows", [32, 400], ids=["decode-rows", "prefill-rows"])
+def test_linear_matches_torch_and_rows_are_independent(kernels, bias, rows):
+    """400 rows of 1,024 inputs span several row blocks (the kernel blocks rows for L2): a row's result must not
+    depend on which block, thread or batch it was computed in."""
     gen = torch.Generator().manual_seed(2)
-    w = torch.randn(640, 384, generator=gen)
+    w = torch.randn(640, 1024, generator=gen)
     b = torch.randn(640, generator=gen) if bias else None
     packed = kernels.pack_weight(w)
-    x = torch.randn(32, 384, generator=gen)
+    x = torch.randn(rows, 1024, generator=gen)
     y = kernels.linear(x, packed, b, 640, threads=2)
-    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-4, atol=1e-4)
-    # Any 4-row block computed on its own, with one thread or two, is bit-identical to the same rows in the batch.
-    for start in (0, 12, 28):
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-4, atol=1e-3)
+    for start in (0, 12, rows - 4):
         for threads in (1, 2):
             alone = kernels.linear(x[start:start + 4].contiguous(), packed, b, 640, threads=threads)
             assert torch.equal(alone, y[start:start + 4])

@@ -239,22 +239,31 @@ void ek_pack_weight(const float *w, float *packed, int n, int k) {
                 packed[((size_t)p * k + kk) * PANEL + j] = w[((size_t)p * PANEL + j) * k + kk];
 }
 
-/* x (m, k) with m a multiple of 4, packed from ek_pack_weight, y (m, n). bias may be NULL. */
+/* x (m, k) with m a multiple of 4, packed from ek_pack_weight, y (m, n). bias may be NULL.
+ * Work is split into tiles of (a block of rows) x (one panel), rows blocked so a block of x stays in L2 while
+ * every panel passes over it (without blocking, prefill's thousands of rows were re-read from L3 per panel). */
 void ek_linear(const float *x, const float *packed, const float *bias, float *y, int m, int n, int k, int nthreads) {
     const int panels = n / PANEL;
+    int block = (192 * 1024 / (int)sizeof(float)) / k / MR * MR;
+    block = block < MR ? MR : block;
+    block = block > m ? m : block;
+    const int blocks = (m + block - 1) / block;
+    const int tiles = blocks * panels;
     /* Dynamic chunks: on two cores the server's event loop often preempts one thread for a moment, and a
-     * static split would make the whole product wait for it. Which thread computes a panel never changes its
+     * static split would make the whole product wait for it. Which thread computes a tile never changes its
      * result. */
-    const int chunk = panels / (8 * nthreads) > 1 ? panels / (8 * nthreads) : 1;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, chunk) if (panels > 1)
-    for (int p = 0; p < panels; p++) {
+    const int chunk = tiles / (8 * nthreads) > 1 ? tiles / (8 * nthreads) : 1;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, chunk) if (tiles > 1)
+    for (int tile = 0; tile < tiles; tile++) {
+        const int p = tile % panels, first = tile / panels * block;
+        const int last = first + block < m ? first + block : m;
         const float *wp = packed + (size_t)p * k * PANEL;
         v8f b0 = splat8(0.0f), b1 = splat8(0.0f);
         if (bias) {
             b0 = load8(bias + p * PANEL);
             b1 = load8(bias + p * PANEL + LANES);
         }
-        for (int r = 0; r < m; r += MR) {
+        for (int r = first; r < last; r += MR) {
             const float *x0 = x + (size_t)r * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
             v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
             for (int kk = 0; kk < k; kk++) {
