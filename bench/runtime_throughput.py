@@ -189,6 +189,7 @@ def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> 
     before = httpx.get(f"{url}/metrics").text if with_metrics else ""
     out = asyncio.run(_load(url, prompts, clients=args.clients, max_tokens=args.max_tokens))
     if with_metrics:
+        out["kernels"] = httpx.get(f"{url}/info").json().get("kernels")
         after = httpx.get(f"{url}/metrics").text
         steps = _metric(after, "endpointctl_decode_steps_total") - _metric(before, "endpointctl_decode_steps_total")
         bsum = _metric(after, "endpointctl_decode_batch_size_total") - _metric(before, "endpointctl_decode_batch_size_total")

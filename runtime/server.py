@@ -208,6 +208,7 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
             "validation_workers": 1,
             "router": "endpointctl-runtime",
             "engine": loaded.runner_kind if loaded else None,
+            "kernels": loaded.kernels if loaded else None,
             "ready": state.ready,
             "version": __version__,
             "sha": None,

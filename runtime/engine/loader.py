@@ -33,6 +33,7 @@ class LoadedModel:
     engine: Engine | None = None
     embedder: EmbeddingEngine | None = None
     runner_kind: str = ""
+    kernels: str | None = None  # which CPU kernels the forward runs on (see LeanDecoderRunner.kernels_name)
 
 
 def _threads(settings: RuntimeSettings) -> None:
@@ -105,6 +106,8 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
     )
     t1 = time.monotonic()
     engine.warmup(prompt_len=min(64, limits.max_input_tokens))
-    log.info("warmed up in %.1fs (%s)", time.monotonic() - t1, type(runner).__name__)
+    log.info("warmed up in %.1fs (%s, %s kernels)", time.monotonic() - t1, type(runner).__name__,
+             getattr(runner, "kernels_name", "torch"))
     return LoadedModel("generate", tokenizer, limits, str(dtype).removeprefix("torch."), device.type,
-                       _model_sha(settings.model_id), engine=engine, runner_kind=type(runner).__name__)
+                       _model_sha(settings.model_id), engine=engine, runner_kind=type(runner).__name__,
+                       kernels=getattr(runner, "kernels_name", "torch"))

@@ -229,6 +229,11 @@ class LeanDecoderRunner:
         self.k_cache = [self._empty(self.capacity) for _ in self.layers]
         self.v_cache = [self._empty(self.capacity) for _ in self.layers]
 
+    @property
+    def kernels_name(self) -> str:
+        """``native-avx2`` / ``native-generic`` (kernels.c) or ``torch`` (PyTorch ops), for /info and the logs."""
+        return f"native-{self.kernels.isa}" if self.kernels is not None else "torch"
+
     def _native_kernels(self) -> native.NativeKernels | None:
         """The native decode kernels where they apply (CPU fp32, vector-friendly sizes) and can be built."""
         hidden = self.embed.shape[1]

@@ -98,6 +98,7 @@ class NativeKernels:
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
+        self.isa = path.stem.rsplit("-", 1)[-1]
         self._rms = lib.ek_rms_norm
         self._rms.argtypes = [_P, _P, _P, _I, _I, _F, _I]
         self._add_rms = lib.ek_add_rms_norm

@@ -144,7 +144,10 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
     int max_len = 0;
     for (int r = 0; r < real_rows; r++) max_len = pos[r] + 1 > max_len ? pos[r] + 1 : max_len;
     const int items = real_rows * nkv;
-#pragma omp parallel num_threads(nthreads) if (items > 1)
+    /* A lone stream's few rows over short contexts are less work than waking a passive OpenMP thread. */
+    long work = 0;
+    for (int r = 0; r < real_rows; r++) work += (long)(pos[r] + 1) * nh * hd;
+#pragma omp parallel num_threads(nthreads) if (items > 1 && work >= (1L << 18))
     {
         float *scores = malloc(sizeof(float) * (size_t)max_len);
         float *q = malloc(sizeof(float) * (size_t)hd);
