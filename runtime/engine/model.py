@@ -5,10 +5,12 @@ Two runners share one interface (:class:`ModelRunner`), selected automatically b
 * :class:`LeanDecoderRunner` for Llama-style decoders (Llama, Mistral, Qwen2): the HF model is loaded the normal
   way (``AutoModelForCausalLM.from_pretrained``) and its weights are reused by a lean forward written here. HF's
   forward costs ~5 ms of Python per step at batch 1 on the tiny model, which dominates a 16M-parameter model;
-  this forward fuses QKV and gate/up projections, uses SDPA, and reads/writes a preallocated KV cache of shape
+  this forward fuses QKV and gate/up projections and reads/writes a preallocated KV cache of shape
   ``(slots, kv_heads, capacity, head_dim)`` per layer, so a sequence joining or leaving the batch costs no
   cache copies beyond moving one slot (compaction keeps running sequences in slots ``0..B-1`` so decode reads
-  plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths.
+  plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths. On CPU
+  in fp32 it runs on the native kernels of :mod:`runtime.engine.native` (one call per stretch between two
+  matrix products, and the products themselves); elsewhere, or when they cannot be built, on PyTorch ops.
 * :class:`HFFallbackRunner` for every other architecture: HF's own forward with one ``DynamicCache`` per
   sequence. Correct, not fast; it is also the reference the tests compare the lean forward against.
 
