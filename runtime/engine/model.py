@@ -20,6 +20,7 @@ when it compacts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -237,7 +238,7 @@ class LeanDecoderRunner:
         return f"native-{self.kernels.isa}" if self.kernels is not None else "torch"
 
     def _native_kernels(self) -> native.NativeKernels | None:
-        """The native decode kernels where they apply (CPU fp32, vector-friendly sizes) and can be built."""
+        """The native kernels where they apply (CPU fp32, vector-friendly sizes) and can be built."""
         hidden = self.embed.shape[1]
         if self.device.type != "cpu" or self.dtype != torch.float32 or not native.enabled_by_env():
             return None
@@ -247,7 +248,7 @@ class LeanDecoderRunner:
         try:
             return native.load()
         except native.NativeBuildError as exc:
-            log.warning("native kernels unavailable, decoding with PyTorch ops: %s", exc)
+            log.warning("native kernels unavailable, running on PyTorch ops: %s", exc)
             return None
 
     def _empty(self, capacity: int) -> torch.Tensor:
@@ -291,10 +292,7 @@ class LeanDecoderRunner:
         positions = [j for p in prompts for j in range(len(p))]
         row_slots = [slot for slot, p in zip(slots, prompts, strict=True) for _ in p]
         h = self._forward_native(self.kernels, tokens, positions, row_slots)
-        last, end = [], 0
-        for p in prompts:
-            end += len(p)
-            last.append(end - 1)
+        last = [end - 1 for end in itertools.accumulate(len(p) for p in prompts)]
         n = len(prompts)
         h = h[torch.tensor(last + [last[-1]] * (pad_rows(n) - n))]
         return self.lm_head(h)[:n].float()

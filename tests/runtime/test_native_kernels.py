@@ -123,6 +123,20 @@ def test_library_shares_torchs_openmp_runtime():
     assert len(loaded) == 1 and loaded[0].startswith(os.path.dirname(torch.__file__)), loaded
 
 
+def test_builds_are_shareable_and_failures_typed(tmp_path, monkeypatch):
+    """The image builds as root and runs as another user: the library must be readable by all. A cache directory
+    that cannot be created is a NativeBuildError (the runner falls back), not an OSError that fails the load."""
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_DIR", str(tmp_path / "cache"))
+    path = native.build("generic")
+    assert path.stat().st_mode & 0o444 == 0o444
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_DIR", str(blocker / "cache"))
+    with pytest.raises(native.NativeBuildError, match="cannot build"):
+        native.build("generic")
+
+
 def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_path, monkeypatch, caplog):
     from transformers import AutoModelForCausalLM
 

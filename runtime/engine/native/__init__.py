@@ -73,22 +73,27 @@ def build(isa: str | None = None) -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise NativeBuildError("no C compiler (cc or gcc) on PATH")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = ISA_FLAGS[isa]
-    # Written under a temporary name and renamed: concurrent builders (test workers, replicas) never load a
-    # half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
-    os.close(fd)
-    cmd = [compiler, "-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", *flags, "-o", tmp, str(SOURCE), "-lm"]
+    tmp = None
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise NativeBuildError(f"cannot run {compiler}: {exc}") from exc
-    if done.returncode != 0:
-        os.unlink(tmp)
-        raise NativeBuildError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written under a temporary name and renamed: concurrent builders (test workers, replicas) never load a
+        # half-written file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
+        os.close(fd)
+        cmd = [compiler, "-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", *ISA_FLAGS[isa], "-o", tmp, str(SOURCE),
+               "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise NativeBuildError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        # mkstemp makes the file private; an image built as root is run by another user.
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NativeBuildError(f"cannot build {path} with {compiler}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
     log.info("built native kernels: %s", path)
     return path
 
