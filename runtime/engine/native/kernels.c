@@ -1,9 +1,10 @@
-/* Fused CPU kernels for the lean decoder's decode step (fp32).
+/* CPU kernels for the lean decoder's forward, prefill and decode (fp32).
  *
  * Why these exist: at the tiny model's size a decode step is mostly fixed cost. Between its four matrix products a
  * layer ran ~60 small PyTorch ops (norms, RoPE, cache writes, attention as batched GEMMs, softmax, SiLU), each a
  * dispatch of several microseconds and, for attention at 32 rows, a poorly shaped bmm; they took 40% of the step.
- * Here each stretch between two matrix products is one call. The products themselves stay with oneDNN.
+ * Here each stretch between two matrix products is one call, and the products themselves (ek_linear) stream
+ * packed weights faster than oneDNN's small-M kernels did.
  *
  * Every row (and every (row, kv head) of attention) is computed by one thread, in an order that depends only on
  * that row's own length: a sequence's results are bit-identical whatever else shares the step, which is what makes
@@ -29,12 +30,6 @@ static inline float hsum8(v8f v) {
     float a = (v[0] + v[4]) + (v[2] + v[6]);
     float b = (v[1] + v[5]) + (v[3] + v[7]);
     return a + b;
-}
-
-static inline float hmax8(v8f v) {
-    float m = v[0];
-    for (int i = 1; i < LANES; i++) m = v[i] > m ? v[i] : m;
-    return m;
 }
 
 static inline v8f select8(v8i mask, v8f a, v8f b) { /* mask lanes are -1 or 0; C has no vector ?: */
