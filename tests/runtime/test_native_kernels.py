@@ -137,6 +137,19 @@ def test_builds_are_shareable_and_failures_typed(tmp_path, monkeypatch):
         native.build("generic")
 
 
+def test_build_command_rejects_bad_input_with_a_message(tmp_path):
+    """``python -m runtime.engine.native``: an unknown flag is a usage error, a failed build one line, no traceback."""
+    cmd = [sys.executable, "-m", "runtime.engine.native"]
+    bad = subprocess.run([*cmd, "--bogus"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+    env = {**os.environ, "ENDPOINTCTL_NATIVE_DIR": str(tmp_path / "cache"), "CC": str(tmp_path / "no-cc")}
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode == 1 and "cannot build" in failed.stderr and "Traceback" not in failed.stderr
+    env["CC"] = "cc"
+    built = subprocess.run([*cmd, "--all"], capture_output=True, text=True, timeout=300, env=env, check=True)
+    assert sorted(p.rsplit("-", 1)[1] for p in built.stdout.split()) == ["avx2.so", "generic.so"]
+
+
 def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_path, monkeypatch, caplog):
     from transformers import AutoModelForCausalLM
 

@@ -185,11 +185,20 @@ def load() -> NativeKernels:
     return _loaded
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """``python -m runtime.engine.native [--all]``: build ahead of time (bootstrap; the image builds every ISA,
     since the machine that builds it is not the one that runs it)."""
-    import sys
+    import argparse
 
+    parser = argparse.ArgumentParser(prog="python -m runtime.engine.native",
+                                     description="Build the runtime's native CPU kernels ahead of first use.")
+    parser.add_argument("--all", action="store_true", help=f"build for every ISA ({', '.join(ISA_FLAGS)})")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    for isa in ISA_FLAGS if "--all" in sys.argv[1:] else [host_isa()]:
-        print(build(isa))  # noqa: T201 - the paths are this command's output
+    for isa in ISA_FLAGS if args.all else [host_isa()]:
+        try:
+            print(build(isa))  # noqa: T201 - the paths are this command's output
+        except NativeBuildError as exc:
+            log.error("%s", exc)
+            return 1
+    return 0

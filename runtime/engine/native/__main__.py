@@ -1,3 +1,5 @@
+import sys
+
 from runtime.engine.native import main
 
-main()
+sys.exit(main())
