@@ -231,6 +231,7 @@ class LeanDecoderRunner:
         self.capacity = min(self.max_capacity, 256)
         self.k_cache = [self._empty(self.capacity) for _ in self.layers]
         self.v_cache = [self._empty(self.capacity) for _ in self.layers]
+        self._layer_table = None  # the native forward's pointers to weights and caches; rebuilt when caches grow
 
     @property
     def kernels_name(self) -> str:
@@ -242,7 +243,8 @@ class LeanDecoderRunner:
         hidden = self.embed.shape[1]
         if self.device.type != "cpu" or self.dtype != torch.float32 or not native.enabled_by_env():
             return None
-        if self.head_dim % 16 or hidden % 8 or self.ffn % 8 or self.num_heads % self.num_kv_heads:
+        # Every layer projection must fit the packed panels (16 output columns): hidden, heads and 2 * ffn.
+        if self.head_dim % 16 or hidden % 16 or self.ffn % 8 or self.num_heads % self.num_kv_heads:
             log.info("native kernels skipped: head_dim %d, hidden %d, ffn %d", self.head_dim, hidden, self.ffn)
             return None
         try:
@@ -270,6 +272,7 @@ class LeanDecoderRunner:
                 grown[:, :, : self.capacity] = old
                 caches[i] = grown
         self.capacity = new_cap
+        self._layer_table = None
 
     def _qkv(self, layer: _Layer, x: torch.Tensor):
         h = _rms_norm(x, layer.ln1, self.eps)
@@ -354,29 +357,26 @@ class LeanDecoderRunner:
 
     def _forward_native(self, kernels: native.NativeKernels, tokens: list[int], positions: list[int],
                         slots: list[int]) -> torch.Tensor:
-        """Prefill and decode both, with everything between two matrix products in one native call (see
-        kernels.c): norms fused with the residual add, RoPE + cache write + attention, SiLU gating. Row ``i`` is
-        token ``i`` at ``positions[i]`` of slot ``slots[i]``; attention runs over each row's exact prefix, one
+        """Prefill and decode both, the whole decoder stack in one native call (kernels.c's ek_forward): norms
+        fused with the residual add, RoPE + cache write + attention, SiLU gating, the packed products. Row ``i``
+        is token ``i`` at ``positions[i]`` of slot ``slots[i]``; attention runs over each row's exact prefix, one
         thread per (row, kv head), so rows stay bit-independent of one another. The products run on
         ``pad_rows`` rows. Returns the final-normed hidden states (real rows first, then padding)."""
         b = len(tokens)
         rows = pad_rows(b)
-        threads = torch.get_num_threads()
-        ids = torch.tensor(tokens + [0] * (rows - b))
-        pos = torch.tensor(positions, dtype=torch.int32)
-        slot_ids = torch.tensor(slots, dtype=torch.int32)
-        x = F.embedding(ids, self.embed)
-        h = kernels.rms_norm(x, self.layers[0].ln1, self.eps, torch.empty_like(x), threads)
-        attn = x.new_empty((rows, self.num_heads * self.head_dim))
-        act = x.new_empty((rows, self.ffn))
-        for li, layer in enumerate(self.layers):
-            kernels.attention(layer.qkv(h), b, pos, slot_ids, self.cos, self.signed_sin, self.k_cache[li],
-                              self.v_cache[li], self.num_heads, self.scale, attn, threads)
-            kernels.add_rms_norm(x, layer.o(attn), layer.ln2, self.eps, h, threads)
-            kernels.silu_mul(layer.gate_up(h), act, threads)
-            following = self.layers[li + 1].ln1 if li + 1 < len(self.layers) else self.final_norm
-            kernels.add_rms_norm(x, layer.down(act), following, self.eps, h, threads)
-        return h
+        if self._layer_table is None:
+            self._layer_table = native.layer_table([
+                {"ln1": layer.ln1, "ln2": layer.ln2, "qkv": layer.qkv.native_packed, "qkv_bias": layer.qkv.bias,
+                 "o": layer.o.native_packed, "o_bias": layer.o.bias, "gate_up": layer.gate_up.native_packed,
+                 "down": layer.down.native_packed, "k_cache": self.k_cache[li], "v_cache": self.v_cache[li]}
+                for li, layer in enumerate(self.layers)
+            ])
+        x = F.embedding(torch.tensor(tokens + [0] * (rows - b)), self.embed)
+        return kernels.forward(
+            self._layer_table, self.final_norm, x, b, torch.tensor(positions, dtype=torch.int32),
+            torch.tensor(slots, dtype=torch.int32), self.cos, self.signed_sin, self.capacity, self.num_heads,
+            self.num_kv_heads, self.head_dim, self.ffn, self.eps, self.scale, torch.get_num_threads(),
+        )
 
     def _decode_torch(self, tokens: list[int], positions: list[int], slots: list[int] | None) -> torch.Tensor:
         b = len(tokens)

@@ -46,7 +46,7 @@ def test_norms_and_gating_match_torch(kernels):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("rows", [32, 400], ids=["decode-rows", "prefill-rows"])
+@pytest.mark.parametrize("rows", [20, 32, 400], ids=["decode-rows-6+6+4+4", "decode-rows", "prefill-rows"])
 def test_linear_matches_torch_and_rows_are_independent(kernels, bias, rows):
     """400 rows of 1,024 inputs span several row blocks (the kernel blocks rows for L2): a row's result must not
     depend on which block, thread or batch it was computed in."""
@@ -85,9 +85,10 @@ def _reference_attention(qkv, positions, slots, cos, ssin, k_cache, v_cache, nh,
     return out
 
 
-def test_decode_attention_matches_step_by_step_reference(kernels):
+@pytest.mark.parametrize("hd", [64, 96, 128])
+def test_decode_attention_matches_step_by_step_reference(kernels, hd):
     gen = torch.Generator().manual_seed(3)
-    nh, nkv, hd, capacity = 6, 2, 64, 192
+    nh, nkv, capacity = 6, 2, 192
     angles = torch.arange(capacity)[:, None] * (1e-2 * torch.arange(1, hd // 2 + 1))[None]
     cos = torch.cat([angles.cos(), angles.cos()], dim=-1).contiguous()
     ssin = torch.cat([-angles.sin(), angles.sin()], dim=-1).contiguous()
@@ -168,3 +169,53 @@ def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_p
     monkeypatch.delenv("CC")
     monkeypatch.delenv("ENDPOINTCTL_NATIVE_DIR")
     assert LeanDecoderRunner(model, max_slots=4, max_total_tokens=256).kernels is None
+
+
+def test_forward_is_the_kernels_composed(kernels):
+    """ek_forward (the whole stack in one call, GIL released) gives the bits of calling each kernel in turn."""
+    gen = torch.Generator().manual_seed(4)
+    nh, nkv, hd, hidden, ffn, capacity, n_layers = 4, 2, 32, 128, 192, 64, 2
+    width = (nh + 2 * nkv) * hd
+
+    def w(*shape):
+        return torch.randn(*shape, generator=gen) * 0.1
+
+    layers = [
+        {"ln1": w(hidden) + 1, "ln2": w(hidden) + 1, "qkv": w(width, hidden), "qkv_bias": w(width),
+         "o": w(hidden, nh * hd), "o_bias": None, "gate_up": w(2 * ffn, hidden), "down": w(hidden, ffn)}
+        for _ in range(n_layers)
+    ]
+    final = w(hidden) + 1
+    angles = torch.arange(capacity)[:, None] * (1e-2 * torch.arange(1, hd // 2 + 1))[None]
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).contiguous()
+    ssin = torch.cat([-angles.sin(), angles.sin()], dim=-1).contiguous()
+    caches = [(torch.randn(4, nkv, capacity, hd, generator=gen), torch.randn(4, nkv, capacity, hd, generator=gen))
+              for _ in range(n_layers)]
+    positions = torch.tensor([5, 6, 17, 30, 2], dtype=torch.int32)
+    slots = torch.tensor([0, 0, 1, 2, 3], dtype=torch.int32)
+    x = torch.randn(8, hidden, generator=gen)  # 5 real rows, 3 padding
+
+    packed = [{k: kernels.pack_weight(v) if k in ("qkv", "o", "gate_up", "down") else v for k, v in layer.items()}
+              for layer in layers]
+    one_by_one = [(k.clone(), v.clone()) for k, v in caches]
+    xs = x.clone()
+    h = kernels.rms_norm(xs, layers[0]["ln1"], 1e-5, torch.empty_like(xs), 2)
+    attn, act = torch.empty(8, nh * hd), torch.empty(8, ffn)
+    for i, layer in enumerate(packed):
+        qkv = kernels.linear(h, layer["qkv"], layer["qkv_bias"], width, 2)
+        kernels.attention(qkv, 5, positions, slots, cos, ssin, *one_by_one[i], nh, hd**-0.5, attn, 2)
+        kernels.add_rms_norm(xs, kernels.linear(attn, layer["o"], None, hidden, 2), layer["ln2"], 1e-5, h, 2)
+        kernels.silu_mul(kernels.linear(h, layer["gate_up"], None, 2 * ffn, 2), act, 2)
+        following = packed[i + 1]["ln1"] if i + 1 < n_layers else final
+        kernels.add_rms_norm(xs, kernels.linear(act, layer["down"], None, hidden, 2), following, 1e-5, h, 2)
+
+    table = native.layer_table([{**layer, "k_cache": k, "v_cache": v} for layer, (k, v) in zip(packed, caches)])
+    xf = x.clone()
+    out = kernels.forward(table, final, xf, 5, positions, slots, cos, ssin, capacity, nh, nkv, hd, ffn, 1e-5,
+                          hd**-0.5, 2)
+    assert torch.equal(out, h)
+    assert torch.equal(xf, xs)
+    for (k1, v1), (k2, v2) in zip(one_by_one, caches, strict=True):
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    with pytest.raises(ValueError, match="contiguous CPU float32"):
+        native.layer_table([{**packed[0], "k_cache": caches[0][0][:, :1], "v_cache": caches[0][1]}])

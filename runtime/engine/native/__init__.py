@@ -98,6 +98,34 @@ def build(isa: str | None = None) -> Path:
     return path
 
 
+class LayerTable(ctypes.Structure):
+    """kernels.c's ``ek_layer``: one decoder layer's weight and cache pointers, for :meth:`NativeKernels.forward`.
+
+    The pointers are only valid while the tensors they came from live: the runner keeps both (see
+    ``layer_table``) and rebuilds the table when its caches grow."""
+
+    _fields_ = [(name, _P) for name in ("ln1", "ln2", "qkv", "qkv_bias", "o", "o_bias", "gate_up", "down",
+                                         "k_cache", "v_cache")]
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    if t is None:
+        return None
+    if not t.is_contiguous() or t.device.type != "cpu" or t.dtype != torch.float32:
+        raise ValueError("native kernels need contiguous CPU float32 tensors")
+    return t.data_ptr()
+
+
+def layer_table(layers: list[dict[str, torch.Tensor | None]]) -> ctypes.Array:
+    """An ``ek_layer[]`` for ``layers``: dicts with LayerTable's field names (projections packed, biases may be
+    None)."""
+    table = (LayerTable * len(layers))()
+    for entry, layer in zip(table, layers, strict=True):
+        for name, _ in LayerTable._fields_:
+            setattr(entry, name, _ptr(layer[name]))
+    return table
+
+
 class NativeKernels:
     """Typed wrappers over the library's functions; tensors must be contiguous CPU fp32 (int32 for indices)."""
 
@@ -116,7 +144,11 @@ class NativeKernels:
         self._pack.argtypes = [_P, _P, _I, _I]
         self._linear = lib.ek_linear
         self._linear.argtypes = [_P, _P, _P, _P, _I, _I, _I, _I]
-        for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._pack, self._linear):
+        self._forward = lib.ek_forward
+        self._forward.argtypes = [_P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I,
+                                  _I, _I, _F, _F, _I]
+        for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._pack, self._linear,
+                   self._forward):
             fn.restype = None
 
     def pack_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
@@ -167,6 +199,29 @@ class NativeKernels:
             head_dim, scale, out.data_ptr(), threads,
         )
         return out
+
+
+    def forward(self, table: ctypes.Array, final_norm: torch.Tensor, x: torch.Tensor, real_rows: int,
+                positions: torch.Tensor, slots: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,
+                capacity: int, num_heads: int, num_kv_heads: int, head_dim: int, ffn: int, eps: float, scale: float,
+                threads: int) -> torch.Tensor:
+        """The decoder stack over ``x`` (rows, hidden) of embeddings (a multiple of 4 rows; updated in place to
+        the residual stream): returns the final-normed hidden states. One call, with the GIL released throughout
+        (ctypes releases it for every foreign call)."""
+        rows, hidden = x.shape
+        h = torch.empty_like(x)
+        qkv = x.new_empty((rows, (num_heads + 2 * num_kv_heads) * head_dim))
+        attn = x.new_empty((rows, num_heads * head_dim))
+        delta = torch.empty_like(x)
+        gu = x.new_empty((rows, 2 * ffn))
+        act = x.new_empty((rows, ffn))
+        self._forward(
+            ctypes.addressof(table), len(table), _ptr(final_norm), _ptr(x), h.data_ptr(), qkv.data_ptr(),
+            attn.data_ptr(), delta.data_ptr(), gu.data_ptr(), act.data_ptr(), rows, real_rows,
+            positions.data_ptr(), slots.data_ptr(), _ptr(cos), _ptr(signed_sin), capacity, num_heads, num_kv_heads,
+            head_dim, hidden, ffn, eps, scale, threads,
+        )
+        return h
 
 
 _loaded: NativeKernels | None = None

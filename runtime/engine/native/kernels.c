@@ -36,6 +36,22 @@ static inline v8f select8(v8i mask, v8f a, v8f b) { /* mask lanes are -1 or 0; C
     return (v8f)((mask & (v8i)a) | (~mask & (v8i)b));
 }
 
+/* Pairwise sums within each input: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7] (AVX's vhaddps). */
+static inline v8f hadd8(v8f a, v8f b) {
+    const v8i even = {0, 2, 8, 10, 4, 6, 12, 14}, odd = {1, 3, 9, 11, 5, 7, 13, 15};
+    return __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd);
+}
+
+/* Eight horizontal sums at once: lane j is the sum of c_j's lanes, in a tree that involves c_j alone (so a
+ * score does not depend on its neighbours, nor on whether they exist). ~8 shuffles for 8 sums, where reducing each
+ * accumulator on its own took ~6 scalar operations apiece. */
+static inline v8f sum8x8(v8f c0, v8f c1, v8f c2, v8f c3, v8f c4, v8f c5, v8f c6, v8f c7) {
+    const v8i lo = {0, 1, 2, 3, 8, 9, 10, 11}, hi = {4, 5, 6, 7, 12, 13, 14, 15};
+    v8f u0 = hadd8(hadd8(c0, c1), hadd8(c2, c3)); /* [c0..c3 low halves | c0..c3 high halves] */
+    v8f u1 = hadd8(hadd8(c4, c5), hadd8(c6, c7));
+    return __builtin_shuffle(u0, u1, lo) + __builtin_shuffle(u0, u1, hi);
+}
+
 /* exp(x), Cephes' single-precision polynomial (~1 ulp), clamped to where the result is a normal float. */
 static inline v8f exp8(v8f x) {
     const v8f lo = splat8(-87.0f), hi = splat8(88.0f);
@@ -156,29 +172,33 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
             for (int g = 0; g < group; g++) {
                 int head = h * group + g;
                 rope_head(row + (size_t)head * hd, c, s, q, hd);
-                /* Four keys at a time: four independent FMA chains instead of one latency-bound chain; each
-                 * score is still its own chain over head_dim in order, whatever the length. */
-                int t4 = 0;
-                for (; t4 + 4 <= len; t4 += 4) {
-                    const float *k0 = keys + (size_t)t4 * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
-                    v8f c0 = splat8(0.0f), c1 = c0, c2 = c0, c3 = c0;
-                    for (int i = 0; i < hd; i += LANES) {
-                        v8f qv = load8(q + i);
-                        c0 += qv * load8(k0 + i);
-                        c1 += qv * load8(k1 + i);
-                        c2 += qv * load8(k2 + i);
-                        c3 += qv * load8(k3 + i);
+                /* Eight keys at a time: eight independent FMA chains over head_dim, then one tree reduces all
+                 * eight (sum8x8). A block past the last key leaves its accumulators at zero instead of reading. */
+                for (int t8 = 0; t8 < len; t8 += 8) {
+                    const float *k0 = keys + (size_t)t8 * hd;
+                    v8f c0 = splat8(0.0f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+                    if (t8 + 8 <= len) {
+                        for (int i = 0; i < hd; i += LANES) {
+                            v8f qv = load8(q + i);
+                            c0 += qv * load8(k0 + i);
+                            c1 += qv * load8(k0 + hd + i);
+                            c2 += qv * load8(k0 + 2 * hd + i);
+                            c3 += qv * load8(k0 + 3 * hd + i);
+                            c4 += qv * load8(k0 + 4 * hd + i);
+                            c5 += qv * load8(k0 + 5 * hd + i);
+                            c6 += qv * load8(k0 + 6 * hd + i);
+                            c7 += qv * load8(k0 + 7 * hd + i);
+                        }
+                    } else {
+                        v8f c[8] = {c0, c0, c0, c0, c0, c0, c0, c0};
+                        for (int j = 0; j < len - t8; j++)
+                            for (int i = 0; i < hd; i += LANES) c[j] += load8(q + i) * load8(k0 + (size_t)j * hd + i);
+                        c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], c4 = c[4], c5 = c[5], c6 = c[6], c7 = c[7];
                     }
-                    scores[t4] = hsum8(c0) * scale;
-                    scores[t4 + 1] = hsum8(c1) * scale;
-                    scores[t4 + 2] = hsum8(c2) * scale;
-                    scores[t4 + 3] = hsum8(c3) * scale;
-                }
-                for (; t4 < len; t4++) {
-                    const float *k0 = keys + (size_t)t4 * hd;
-                    v8f c0 = splat8(0.0f);
-                    for (int i = 0; i < hd; i += LANES) c0 += load8(q + i) * load8(k0 + i);
-                    scores[t4] = hsum8(c0) * scale;
+                    v8f sc = sum8x8(c0, c1, c2, c3, c4, c5, c6, c7) * splat8(scale);
+                    float tmp[LANES];
+                    store8(tmp, sc);
+                    for (int j = 0; j < LANES && t8 + j < len; j++) scores[t8 + j] = tmp[j];
                 }
                 float m = -INFINITY;
                 for (int t = 0; t < len; t++) m = scores[t] > m ? scores[t] : m;
@@ -201,16 +221,39 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
                 }
                 float *o = out + ((size_t)r * nh + head) * hd;
                 float inv = 1.0f / sum;
-                for (int i = 0; i < hd; i += 4 * LANES) {
-                    /* 4 accumulators of 8 lanes per pass: enough registers left for the loads. */
-                    int n = hd - i < 4 * LANES ? (hd - i) / LANES : 4;
-                    v8f acc[4] = {splat8(0.0f), splat8(0.0f), splat8(0.0f), splat8(0.0f)};
-                    for (int tt = 0; tt < len; tt++) {
-                        v8f p = splat8(scores[tt]);
-                        const float *v = values + (size_t)tt * hd + i;
-                        for (int j = 0; j < n; j++) acc[j] += p * load8(v + j * LANES);
+                for (int i = 0; i < hd; i += 8 * LANES) {
+                    /* Up to 64 floats of the output per pass, in 8 accumulators: eight independent FMA chains
+                     * hide the FMA latency (four did not), and leave registers for the value loads. */
+                    const int n = hd - i < 8 * LANES ? (hd - i) / LANES : 8;
+                    if (n == 8) {
+                        v8f a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+                        for (int tt = 0; tt < len; tt++) {
+                            v8f p = splat8(scores[tt]);
+                            const float *v = values + (size_t)tt * hd + i;
+                            a0 += p * load8(v);
+                            a1 += p * load8(v + LANES);
+                            a2 += p * load8(v + 2 * LANES);
+                            a3 += p * load8(v + 3 * LANES);
+                            a4 += p * load8(v + 4 * LANES);
+                            a5 += p * load8(v + 5 * LANES);
+                            a6 += p * load8(v + 6 * LANES);
+                            a7 += p * load8(v + 7 * LANES);
+                        }
+                        v8f iv = splat8(inv);
+                        store8(o + i, a0 * iv); store8(o + i + LANES, a1 * iv);
+                        store8(o + i + 2 * LANES, a2 * iv); store8(o + i + 3 * LANES, a3 * iv);
+                        store8(o + i + 4 * LANES, a4 * iv); store8(o + i + 5 * LANES, a5 * iv);
+                        store8(o + i + 6 * LANES, a6 * iv); store8(o + i + 7 * LANES, a7 * iv);
+                    } else {
+                        v8f acc[8];
+                        for (int j = 0; j < n; j++) acc[j] = splat8(0.0f);
+                        for (int tt = 0; tt < len; tt++) {
+                            v8f p = splat8(scores[tt]);
+                            const float *v = values + (size_t)tt * hd + i;
+                            for (int j = 0; j < n; j++) acc[j] += p * load8(v + j * LANES);
+                        }
+                        for (int j = 0; j < n; j++) store8(o + i + j * LANES, acc[j] * splat8(inv));
                     }
-                    for (int j = 0; j < n; j++) store8(o + i + j * LANES, acc[j] * splat8(inv));
                 }
             }
         }
@@ -223,11 +266,10 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
  *
  * Why not oneDNN for these: a decode step multiplies a few rows by every weight, so it is bound by streaming
  * the weights, and oneDNN's kernels reached ~8 GB/s at 4 rows here (memory gives 20-30). This kernel streams each
- * weight panel once: panels of 16 output columns laid out k-major, four rows at a time held in 8 vector
- * accumulators. Each output element is one FMA chain over k in order, whatever the number of rows, so results are
- * row-invariant by construction. Larger products (prefill) stay with oneDNN, which blocks for caches. */
+ * weight panel once per block of rows: panels of 16 output columns laid out k-major, six (or four) rows at a time
+ * in vector accumulators. Each output element is one FMA chain over k in order, whatever the number of rows, so
+ * results are row-invariant by construction. Prefill's thousands of rows use the same kernel, blocked for L2. */
 #define PANEL 16
-#define MR 4
 
 /* w (n, k) row-major -> packed (n / 16, k, 16); n must be a multiple of 16. */
 void ek_pack_weight(const float *w, float *packed, int n, int k) {
@@ -237,13 +279,49 @@ void ek_pack_weight(const float *w, float *packed, int n, int k) {
                 packed[((size_t)p * k + kk) * PANEL + j] = w[((size_t)p * PANEL + j) * k + kk];
 }
 
+/* Micro-tiles: rows r..r+R-1 of x times one 16-column panel, R accumulator pairs. R = 6 (12 accumulators + 2
+ * weights + 1 broadcast fill 15 of AVX2's 16 registers: enough independent FMA chains to cover the FMA latency on
+ * both pipes, which 8 accumulators at R = 4 did not), and R = 4 for what 6 does not divide. */
+#define ROW_FMA(i)                                                                                                 \
+    do {                                                                                                           \
+        v8f s = splat8(x[(size_t)(i) * k + kk]);                                                                   \
+        a##i##0 += s * w0;                                                                                         \
+        a##i##1 += s * w1;                                                                                         \
+    } while (0)
+#define ROW_STORE(i)                                                                                               \
+    do {                                                                                                           \
+        store8(y + (size_t)(i) * n, a##i##0 + b0);                                                                 \
+        store8(y + (size_t)(i) * n + LANES, a##i##1 + b1);                                                         \
+    } while (0)
+
+static inline void tile6(const float *x, const float *wp, v8f b0, v8f b1, float *y, int n, int k) {
+    v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
+        a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+    for (int kk = 0; kk < k; kk++) {
+        v8f w0 = load8(wp + (size_t)kk * PANEL), w1 = load8(wp + (size_t)kk * PANEL + LANES);
+        ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3); ROW_FMA(4); ROW_FMA(5);
+    }
+    ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3); ROW_STORE(4); ROW_STORE(5);
+}
+
+static inline void tile4(const float *x, const float *wp, v8f b0, v8f b1, float *y, int n, int k) {
+    v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int kk = 0; kk < k; kk++) {
+        v8f w0 = load8(wp + (size_t)kk * PANEL), w1 = load8(wp + (size_t)kk * PANEL + LANES);
+        ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3);
+    }
+    ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3);
+}
+
 /* x (m, k) with m a multiple of 4, packed from ek_pack_weight, y (m, n). bias may be NULL.
  * Work is split into tiles of (a block of rows) x (one panel), rows blocked so a block of x stays in L2 while
- * every panel passes over it (without blocking, prefill's thousands of rows were re-read from L3 per panel). */
+ * every panel passes over it (without blocking, prefill's thousands of rows were re-read from L3 per panel).
+ * Within a block rows go six at a time, four where six does not fit (any multiple of 4 is a sum of 6s and 4s);
+ * which micro-tile computes a row never changes its result: each element is the same FMA chain either way. */
 void ek_linear(const float *x, const float *packed, const float *bias, float *y, int m, int n, int k, int nthreads) {
     const int panels = n / PANEL;
-    int block = (192 * 1024 / (int)sizeof(float)) / k / MR * MR;
-    block = block < MR ? MR : block;
+    int block = (192 * 1024 / (int)sizeof(float)) / k / 12 * 12;
+    block = block < 12 ? 12 : block;
     block = block > m ? m : block;
     const int blocks = (m + block - 1) / block;
     const int tiles = blocks * panels;
@@ -261,22 +339,53 @@ void ek_linear(const float *x, const float *packed, const float *bias, float *y,
             b0 = load8(bias + p * PANEL);
             b1 = load8(bias + p * PANEL + LANES);
         }
-        for (int r = first; r < last; r += MR) {
-            const float *x0 = x + (size_t)r * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
-            v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            for (int kk = 0; kk < k; kk++) {
-                v8f w0 = load8(wp + (size_t)kk * PANEL), w1 = load8(wp + (size_t)kk * PANEL + LANES);
-                v8f s0 = splat8(x0[kk]), s1 = splat8(x1[kk]), s2 = splat8(x2[kk]), s3 = splat8(x3[kk]);
-                a00 += s0 * w0; a01 += s0 * w1;
-                a10 += s1 * w0; a11 += s1 * w1;
-                a20 += s2 * w0; a21 += s2 * w1;
-                a30 += s3 * w0; a31 += s3 * w1;
+        for (int r = first; r < last;) {
+            const int left = last - r;
+            float *yr = y + (size_t)r * n + p * PANEL;
+            if (left == 6 || left >= 10) {
+                tile6(x + (size_t)r * k, wp, b0, b1, yr, n, k);
+                r += 6;
+            } else {
+                tile4(x + (size_t)r * k, wp, b0, b1, yr, n, k);
+                r += 4;
             }
-            float *y0 = y + (size_t)r * n + p * PANEL;
-            store8(y0, a00 + b0); store8(y0 + LANES, a01 + b1);
-            store8(y0 + n, a10 + b0); store8(y0 + n + LANES, a11 + b1);
-            store8(y0 + 2 * (size_t)n, a20 + b0); store8(y0 + 2 * (size_t)n + LANES, a21 + b1);
-            store8(y0 + 3 * (size_t)n, a30 + b0); store8(y0 + 3 * (size_t)n + LANES, a31 + b1);
         }
+    }
+}
+
+/* One decoder layer's weights (projections packed by ek_pack_weight; biases may be NULL) and KV caches. */
+typedef struct {
+    const float *ln1, *ln2;
+    const float *qkv, *qkv_bias, *o, *o_bias, *gate_up, *down;
+    float *k_cache, *v_cache;
+} ek_layer;
+
+/* The whole decoder stack for `rows` rows (a multiple of 4; the first `real_rows` real), in one call.
+ *
+ * Why one call: the runner's Python loop between the kernels above held the GIL ~30 times a step, and over HTTP
+ * the event loop thread (serialising a step's 32 SSE events) kept it for milliseconds at a time while the step
+ * waited; the glue itself (tensor allocation, ctypes marshalling) cost ~0.4 ms a step too. Called through ctypes
+ * this runs with the GIL released from the embeddings to the final norm.
+ *
+ * x (rows, hidden): the token embeddings in, the residual stream after; h (rows, hidden): the final-normed hidden
+ * states out. Scratch: qkv (rows, (nh + 2 nkv) hd), attn (rows, nh hd), delta (rows, hidden), gu (rows, 2 ffn),
+ * act (rows, ffn). Same kernels, same order as calling them one by one, so the same bits. */
+void ek_forward(const ek_layer *layers, int n_layers, const float *final_norm, float *x, float *h, float *qkv,
+                float *attn, float *delta, float *gu, float *act, int rows, int real_rows, const int32_t *pos,
+                const int32_t *slots, const float *cos, const float *ssin, int capacity, int nh, int nkv, int hd,
+                int hidden, int ffn, float eps, float scale, int nthreads) {
+    const int width = (nh + 2 * nkv) * hd;
+    ek_rms_norm(x, layers[0].ln1, h, rows, hidden, eps, nthreads);
+    for (int l = 0; l < n_layers; l++) {
+        const ek_layer *L = &layers[l];
+        ek_linear(h, L->qkv, L->qkv_bias, qkv, rows, width, hidden, nthreads);
+        ek_attention(qkv, rows, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, capacity, nh, nkv, hd,
+                     scale, attn, nthreads);
+        ek_linear(attn, L->o, L->o_bias, delta, rows, hidden, nh * hd, nthreads);
+        ek_add_rms_norm(x, delta, L->ln2, h, rows, hidden, eps, nthreads);
+        ek_linear(h, L->gate_up, NULL, gu, rows, 2 * ffn, hidden, nthreads);
+        ek_silu_mul(gu, act, rows, ffn, nthreads);
+        ek_linear(act, L->down, NULL, delta, rows, hidden, ffn, nthreads);
+        ek_add_rms_norm(x, delta, l + 1 < n_layers ? layers[l + 1].ln1 : final_norm, h, rows, hidden, eps, nthreads);
     }
 }
