@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 import pydantic
 from starlette.requests import Request
 
@@ -195,35 +196,66 @@ class GenerationRun:
 
         Closing the iterator early (client gone: Starlette cancels the response task) cancels the request.
         """
-        interval = self.state.settings.sse_keepalive_interval
         queue = self.handle.queue
+        heartbeat = _Heartbeat(queue, self.state.settings.sse_keepalive_interval)
         try:
             while len(self.done) < self.n:
-                if queue.empty():
-                    try:
-                        async with asyncio.timeout(interval):
-                            item = await queue.get()
-                    except TimeoutError:
-                        yield None
-                        continue
-                else:
-                    item = queue.get_nowait()
+                item = await queue.get()
+                if item is _BEAT:
+                    yield None
+                    continue
+                heartbeat.touch()
                 batch: list[tuple[int, TokenEvent]] = []
                 try:
                     batch.append(self._take(item))
                     while not queue.empty():
-                        batch.append(self._take(queue.get_nowait()))
+                        item = queue.get_nowait()
+                        if item is not _BEAT:
+                            batch.append(self._take(item))
                 except GenerationFailed:
                     if batch:  # tokens generated before the failure still reach the client, then the error
                         yield batch
                     raise
                 yield batch
         finally:
+            heartbeat.cancel()
             if len(self.done) < self.n:
                 self.handle.cancel()
                 log.info("stream closed early; cancelled request %s", self.request.request_id)
             else:
                 self._record()
+
+
+_BEAT = object()
+"""Queue marker: time for an SSE heartbeat."""
+
+
+class _Heartbeat:
+    """Puts ``_BEAT`` into a stream's queue once nothing has arrived for ``interval`` seconds.
+
+    One timer per interval instead of an ``asyncio.timeout`` around every ``queue.get()``: with 32 streams the
+    per-event timeout (create, reschedule, exit) was ~8% of the event loop's time, which on two cores is taken
+    from the decode step."""
+
+    def __init__(self, queue: asyncio.Queue, interval: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._interval = interval
+        self._last = self._loop.time()
+        self._handle = self._loop.call_at(self._last + interval, self._fire)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        if now - self._last >= self._interval:
+            self._queue.put_nowait(_BEAT)
+            self._last = now
+        self._handle = self._loop.call_at(self._last + self._interval, self._fire)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -237,7 +269,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    """One SSE event. orjson: the chunk is serialised once per token per stream, and json.dumps was ~6% of the
+    event loop's time at 32 streams (same compact UTF-8 output; non-finite floats become null, valid JSON)."""
+    return b"data: " + orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS) + b"\n\n"
 
 
 HEARTBEAT = b": keep-alive\n\n"

@@ -110,3 +110,20 @@ async def test_heartbeats_while_waiting(app_client):
     resp = await asyncio.wait_for(task, timeout=30)
     assert ": keep-alive" in resp.text
     assert _events(resp.text)[-1] == "[DONE]"
+
+
+async def test_heartbeat_only_after_a_silent_interval():
+    """Events keep postponing the heartbeat; silence for the interval produces one, and cancel stops them."""
+    from runtime import serving
+
+    queue: asyncio.Queue = asyncio.Queue()
+    beat = serving._Heartbeat(queue, 0.5)
+    for _ in range(20):  # an event every 50 ms for a second: never 0.5 s of silence
+        await asyncio.sleep(0.05)
+        beat.touch()
+    assert queue.empty()
+    await asyncio.sleep(1.2)
+    assert queue.qsize() >= 1 and all(queue.get_nowait() is serving._BEAT for _ in range(queue.qsize()))
+    beat.cancel()
+    await asyncio.sleep(0.7)
+    assert queue.empty()
