@@ -51,7 +51,8 @@ class RuntimeSettings(BaseSettings):
     speculate: int = Field(
         default=3, ge=0,
         description="TGI's SPECULATE: n-gram draft tokens per sequence and decode step, verified in that step "
-                    "(greedy requests; only rows the padded batch computes anyway; 0 turns it off)",
+                    "(greedy requests; rows the padded batch computes anyway first, then one extra row per "
+                    "sequence whose drafts are being accepted; 0 turns it off)",
     )
     keep_alive_timeout: int = 75
 

@@ -35,6 +35,14 @@ class SamplingRow(Protocol):
 
 
 @dataclass
+class GreedyChoices:
+    """Per row of a step's logits: the argmax, and the argmax with EOS masked."""
+
+    plain: list[int]
+    no_eos: list[int]
+
+
+@dataclass
 class Sampled:
     token_id: int
     logprob: float | None
@@ -100,13 +108,23 @@ class BatchSampler:
     def _is_plain(self, row: SamplingRow) -> bool:
         return self.argmax_only(row) and not self.suppresses_eos(row)
 
-    def greedy_token(self, logits: torch.Tensor, row: SamplingRow) -> int:
-        """What :meth:`sample` picks for an :meth:`argmax_only` row from its logits (1-D): same masking, same argmax."""
-        logits = logits[: self.vocab_size]
-        if self.suppresses_eos(row) and len(self.eos_ids):
-            logits = logits.clone()
-            logits[self.eos_ids.to(logits.device)] = float("-inf")
-        return int(logits.argmax())
+    @torch.inference_mode()
+    def greedy_choices(self, logits: torch.Tensor) -> GreedyChoices:
+        """What :meth:`sample` would pick for every row as an :meth:`argmax_only` row, both ways (EOS allowed, EOS
+        masked), in two batched argmaxes: verifying drafts one row at a time cost ~20 us per row (a clone, a mask,
+        an argmax), ~2 ms a step at 32 sequences."""
+        logits = logits[:, : self.vocab_size]
+        plain = logits.argmax(-1).tolist()
+        if not len(self.eos_ids):
+            return GreedyChoices(plain, plain)
+        masked = logits.clone()
+        masked[:, self.eos_ids.to(logits.device)] = float("-inf")
+        return GreedyChoices(plain, masked.argmax(-1).tolist())
+
+    def pick(self, choices: GreedyChoices, index: int, row: SamplingRow) -> int:
+        """The token :meth:`sample` would pick for row ``index`` of those logits, for ``row`` as it is now (whether
+        EOS is suppressed can change within a step's drafts: min_tokens)."""
+        return (choices.no_eos if self.suppresses_eos(row) else choices.plain)[index]
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> list[Sampled]:

@@ -30,7 +30,12 @@ from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from runtime.engine.model import ModelRunner, pad_rows
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
 from runtime.engine.sampling import BatchSampler
-from runtime.engine.speculation import NgramProposer
+from runtime.engine.speculation import (
+    PAID_DRAFT_MIN_ACCEPTANCE,
+    PAID_DRAFT_PROBE_EVERY,
+    SPEC_DECAY,
+    NgramProposer,
+)
 
 log = logging.getLogger("runtime.engine")
 
@@ -85,6 +90,9 @@ class Sequence:
         self.first_event = True
         self.finished: FinishReason | None = None
         self.proposer: NgramProposer | None = None  # built the first time this sequence may speculate
+        self.spec_proposed = 0.0  # this sequence's recent drafts and how many were accepted (decaying counts)
+        self.spec_accepted = 0.0
+        self.decode_steps = 0
 
     @property
     def length(self) -> int:
@@ -318,46 +326,69 @@ class Engine:
             self._verify(running, drafts, first_rows, logits, events)
 
     def _drafts(self, running: list[Sequence]) -> list[list[int]] | None:
-        """Drafts for this step, only into the rows padding would compute anyway; None when there are none."""
+        """Drafts for this step; None when there are none.
+
+        Rows the padded batch computes anyway are free: they go to drafts first (a lone stream gets 3). Beyond
+        them a sequence whose recent drafts were mostly accepted gets one paid row (see speculation.py's
+        PAID_DRAFT_MIN_ACCEPTANCE); adding those can make new padding rows, which lengthen drafts for free."""
         if not self.speculate:
             return None
-        free = pad_rows(len(running)) - len(running)
-        if free <= 0:
-            return None
-        drafts: list[list[int]] = []
+        rooms: list[int] = []
+        paid = 0
         for seq in running:
-            draft: list[int] = []
-            if free > 0 and not seq.stream.cancelled and self.sampler.argmax_only(seq):
+            room = 0
+            if not seq.stream.cancelled and self.sampler.argmax_only(seq):
                 room = min(
                     self.speculate,
-                    free,
                     seq.params.max_new_tokens - len(seq.output_ids) - 1,
                     self.limits.max_total_tokens - seq.length,
                 )
-                if room > 0:
-                    if seq.proposer is None:
-                        seq.proposer = NgramProposer(seq.prompt_ids + seq.output_ids)
-                    draft = seq.proposer.propose(room)
-            free -= len(draft)
+                if room > 0 and seq.proposer is None:
+                    seq.proposer = NgramProposer(seq.prompt_ids + seq.output_ids)
+            pays = room > 0 and self._worth_a_row(seq) and bool(seq.proposer.propose(1))
+            paid += pays
+            rooms.append(room if pays else -room)  # negative: free rows only
+        free = pad_rows(len(running) + paid) - len(running) - paid
+        drafts: list[list[int]] = []
+        for seq, room in zip(running, rooms, strict=True):
+            own = 1 if room > 0 else 0
+            want = min(abs(room), own + max(free, 0))
+            draft = seq.proposer.propose(want) if want > 0 else []
+            free -= max(len(draft) - own, 0)
             drafts.append(draft)
+            seq.decode_steps += 1
         return drafts if any(drafts) else None
+
+    @staticmethod
+    def _worth_a_row(seq: Sequence) -> bool:
+        """Whether this sequence's drafts have earned a row of their own: its decaying acceptance rate (a new
+        sequence starts at 1/1) is at least PAID_DRAFT_MIN_ACCEPTANCE; below it, one probe every
+        PAID_DRAFT_PROBE_EVERY steps keeps the estimate current."""
+        rate = (seq.spec_accepted + 1.0) / (seq.spec_proposed + 1.0)
+        return rate >= PAID_DRAFT_MIN_ACCEPTANCE or seq.decode_steps % PAID_DRAFT_PROBE_EVERY == 0
 
     def _verify(self, seqs: list[Sequence], drafts: list[list[int]], first_rows: list[int], logits: torch.Tensor,
                 events: list) -> None:
         """Row ``j`` of a sequence predicts the token after draft ``j``: valid while every earlier draft matched the
         token actually chosen. Accepted tokens go through :meth:`_append` one by one (stops, EOS, limits), and each
         is picked with the sequence as it stands then (EOS masking follows min_tokens as plain decoding would)."""
+        choices = self.sampler.greedy_choices(logits)
         for seq, draft, first in zip(seqs, drafts, first_rows, strict=True):
             if not draft or seq.stream.cancelled:
                 continue
             self.stats.spec_draft_tokens += len(draft)
+            accepted = 0
             for j, proposed in enumerate(draft, start=1):
                 if seq.finished is not None or proposed != seq.output_ids[-1]:
                     break
-                token = self.sampler.greedy_token(logits[first + j], seq)
+                token = self.sampler.pick(choices, first + j, seq)
                 events.append((seq.stream, self._append(seq, token, None, None)))
-                self.stats.spec_accepted_tokens += 1
-                self.stats.generated_tokens += 1
+                accepted += 1
+            self.stats.spec_accepted_tokens += accepted
+            self.stats.generated_tokens += accepted
+            # Only the first draft of a step decides whether a paid row was worth it; decay keeps it recent.
+            seq.spec_proposed = seq.spec_proposed * SPEC_DECAY + 1
+            seq.spec_accepted = seq.spec_accepted * SPEC_DECAY + (1 if accepted else 0)
 
     def _advance(self, seqs: list[Sequence], logits: torch.Tensor, events: list) -> None:
         results = self.sampler.sample(logits, seqs)

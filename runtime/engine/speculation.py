@@ -7,14 +7,28 @@ feeds ``[last token, draft...]`` as extra rows of the decode step; row ``j`` pre
 model's own token. The lean forward is row- and length-invariant to the bit, so a verified greedy token is exactly
 the token plain decoding would produce: output does not change, only how many steps it takes.
 
-Drafts only fill rows a decode step computes anyway (the batch is padded to a multiple of
-:data:`~runtime.engine.model.ROW_MULTIPLE` rows): a lone stream gets up to 3 drafts per step for free, a full
-batch none. Repetitive output (code, quoting the prompt, loops of a small model) gains most.
+Rows a decode step computes anyway (the batch is padded to a multiple of
+:data:`~runtime.engine.model.ROW_MULTIPLE` rows) take drafts first: a lone stream gets up to 3 per step for free.
+Beyond those, a draft costs a row of compute, so a sequence gets one paid row per step only while its own recent
+drafts were mostly accepted. Repetitive output (code, quoting the prompt, loops of a small model) gains most; text
+the n-grams cannot predict soon stops paying and costs one probe row every few steps.
 """
 
 from __future__ import annotations
 
 MAX_NGRAM = 3
+
+PAID_DRAFT_MIN_ACCEPTANCE = 0.6
+"""A row holding one draft pays off when the draft is accepted often enough: measured on the CI machine's CPU
+(the tiny model, 32 sequences at ~100 positions), 64 rows cost 1.47x a 32-row step, so one extra token per
+sequence breaks even at 47% acceptance; 0.6 leaves a margin (a memory-bound GPU step pays far less per row)."""
+
+PAID_DRAFT_PROBE_EVERY = 8
+"""Below the threshold a sequence still drafts (paid) every this many steps, so a sequence that becomes
+repetitive later is noticed."""
+
+SPEC_DECAY = 0.9
+"""Per-step decay of a sequence's draft/accept counts: the rate reflects roughly the last ten steps."""
 
 
 class NgramProposer:

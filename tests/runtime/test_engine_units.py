@@ -208,8 +208,8 @@ def test_ngram_proposer_copies_what_followed_the_latest_match():
 
 def test_speculation_changes_steps_not_tokens(tiny_model_dir):
     """Greedy output with n-gram drafts verified in the decode step equals plain decoding token for token, alone
-    and in small batches (where padding rows are free), with ignore_eos, min_tokens, stop strings and max_new_tokens
-    all landing mid-draft; and the drafts were really used."""
+    and in batches (padding rows are free; a full batch's drafts take paid rows), with ignore_eos, min_tokens,
+    stop strings and max_new_tokens all landing mid-draft; and the drafts were really used."""
     import asyncio
 
     import torch
@@ -221,7 +221,8 @@ def test_speculation_changes_steps_not_tokens(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    texts = ["a = 1\nb = 2\na = 1\nb = 2\na = 1\n", "def f(x):\n    return x\n" * 3, "import os\nimport sys\n"]
+    texts = ["a = 1\nb = 2\na = 1\nb = 2\na = 1\n", "def f(x):\n    return x\n" * 3, "import os\nimport sys\n",
+             "x = [1, 2, 3]\ny = [1, 2, 3]\n"]
     prompts = [tok(t).input_ids for t in texts]
 
     def run(speculate, group, params):
@@ -257,7 +258,7 @@ def test_speculation_changes_steps_not_tokens(tiny_model_dir):
     ]
     accepted = 0
     for params in cases:
-        for group in ([0], [1], [0, 1], [0, 1, 2]):
+        for group in ([0], [1], [0, 1], [0, 1, 2], [0, 1, 2, 3]):  # 4: a full batch, drafts only in paid rows
             plain, _ = run(0, group, params)
             spec, stats = run(3, group, params)
             assert spec == plain, (params, group)
@@ -270,3 +271,45 @@ def test_speculation_changes_steps_not_tokens(tiny_model_dir):
     assert stop.strip()
     with_stop = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True, stop=[stop])
     assert run(3, [0], with_stop)[0] == run(0, [0], with_stop)[0]
+
+
+def _draft_rows(n: int, *, accepted: float = 0.0, proposed: float = 0.0, step: int = 1) -> list[list[int]] | None:
+    """The engine's draft allocation for ``n`` running greedy sequences whose history repeats (the n-gram
+    proposer always has a continuation), with the given recent acceptance counts."""
+    from types import SimpleNamespace
+
+    from runtime.engine.params import SamplingParams
+    from runtime.engine.sampling import BatchSampler
+    from runtime.engine.scheduler import Engine, EngineLimits
+    from runtime.engine.speculation import NgramProposer
+
+    engine = Engine.__new__(Engine)  # only the drafting policy: no model, no thread
+    engine.speculate = 3
+    engine.sampler = BatchSampler(vocab_size=100, eos_token_ids=[0])
+    engine.limits = EngineLimits(64, 4096, 65536, 2048)
+    history = [5, 6, 7, 8] * 10
+    seqs = [
+        SimpleNamespace(stream=SimpleNamespace(cancelled=False),
+                        params=SamplingParams(max_new_tokens=100, temperature=0), constraint=None, output_ids=history[:20], prompt_ids=history[20:], length=40,
+                        proposer=NgramProposer(history), spec_accepted=accepted, spec_proposed=proposed,
+                        decode_steps=step)
+        for _ in range(n)
+    ]
+    return engine._drafts(seqs)
+
+
+def test_drafts_fill_free_rows_then_pay_one_row_per_sequence_that_earns_it():
+    """Free padding rows first (a lone stream: 3 drafts in its 4 rows); beyond them one paid row per sequence
+    whose drafts are being accepted, new padding rows lengthening drafts; a sequence whose drafts keep failing
+    pays only on probe steps."""
+    from runtime.engine.speculation import PAID_DRAFT_PROBE_EVERY
+
+    assert [len(d) for d in _draft_rows(1)] == [3]
+    assert [len(d) for d in _draft_rows(32)] == [1] * 32  # 64 rows: every sequence one draft, nothing wasted
+    assert [len(d) for d in _draft_rows(31)] == [3] + [1] * 30  # 62 rows padded to 64: 2 free rows to the first
+    assert [len(d) for d in _draft_rows(32, accepted=9.0, proposed=10.0)] == [1] * 32
+    # Rejected drafts (acceptance 1/11): no paid rows, only the free ones: 30 sequences pad to 32 rows.
+    assert [len(d) for d in _draft_rows(30, accepted=0.0, proposed=10.0)] == [2] + [0] * 29
+    assert _draft_rows(32, accepted=0.0, proposed=10.0) is None
+    probe = _draft_rows(32, accepted=0.0, proposed=10.0, step=PAID_DRAFT_PROBE_EVERY)
+    assert [len(d) for d in probe] == [1] * 32
