@@ -172,7 +172,8 @@ def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_p
 
 
 def test_forward_is_the_kernels_composed(kernels):
-    """ek_forward (the whole stack in one call, GIL released) gives the bits of calling each kernel in turn."""
+    """ek_forward (the whole stack in one call and one parallel region, GIL released) gives the bits of calling
+    each kernel in turn, with any number of threads."""
     gen = torch.Generator().manual_seed(4)
     nh, nkv, hd, hidden, ffn, capacity, n_layers = 4, 2, 32, 128, 192, 64, 2
     width = (nh + 2 * nkv) * hd
@@ -209,13 +210,15 @@ def test_forward_is_the_kernels_composed(kernels):
         following = packed[i + 1]["ln1"] if i + 1 < n_layers else final
         kernels.add_rms_norm(xs, kernels.linear(act, layer["down"], None, hidden, 2), following, 1e-5, h, 2)
 
-    table = native.layer_table([{**layer, "k_cache": k, "v_cache": v} for layer, (k, v) in zip(packed, caches)])
-    xf = x.clone()
-    out = kernels.forward(table, final, xf, 5, positions, slots, cos, ssin, capacity, nh, nkv, hd, ffn, 1e-5,
-                          hd**-0.5, 2)
-    assert torch.equal(out, h)
-    assert torch.equal(xf, xs)
-    for (k1, v1), (k2, v2) in zip(one_by_one, caches, strict=True):
-        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    for threads in (1, 2, 3):  # one region for the whole forward, phases separated by its own spin barrier
+        fresh = [(k.clone(), v.clone()) for k, v in caches]
+        table = native.layer_table([{**layer, "k_cache": k, "v_cache": v} for layer, (k, v) in zip(packed, fresh)])
+        xf = x.clone()
+        out = kernels.forward(table, final, xf, 5, positions, slots, cos, ssin, capacity, nh, nkv, hd, ffn, 1e-5,
+                              hd**-0.5, threads)
+        assert torch.equal(out, h), threads
+        assert torch.equal(xf, xs)
+        for (k1, v1), (k2, v2) in zip(one_by_one, fresh, strict=True):
+            assert torch.equal(k1, k2) and torch.equal(v1, v2)
     with pytest.raises(ValueError, match="contiguous CPU float32"):
         native.layer_table([{**packed[0], "k_cache": caches[0][0][:, :1], "v_cache": caches[0][1]}])
