@@ -34,6 +34,14 @@ class SamplingRow(Protocol):
     constraint: TokenConstraint | None
 
 
+def argmax_rows(logits: torch.Tensor) -> list[int]:
+    """Each row's argmax (the first maximal index, as torch.argmax). On CPU through NumPy: torch's argmax over a
+    (64, 8192) fp32 matrix took ~590 us here against NumPy's ~70 (three a step: ~1.5 ms of a ~16 ms step)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return logits.detach().numpy().argmax(-1).tolist()
+    return logits.argmax(-1).tolist()
+
+
 @dataclass
 class GreedyChoices:
     """Per row of a step's logits: the argmax, and the argmax with EOS masked."""
@@ -111,15 +119,19 @@ class BatchSampler:
     @torch.inference_mode()
     def greedy_choices(self, logits: torch.Tensor) -> GreedyChoices:
         """What :meth:`sample` would pick for every row as an :meth:`argmax_only` row, both ways (EOS allowed, EOS
-        masked), in two batched argmaxes: verifying drafts one row at a time cost ~20 us per row (a clone, a mask,
-        an argmax), ~2 ms a step at 32 sequences."""
+        masked), from one batched argmax: verifying drafts one row at a time cost ~20 us per row (a clone, a mask,
+        an argmax), ~2 ms a step at 32 sequences. Masking EOS only changes rows whose argmax is an EOS token;
+        only those are masked and searched again."""
         logits = logits[:, : self.vocab_size]
-        plain = logits.argmax(-1).tolist()
-        if not len(self.eos_ids):
-            return GreedyChoices(plain, plain)
-        masked = logits.clone()
-        masked[:, self.eos_ids.to(logits.device)] = float("-inf")
-        return GreedyChoices(plain, masked.argmax(-1).tolist())
+        plain = argmax_rows(logits)
+        eos = set(self.eos_ids.tolist())
+        no_eos = list(plain)
+        for i, token in enumerate(plain):
+            if token in eos:
+                row = logits[i].clone()
+                row[self.eos_ids.to(row.device)] = float("-inf")
+                no_eos[i] = argmax_rows(row[None])[0]
+        return GreedyChoices(plain, no_eos)
 
     def pick(self, choices: GreedyChoices, index: int, row: SamplingRow) -> int:
         """The token :meth:`sample` would pick for row ``index`` of those logits, for ``row`` as it is now (whether
@@ -130,7 +142,7 @@ class BatchSampler:
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> list[Sampled]:
         logits = logits[:, : self.vocab_size]
         if all(self._is_plain(r) for r in rows):
-            return [Sampled(t, None, None) for t in logits.argmax(-1).tolist()]
+            return [Sampled(t, None, None) for t in argmax_rows(logits)]
         # ``logits`` is the runner's fresh output for this step: safe to adjust in place.
         constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
         if constrained:
@@ -161,7 +173,7 @@ class BatchSampler:
         logprobs = None
         if any(r.params.logprobs for r in rows):
             logprobs = torch.log_softmax(logits, dim=-1)
-        greedy_tokens = logits.argmax(-1).tolist()
+        greedy_tokens = argmax_rows(logits)
         for i, row in enumerate(rows):
             p = row.params
             if p.greedy:

@@ -313,3 +313,25 @@ def test_drafts_fill_free_rows_then_pay_one_row_per_sequence_that_earns_it():
     assert _draft_rows(32, accepted=0.0, proposed=10.0) is None
     probe = _draft_rows(32, accepted=0.0, proposed=10.0, step=PAID_DRAFT_PROBE_EVERY)
     assert [len(d) for d in probe] == [1] * 32
+
+
+def test_batched_greedy_choices_match_torch_argmax():
+    """NumPy's argmax (what the sampler uses on CPU) picks what torch.argmax picks: the first maximum, NaN as
+    maximal, on strided views; the EOS-masked choice differs only where the argmax was EOS."""
+    import torch
+
+    from runtime.engine.sampling import BatchSampler, argmax_rows
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(8, 130, generator=gen)
+    logits[1, 3] = logits[1, 9] = 50.0  # tie: the first wins
+    logits[2, 4] = float("nan")
+    logits[6, 0] = 60.0  # EOS (id 0) is this row's argmax
+    view = logits[:, :128]
+    assert argmax_rows(view) == view.argmax(-1).tolist()
+    choices = BatchSampler(vocab_size=128, eos_token_ids=[0]).greedy_choices(logits)
+    assert choices.plain == view.argmax(-1).tolist()
+    masked = view.clone()
+    masked[:, 0] = float("-inf")
+    assert choices.no_eos == masked.argmax(-1).tolist()
+    assert choices.plain[6] == 0 and choices.no_eos[6] != 0
