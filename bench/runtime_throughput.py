@@ -5,7 +5,8 @@ Fixed, documented shape: the tiny model (Llama, hidden 384, 6 layers, 6 heads / 
 standard library's ``argparse.py`` (sent as token ids, so both servers see identical inputs), 64 new tokens each
 (``ignore_eos``, greedy), streamed ``/v1/completions``. Measured per server, one server at a time on the same
 machine in the same run: output tokens/s, time to first token p50/p99, inter-token latency p50/p99, and
-single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached (from /metrics),
+single-stream tokens/s (8 sequential requests); for ours also the decode batch sizes reached and the n-gram
+drafts proposed and accepted at 32 clients (from /metrics),
 and the single stream's n-gram speculation (drafts, acceptance, tokens per decode step) next to the same single
 stream on a server started with SPECULATE=0 (same text required).
 Greedy outputs of both servers are compared token for token.
@@ -183,6 +184,16 @@ def _metric(text: str, name: str) -> float:
     return float("nan")
 
 
+def _speculation(before: str, after: str) -> dict:
+    """N-gram drafts proposed and accepted between two /metrics scrapes."""
+    drafted = _metric(after, "vllm:spec_decode_num_draft_tokens_total") - _metric(
+        before, "vllm:spec_decode_num_draft_tokens_total")
+    accepted = _metric(after, "vllm:spec_decode_num_accepted_tokens_total") - _metric(
+        before, "vllm:spec_decode_num_accepted_tokens_total")
+    return {"drafted": int(drafted), "accepted": int(accepted),
+            "acceptance": round(accepted / drafted, 2) if drafted else None}
+
+
 def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> dict:
     # Warm-up: one small concurrent round so first-request costs are not measured.
     asyncio.run(_load(url, prompts[:4], clients=4, max_tokens=8))
@@ -196,21 +207,16 @@ def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> 
         out["decode_batch_size_max"] = int(_metric(after, "endpointctl_batch_max_size_reached"))
         out["decode_batch_size_mean"] = round(bsum / steps, 1) if steps else None
         out["decode_steps"] = int(steps)
+        out["speculation"] = _speculation(before, after)
     before = httpx.get(f"{url}/metrics").text if with_metrics else ""
     single = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
     out["single_stream_tokens_per_s"] = single["tokens_per_s"]
     if with_metrics:
         after = httpx.get(f"{url}/metrics").text
 
-        def delta(name: str) -> float:
-            return _metric(after, name) - _metric(before, name)
-
-        steps = delta("endpointctl_decode_steps_total")
-        drafted = delta("vllm:spec_decode_num_draft_tokens_total")
-        accepted = delta("vllm:spec_decode_num_accepted_tokens_total")
+        steps = _metric(after, "endpointctl_decode_steps_total") - _metric(before, "endpointctl_decode_steps_total")
         out["single_stream_speculation"] = {
-            "drafted": int(drafted), "accepted": int(accepted),
-            "acceptance": round(accepted / drafted, 2) if drafted else None,
+            **_speculation(before, after),
             "tokens_per_decode_step": round(args.single * (args.max_tokens - 1) / steps, 2) if steps else None,
         }
     # Greedy must not depend on the batch: the same prompts alone vs. inside the 32-client run.

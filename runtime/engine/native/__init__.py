@@ -200,7 +200,6 @@ class NativeKernels:
         )
         return out
 
-
     def forward(self, table: ctypes.Array, final_norm: torch.Tensor, x: torch.Tensor, real_rows: int,
                 positions: torch.Tensor, slots: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,
                 capacity: int, num_heads: int, num_kv_heads: int, head_dim: int, ffn: int, eps: float, scale: float,
