@@ -9,8 +9,8 @@ Two runners share one interface (:class:`ModelRunner`), selected automatically b
   ``(slots, kv_heads, capacity, head_dim)`` per layer, so a sequence joining or leaving the batch costs no
   cache copies beyond moving one slot (compaction keeps running sequences in slots ``0..B-1`` so decode reads
   plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths. On CPU
-  in fp32 it runs on the native kernels of :mod:`runtime.engine.native` (one call per stretch between two
-  matrix products, and the products themselves); elsewhere, or when they cannot be built, on PyTorch ops.
+  in fp32 the whole decoder stack is one call into the native kernels of :mod:`runtime.engine.native`
+  (``ek_forward``); elsewhere, or when they cannot be built, it runs on PyTorch ops.
 * :class:`HFFallbackRunner` for every other architecture: HF's own forward with one ``DynamicCache`` per
   sequence. Correct, not fast; it is also the reference the tests compare the lean forward against.
 

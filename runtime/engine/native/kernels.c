@@ -3,8 +3,10 @@
  * Why these exist: at the tiny model's size a decode step is mostly fixed cost. Between its four matrix products a
  * layer ran ~60 small PyTorch ops (norms, RoPE, cache writes, attention as batched GEMMs, softmax, SiLU), each a
  * dispatch of several microseconds and, for attention at 32 rows, a poorly shaped bmm; they took 40% of the step.
- * Here each stretch between two matrix products is one call, and the products themselves (ek_linear) stream
- * packed weights faster than oneDNN's small-M kernels did.
+ * Here each stretch between two matrix products is one kernel, the products themselves (ek_linear) stream
+ * packed weights faster than oneDNN's small-M kernels did, and ek_forward runs a whole forward in one call and
+ * one parallel region. The ek_* kernels stay callable one by one: the tests check each against PyTorch and the
+ * forward against them.
  *
  * Every row (and every (row, kv head) of attention) is computed by one thread, in an order that depends only on
  * that row's own length: a sequence's results are bit-identical whatever else shares the step, which is what makes
