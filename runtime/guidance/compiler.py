@@ -18,6 +18,10 @@ Choices that keep random and real models finishing:
   models are trained on.
 * Strict mode: properties a schema does not list are not generated (output still validates against the schema,
   and objects close).
+* No raw control characters in strings. xgrammar's rule for a length-bounded string (``minLength``/``maxLength``)
+  admits U+0000-U+001F, which RFC 8259 forbids unescaped; a random model wrote ``\x1d`` into a tool call's
+  arguments and ``json.loads`` refused them. Every JSON grammar goes through :func:`_json_ebnf`, which gives
+  that rule the character class of xgrammar's own unbounded string rule.
 
 Bad input is reported before any generation: the schema is first checked against its JSON Schema metaschema
 (``jsonschema``, messages name the offending keyword), then compiled; an xgrammar error (unsupported keyword,
@@ -44,6 +48,10 @@ from runtime.guidance.specs import GrammarSpec
 
 # Canonical JSON layout (see the module docstring).
 ANY_WHITESPACE = False
+
+# The one character of a length-bounded JSON string as xgrammar 0.2.8 writes it, and what RFC 8259 allows there.
+_BOUNDED_STRING_CHAR = r'[^\"\\\r\n]'
+_JSON_STRING_CHAR = r'[^\0-\x1f\"\\]'
 
 _CPP_PREFIX = re.compile(r"^\[[0-9:]+\]\s+\S+:\d+:\s*")
 
@@ -73,7 +81,13 @@ def _check_canonical(schema_json: str) -> None:
 @functools.lru_cache(maxsize=512)
 def _ebnf(schema_json: str) -> str:
     # Memoised: the tools of a conversation are resent with every turn.
-    return str(xgr.Grammar.from_json_schema(schema_json, any_whitespace=ANY_WHITESPACE, strict_mode=True))
+    return _json_ebnf(schema_json, strict=True)
+
+
+def _json_ebnf(schema_json: str, *, strict: bool) -> str:
+    """xgrammar's grammar for a schema, with raw control characters kept out of every string (module docstring)."""
+    grammar = xgr.Grammar.from_json_schema(schema_json, any_whitespace=ANY_WHITESPACE, strict_mode=strict)
+    return str(grammar).replace(_BOUNDED_STRING_CHAR, _JSON_STRING_CHAR)
 
 
 def check_schema(schema: Any, *, param: str) -> None:
@@ -170,9 +184,9 @@ class GrammarCompiler:
             if spec.kind == "json_schema":
                 schema = spec.schema()
                 check_schema(schema, param=param)
-                return self._compiler.compile_json_schema(spec.value, any_whitespace=ANY_WHITESPACE, strict_mode=True)
+                return self._compiler.compile_grammar(_json_ebnf(spec.value, strict=True))
             if spec.kind == "json_object":
-                return self._compiler.compile_json_schema(spec.value, any_whitespace=ANY_WHITESPACE, strict_mode=False)
+                return self._compiler.compile_grammar(_json_ebnf(spec.value, strict=False))
             if spec.kind == "regex":
                 return self._compiler.compile_regex(spec.value)
             if spec.kind == "tool_calls":

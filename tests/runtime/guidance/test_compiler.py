@@ -99,3 +99,18 @@ def test_numeric_bounds_hold_even_when_the_model_pushes_digits(compiler, tiny_lm
     [(text, finished)] = tiny_lm.generate(["count"], [compiler.factory(spec)()], logit_bias=digits, max_new_tokens=60)
     assert finished
     assert 10 <= json.loads(text)["n"] <= 20
+
+
+@pytest.mark.parametrize("schema", [{"type": "string", "maxLength": 12}, {"type": "string", "minLength": 1}, {"type": "string"}])
+def test_strings_never_hold_raw_control_characters_even_when_the_model_pushes_them(compiler, tiny_lm, schema):
+    """RFC 8259: U+0000-U+001F only escaped. xgrammar's length-bounded string rule let them through (and a
+    random model wrote ``\\x1d`` into tool-call arguments); every token holding one is biased up here."""
+    tokenizer = tiny_lm.tokenizer
+    controls = [i for i in range(tiny_lm.vocab_size) if any(ord(ch) < 0x20 for ch in tokenizer.decode([i]))]
+    assert controls
+    spec = json_schema_spec({"type": "object", "properties": {"s": schema}, "required": ["s"]}, param="g")
+    assert not compiler.factory(spec)().accept_text('{"s": "a\x1db"}')
+    [(text, finished)] = tiny_lm.generate(["x"], [compiler.factory(spec)()], logit_bias={i: 30.0 for i in controls}, max_new_tokens=40)
+    assert not any(ord(ch) < 0x20 for ch in text), text
+    if finished:
+        jsonschema.validate(json.loads(text), spec.schema())

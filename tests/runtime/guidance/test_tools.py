@@ -128,6 +128,14 @@ def test_named_function_only(compiler):
     assert not complete(matcher(compiler, plan), "text")
 
 
+def test_arguments_never_hold_raw_control_characters(compiler):
+    """RFC 8259 forbids U+0000-U+001F unescaped in a string; the length-bounded ``city`` must refuse them too."""
+    plan = plan_tools(TOOLS, {"type": "function", "function": {"name": "get_weather"}})
+    for bad in ("\x1d", "\x00", "\t", "\x1f"):
+        assert not matcher(compiler, plan).accept_text(call("get_weather", '{"city": "Pa' + bad + 'ris", "unit": "c"}'))
+    assert complete(matcher(compiler, plan), call("get_weather", '{"city": "Zürich", "unit": "c"}'))
+
+
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "add"}}])
 def test_random_model_produces_parseable_calls(compiler, tiny_lm, choice):
     plan = plan_tools(TOOLS, choice, parallel_tool_calls=False)
