@@ -83,12 +83,15 @@ class RuntimeMetrics:
         self.v_req_prompt = Histogram("vllm:request_prompt_tokens", "Prompt tokens per request", labels, buckets=TOKEN_BUCKETS, registry=r)
         self.v_req_gen = Histogram("vllm:request_generation_tokens", "Generated tokens per request", labels, buckets=TOKEN_BUCKETS, registry=r)
         self._engine_reader: Callable[[], dict] | None = None
+        # Observed once per generated token, on the event loop: resolve the labelled child once (``labels()``
+        # takes a lock and builds a key every call; ~10% of the event loop's samples at 32 streams).
+        self._itl = self.v_itl.labels(model_name)
 
     def attach_engine(self, read: Callable[[], dict]) -> None:
         self.registry.register(_EngineCollector(read, self.model_name))
 
     def observe_token_gap(self, gap: float) -> None:
-        self.v_itl.labels(self.model_name).observe(gap)
+        self._itl.observe(gap)
 
     def observe_finished(
         self,

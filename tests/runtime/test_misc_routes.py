@@ -15,9 +15,17 @@ def test_info_has_tgi_fields(http):
     assert info["speculate"] == 3  # SPECULATE's default
 
 
+def _itl_count(text: str) -> float:
+    [line] = [x for x in text.splitlines() if x.startswith("vllm:inter_token_latency_seconds_count{")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def test_metrics_families(http):
-    http.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}})
+    before = _itl_count(http.get("/metrics").text)
+    resp = http.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 3, "details": True}})
+    assert resp.json()["details"]["generated_tokens"] == 3, resp.text
     text = http.get("/metrics").text
+    assert _itl_count(text) - before >= 2  # three tokens, two gaps between them (other tests may add more)
     for name in ("tgi_request_count_total", "tgi_queue_size", "tgi_batch_current_size", "tgi_request_duration_bucket",
                  "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:time_to_first_token_seconds_bucket",
                  "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
