@@ -2,8 +2,8 @@
 
 The control plane is the real thing (the same binaries a cluster runs, built from source by
 scripts/build-kube.sh); only the nodes are fake: kwok registers them, keeps their leases fresh and plays the
-kubelet's part for pods (see `stages.py`). Everything binds 127.0.0.1 on ephemeral ports and lives under one
-state directory, so several clusters (one per test session, one per developer) never collide.
+kubelet's part for pods (see `stages.py`). Everything binds 127.0.0.1 on free ports picked per start and lives
+under one state directory, so several clusters (one per test session, one per developer) never collide.
 
 The processes are started detached and recorded in `<state_dir>/state.json`, so `up` and `down` may run in
 different processes (the CLI) or the same one (the pytest fixture). `down` stops exactly the recorded processes
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,40 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 START_ATTEMPTS = 3
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return low, high
+
+
+def _free_port(taken: set[int]) -> int:
+    """A loopback port nobody holds now, outside the kernel's ephemeral range, and not already in `taken`.
+
+    Why not bind(0): it hands out a port of the ephemeral range, the same range every outgoing connect() on the
+    machine draws its source port from. The child binds the port a moment later, and on a busy machine (the test
+    suite's own clients, an API server talking to etcd) a connection can take it in between. Ports below the
+    range are only ever taken by an explicit bind, so that window is closed.
+    """
+    low, high = _ephemeral_range()
+    pool = range(10000, low) if low - 10000 >= 2000 else range(high + 1, 65536)
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.choice(pool)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise DevClusterError(f"no free loopback port in {pool.start}-{pool.stop - 1} after 500 tries")
 
 
 @dataclass
@@ -90,6 +121,8 @@ class DevCluster:
     def __init__(self, state_dir: Path | str, *, binaries: Binaries | None = None) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self._binaries = binaries
+        # Children started by this process, by pid: their exit status says how a component that died ended.
+        self._children: dict[int, subprocess.Popen] = {}
 
     # --- paths -------------------------------------------------------------------------------------------
     @property
@@ -166,7 +199,7 @@ class DevCluster:
                                 instance_type=instance_type, gpu_product=gpu_product, cpu_nodes=cpu_nodes, audit=audit)
                 return
             except StartAttemptFailed as exc:
-                failures.append(f"attempt {attempt}: {exc}")
+                failures.append(f"attempt {attempt}: {exc}\n({_machine_context(self.state_dir)})")
                 self.down()
             except BaseException:
                 self.down()
@@ -179,8 +212,9 @@ class DevCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         pki = self.pki
-        state = ClusterState(etcd_port=_free_port(), etcd_peer_port=_free_port(), apiserver_port=_free_port(),
-                             kwok_port=_free_port(), bin_dir=str(bins.bin_dir))
+        taken: set[int] = set()
+        state = ClusterState(etcd_port=_free_port(taken), etcd_peer_port=_free_port(taken),
+                             apiserver_port=_free_port(taken), kwok_port=_free_port(taken), bin_dir=str(bins.bin_dir))
         state.pools = {
             "gpu": asdict(NodePool(name="gpu", instance_type=instance_type, gpus=gpus_per_node,
                                    gpu_product=gpu_product)),
@@ -385,6 +419,7 @@ class DevCluster:
                                     start_new_session=True, cwd=self.state_dir)
         finally:
             log.close()
+        self._children[proc.pid] = proc
         state.pids[comp] = proc.pid
         self._save_state(state)
 
@@ -392,7 +427,17 @@ class DevCluster:
         for comp, pid in state.pids.items():
             if not _pid_alive(pid, str(Path(state.bin_dir) / comp)):
                 tail = _tail(self.log_dir / f"{comp}.log")
-                raise ComponentExited(f"{comp} exited during start-up; last log lines:\n{tail}")
+                raise ComponentExited(f"{comp} exited during start-up ({self._how_it_ended(pid)}); "
+                                      f"last log lines:\n{tail}")
+
+    def _how_it_ended(self, pid: int) -> str:
+        proc = self._children.get(pid)
+        code = proc.poll() if proc is not None else None
+        if code is None:
+            return "exit status unknown: not our child"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
 
     def _wait_http(self, url: str, deadline: float, what: str) -> None:
         state = self._load_state()
@@ -462,6 +507,19 @@ def _reap(pid: int) -> None:
     """Collect the exit status if the process is our child (the pytest fixture), so no zombie is left."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _machine_context(path: Path) -> str:
+    """Free disk, free memory and load: a start that fails for want of one of them says so in its error."""
+    parts = []
+    with contextlib.suppress(OSError):
+        parts.append(f"free disk {shutil.disk_usage(path).free / 2**30:.1f} GiB")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        parts.append(f"available memory {int(meminfo['MemAvailable'].split()[0]) / 2**20:.1f} GiB")
+    with contextlib.suppress(OSError):
+        parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+    return ", ".join(parts)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

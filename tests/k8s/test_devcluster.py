@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,33 @@ def test_start_that_never_gets_healthy_retries_then_reports_every_attempt(tmp_pa
     assert "etcd not healthy" in message and "last log lines" in message
     assert not cluster.is_running()
     assert not (tmp_path / "dc" / "state.json").exists()
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range():
+    """Ports handed to the components are never ones an outgoing connection could take before the child binds."""
+    from cli.devcluster.cluster import _ephemeral_range, _free_port
+
+    low, high = _ephemeral_range()
+    taken: set[int] = set()
+    ports = [_free_port(taken) for _ in range(40)]
+    assert len(set(ports)) == 40 and set(ports) == taken
+    assert all(not low <= p <= high for p in ports)
+
+
+def test_component_that_dies_says_how_it_ended(tmp_path):
+    """A start that fails because a component exits reports its exit status and the machine's state, per attempt."""
+    from cli.devcluster.binaries import NAMES, Binaries, find_binaries
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copytree(find_binaries().kwok_stage_dir, Binaries(bin_dir).kwok_stage_dir)
+    for name in NAMES:  # `false` under each component's name: it runs, and exits with status 1 at once
+        (bin_dir / name).symlink_to("/bin/false")
+    cluster = DevCluster(tmp_path / "dc", binaries=Binaries(bin_dir))
+    with pytest.raises(DevClusterError) as info:
+        cluster.up(gpu_nodes=0, cpu_nodes=0, timeout=30.0)
+    attempts = [line for line in str(info.value).splitlines() if line.startswith("attempt ")]
+    assert len(attempts) == 3
+    assert all("etcd exited during start-up (exit code 1)" in line for line in attempts)
+    assert str(info.value).count("free disk ") == 3 and "load average" in str(info.value)
+    assert not cluster.is_running()
