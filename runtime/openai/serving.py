@@ -58,6 +58,20 @@ def _token_logprob(event: TokenEvent) -> dict[str, Any]:
     }
 
 
+def _by_sequence(batch: list[tuple[int, TokenEvent]]) -> list[tuple[int, list[TokenEvent]]]:
+    """The tokens of one wake-up grouped per choice, in order: each choice gets one chunk per wake-up.
+
+    Why: a decode step with accepted n-gram drafts yields several tokens of a sequence at once; one chunk carrying
+    their joined text (and their logprobs as lists, which both OpenAI logprobs formats are) is what vLLM's server
+    sends too. A chunk is a JSON encode here and a JSON parse in every client, per event; at 32 streams that work
+    shares the CPU with the model.
+    """
+    groups: dict[int, list[TokenEvent]] = {}
+    for index, event in batch:
+        groups.setdefault(index, []).append(event)
+    return list(groups.items())
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -166,24 +180,26 @@ async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: Ch
                 yield HEARTBEAT
                 continue
             out = []
-            for index, event in batch:
-                completion_tokens += 1
-                logprobs = {"content": [_token_logprob(event)]} if body.logprobs else None
+            for index, events in _by_sequence(batch):
+                completion_tokens += len(events)
+                logprobs = {"content": [_token_logprob(e) for e in events]} if body.logprobs else None
+                text = "".join(e.text for e in events)
+                last = events[-1]
                 tools = tool_streams[index]
                 if tools is None:
-                    if event.text or logprobs is not None:
-                        out.append(sse(chunk(index, {"content": event.text}, None, logprobs)))
+                    if text or logprobs is not None:
+                        out.append(sse(chunk(index, {"content": text}, None, logprobs)))
                 else:  # tool-call markup becomes OpenAI tool_calls deltas; the rest stays content
-                    text, calls = tools.feed(event.text)
-                    if event.finish_reason is not None:
+                    text, calls = tools.feed(text)
+                    if last.finish_reason is not None:
                         flushed, _ = tools.finish()
                         text += flushed
                     if text or logprobs is not None:
                         out.append(sse(chunk(index, {"content": text}, None, logprobs)))
                     if calls:
                         out.append(sse(chunk(index, {"tool_calls": calls}, None)))
-                if event.finish_reason is not None:
-                    finish = openai_finish(event.finish_reason, tool_calls=bool(tools is not None and tools.calls))
+                if last.finish_reason is not None:
+                    finish = openai_finish(last.finish_reason, tool_calls=bool(tools is not None and tools.calls))
                     out.append(sse(chunk(index, {}, finish)))
             yield b"".join(out)
         if include_usage:
@@ -291,20 +307,26 @@ async def _completion_stream(run: GenerationRun, *, created: int, model: str, bo
         return out
 
     try:
+        echo = _prompt_text(state, run) if body.echo else ""
         if body.echo:
-            yield b"".join(sse(chunk(i, _prompt_text(state, run), None)) for i in range(run.n))
+            yield b"".join(sse(chunk(i, echo, None)) for i in range(run.n))
+        text_offset = dict.fromkeys(range(run.n), len(echo))  # logprobs' text_offset, as in the non-stream body
         completion_tokens = 0
         async for batch in run.stream():
             if batch is None:
                 yield HEARTBEAT
                 continue
             out = []
-            for index, event in batch:
-                completion_tokens += 1
-                lp = _completion_logprobs([event], 0) if body.logprobs is not None else None
-                finish = openai_finish_reason(event.finish_reason)
-                if event.text or lp is not None or finish is not None:
-                    out.append(sse(chunk(index, event.text, finish, lp)))
+            for index, events in _by_sequence(batch):
+                completion_tokens += len(events)
+                lp = None
+                if body.logprobs is not None:
+                    lp = _completion_logprobs(events, text_offset[index])
+                    text_offset[index] += sum(len(e.token_text) for e in events)
+                finish = openai_finish_reason(events[-1].finish_reason)
+                text = "".join(e.text for e in events)
+                if text or lp is not None or finish is not None:
+                    out.append(sse(chunk(index, text, finish, lp)))
             yield b"".join(out)
         if include_usage:
             yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})

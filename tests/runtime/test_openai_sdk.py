@@ -186,3 +186,32 @@ async def test_32_concurrent_streams(async_openai_client, openai_client):
         if prompt in alone:
             assert text == alone[prompt]
     await async_openai_client.close()
+
+
+def test_streamed_chunks_carry_a_steps_tokens(openai_client):
+    """A decode step that accepts n-gram drafts yields several tokens of a sequence at once; they travel as one
+    chunk (as vLLM's server sends them). With logprobs (no drafts then: they need the whole distribution) each
+    chunk's lists and text offsets run on across chunks exactly as in the non-streamed body."""
+    kwargs = {"model": "m", "prompt": "def f(x):\n    return x\n" * 3, "max_tokens": 32, "temperature": 0,
+              "extra_body": {"ignore_eos": True}}
+    full = openai_client.completions.create(**kwargs).choices[0]
+    chunks = list(openai_client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    texts = [c.choices[0].text for c in chunks if c.choices]
+    assert chunks[-1].usage.completion_tokens == 32 and len(texts) < 32  # drafts accepted: merged chunks
+    assert "".join(texts) == full.text
+
+    kwargs["logprobs"] = 1
+    full = openai_client.completions.create(**kwargs).choices[0]
+    chunks = [c for c in openai_client.completions.create(**kwargs, stream=True) if c.choices]
+    assert sum(len(c.choices[0].logprobs.tokens) for c in chunks) == 32
+    for field in ("tokens", "token_logprobs", "text_offset"):
+        assert [v for c in chunks for v in getattr(c.choices[0].logprobs, field)] == getattr(full.logprobs, field)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+    chat = [c for c in openai_client.chat.completions.create(
+        model="m", messages=MESSAGES, max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True})]
+    full_chat = openai_client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=24, temperature=0,
+                                                      extra_body={"ignore_eos": True})
+    assert chat[-1].usage.completion_tokens == 24
+    assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices) == full_chat.choices[0].message.content
