@@ -235,7 +235,7 @@ class LeanDecoderRunner:
 
     @property
     def kernels_name(self) -> str:
-        """``native-avx2`` / ``native-generic`` (kernels.c) or ``torch`` (PyTorch ops), for /info and the logs."""
+        """``native-avx512`` / ``native-avx2`` / ``native-generic`` (kernels.c) or ``torch`` (PyTorch ops), for /info and the logs."""
         return f"native-{self.kernels.isa}" if self.kernels is not None else "torch"
 
     def _native_kernels(self) -> native.NativeKernels | None:

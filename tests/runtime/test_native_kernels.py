@@ -16,11 +16,7 @@ import torch.nn.functional as F
 from runtime.engine import native
 
 
-def _isas() -> list[str]:
-    return ["generic", "avx2"] if native.host_isa() == "avx2" else ["generic"]
-
-
-@pytest.fixture(scope="module", params=_isas())
+@pytest.fixture(scope="module", params=native.supported_isas())
 def kernels(request) -> native.NativeKernels:
     path = native.build(request.param)
     return native.NativeKernels(ctypes.CDLL(str(path)), path)
@@ -47,21 +43,49 @@ def test_norms_and_gating_match_torch(kernels):
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [20, 32, 400], ids=["decode-rows-6+6+4+4", "decode-rows", "prefill-rows"])
-def test_linear_matches_torch_and_rows_are_independent(kernels, bias, rows):
+@pytest.mark.parametrize("out", [640, 48], ids=["even-panels", "odd-panels"])
+def test_linear_matches_torch_and_rows_are_independent(kernels, bias, rows, out):
     """400 rows of 1,024 inputs span several row blocks (the kernel blocks rows for L2): a row's result must not
-    depend on which block, thread or batch it was computed in."""
+    depend on which block, thread or batch it was computed in. 48 outputs are three panels: the AVX-512 tiles take
+    panels in pairs, and the odd one goes alone."""
     gen = torch.Generator().manual_seed(2)
-    w = torch.randn(640, 1024, generator=gen)
-    b = torch.randn(640, generator=gen) if bias else None
+    w = torch.randn(out, 1024, generator=gen)
+    b = torch.randn(out, generator=gen) if bias else None
     packed = kernels.pack_weight(w)
     x = torch.randn(rows, 1024, generator=gen)
-    y = kernels.linear(x, packed, b, 640, threads=2)
+    y = kernels.linear(x, packed, b, out, threads=2)
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-4, atol=1e-3)
     for start in (0, 12, rows - 4):
         for threads in (1, 2):
-            alone = kernels.linear(x[start:start + 4].contiguous(), packed, b, 640, threads=threads)
+            alone = kernels.linear(x[start:start + 4].contiguous(), packed, b, out, threads=threads)
             assert torch.equal(alone, y[start:start + 4])
     assert kernels.pack_weight(torch.randn(40, 384)) is None  # not a multiple of the 16-column panel
+
+
+def test_fma_builds_compute_the_same_bits():
+    """The AVX2 and AVX-512 products differ in tiling only: every output element is the same FMA chain over k, so
+    a model gives the same tokens on either kind of machine. (The portable build has no FMA: it rounds twice.)"""
+    builds = [i for i in native.supported_isas() if i != "generic"]
+    if len(builds) < 2:
+        pytest.skip(f"this CPU runs one FMA build only ({builds}); the AVX-512 build is compiled by "
+                    "test_build_command_rejects_bad_input_with_a_message")
+    gen = torch.Generator().manual_seed(5)
+    w, b = torch.randn(2048, 384, generator=gen), torch.randn(2048, generator=gen)
+    x = torch.randn(120, 384, generator=gen)
+    outputs = []
+    for isa in builds:
+        path = native.build(isa)
+        kernels = native.NativeKernels(ctypes.CDLL(str(path)), path)
+        outputs.append(kernels.linear(x, kernels.pack_weight(w), b, 2048, threads=2))
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
+
+
+def test_isa_override_narrows_or_is_refused(monkeypatch):
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_ISA", "generic")
+    assert native.host_isa() == "generic"
+    monkeypatch.setenv("ENDPOINTCTL_NATIVE_ISA", "avx1024")
+    with pytest.raises(native.NativeBuildError, match="ENDPOINTCTL_NATIVE_ISA=avx1024 is not one this CPU runs"):
+        native.host_isa()
 
 
 def _reference_attention(qkv, positions, slots, cos, ssin, k_cache, v_cache, nh, scale):
@@ -148,7 +172,7 @@ def test_build_command_rejects_bad_input_with_a_message(tmp_path):
     assert failed.returncode == 1 and "cannot build" in failed.stderr and "Traceback" not in failed.stderr
     env["CC"] = "cc"
     built = subprocess.run([*cmd, "--all"], capture_output=True, text=True, timeout=300, env=env, check=True)
-    assert sorted(p.rsplit("-", 1)[1] for p in built.stdout.split()) == ["avx2.so", "generic.so"]
+    assert sorted(p.rsplit("-", 1)[1] for p in built.stdout.split()) == ["avx2.so", "avx512.so", "generic.so"]
 
 
 def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_path, monkeypatch, caplog):

@@ -43,12 +43,25 @@ def enabled_by_env() -> bool:
     return os.environ.get("ENDPOINTCTL_NATIVE_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"], "generic": []}
+ISA_FLAGS = {"avx512": ["-mavx512f", "-mavx2", "-mfma"], "avx2": ["-mavx2", "-mfma"], "generic": []}
+
+
+def supported_isas() -> list[str]:
+    """The builds this CPU runs, widest first, as torch found its features at import: AVX-512 (products twice as
+    wide), AVX2+FMA, portable."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"AVX512": ["avx512", "avx2", "generic"], "AVX2": ["avx2", "generic"]}.get(capability, ["generic"])
 
 
 def host_isa() -> str:
-    """AVX2+FMA where torch itself found them (it checks the CPU at import), a portable build otherwise."""
-    return "avx2" if torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512"} else "generic"
+    """The widest supported build, or the narrower one ``ENDPOINTCTL_NATIVE_ISA`` names."""
+    supported = supported_isas()
+    wanted = os.environ.get("ENDPOINTCTL_NATIVE_ISA", "").strip().lower()
+    if wanted:
+        if wanted not in supported:
+            raise NativeBuildError(f"ENDPOINTCTL_NATIVE_ISA={wanted} is not one this CPU runs ({', '.join(supported)})")
+        return wanted
+    return supported[0]
 
 
 def _cache_dir() -> Path:
