@@ -170,6 +170,10 @@ def test_build_command_rejects_bad_input_with_a_message(tmp_path):
     env = {**os.environ, "ENDPOINTCTL_NATIVE_DIR": str(tmp_path / "cache"), "CC": str(tmp_path / "no-cc")}
     failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert failed.returncode == 1 and "cannot build" in failed.stderr and "Traceback" not in failed.stderr
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                             env={**env, "ENDPOINTCTL_NATIVE_ISA": "avx1024"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "ENDPOINTCTL_NATIVE_ISA=avx1024 is not one this CPU runs" in refused.stderr
     env["CC"] = "cc"
     built = subprocess.run([*cmd, "--all"], capture_output=True, text=True, timeout=300, env=env, check=True)
     assert sorted(p.rsplit("-", 1)[1] for p in built.stdout.split()) == ["avx2.so", "avx512.so", "generic.so"]

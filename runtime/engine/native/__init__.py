@@ -262,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help=f"build for every ISA ({', '.join(ISA_FLAGS)})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    for isa in ISA_FLAGS if args.all else [host_isa()]:
-        try:
+    try:
+        for isa in ISA_FLAGS if args.all else [host_isa()]:
             print(build(isa))  # noqa: T201 - the paths are this command's output
-        except NativeBuildError as exc:
-            log.error("%s", exc)
-            return 1
+    except NativeBuildError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
