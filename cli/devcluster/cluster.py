@@ -246,6 +246,7 @@ class DevCluster:
                 pid = state.pids.get(comp)
                 if pid is not None:
                     _stop_pid(pid, str(Path(state.bin_dir) / comp))
+                    self._children.pop(pid, None)
             self._state_file.unlink(missing_ok=True)
         shutil.rmtree(self._data_dir, ignore_errors=True)
 
@@ -514,7 +515,7 @@ def _machine_context(path: Path) -> str:
     parts = []
     with contextlib.suppress(OSError):
         parts.append(f"free disk {shutil.disk_usage(path).free / 2**30:.1f} GiB")
-    with contextlib.suppress(OSError, ValueError, IndexError):
+    with contextlib.suppress(OSError, ValueError, KeyError):
         meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
         parts.append(f"available memory {int(meminfo['MemAvailable'].split()[0]) / 2**20:.1f} GiB")
     with contextlib.suppress(OSError):
