@@ -2,9 +2,12 @@
 
     ControlPlaneError
     ├── InvalidSpec          400  a request that parses but cannot be accepted (names the parameter)
+    │   └── RefusedSpec      422  a value we never accept from a tenant: an env name that configures an
+    │                             interpreter or loader, a provider-owned flag, a value over a size limit
     ├── AlreadyRunning       400  resume of a running endpoint (body says "already running": clients rely on it)
     ├── NotAuthenticated     401
     ├── Forbidden            403  the token cannot act on this namespace / object
+    ├── QuotaExceeded        403  the namespace's quota (endpoints, accelerators) would be exceeded
     ├── NotFound             404
     ├── Conflict             409  name taken, or deletion of that name still pending
     ├── ServiceUnavailable   503  a dependency (provider layer, database) is not available
@@ -27,6 +30,10 @@ class InvalidSpec(ControlPlaneError):
     status_code = 400
 
 
+class RefusedSpec(InvalidSpec):
+    status_code = 422
+
+
 class AlreadyRunning(ControlPlaneError):
     status_code = 400
 
@@ -36,6 +43,10 @@ class NotAuthenticated(ControlPlaneError):
 
 
 class Forbidden(ControlPlaneError):
+    status_code = 403
+
+
+class QuotaExceeded(ControlPlaneError):
     status_code = 403
 
 

@@ -20,6 +20,8 @@ from controlplane.core.config import Settings
 from controlplane.errors import NotAuthenticated
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
+from controlplane.services.quota import Quota
+from controlplane.services.validation import SpecLimits
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`: an `epc_` token minted by "
                     "POST /api/tokens, or the bootstrap admin token (ENDPOINTCTL_ADMIN_TOKEN).")
@@ -44,7 +46,8 @@ class Context:
         return self._session
 
     def endpoints(self) -> EndpointService:
-        return EndpointService(self.session, self.principal, self.catalog, self.enqueue)
+        return EndpointService(self.session, self.principal, self.catalog, self.enqueue,
+                               SpecLimits.from_settings(self.settings), Quota.from_settings(self.settings))
 
     def close(self) -> None:
         if self._session is not None:

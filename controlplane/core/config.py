@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Bootstrap admin: its token owns the admin namespace.
     admin_token: str | None = None
     admin_namespace: str = "admin"
+    # Fernet keys for model secrets and registry credentials at rest (controlplane/crypto.py); comma-separated,
+    # the first encrypts. Unset: a key generated 0600 in the data directory.
+    secrets_key: str | None = None
 
     # Public base URL of this control plane (the gateway builds endpoint URLs from it); empty = from the request.
     public_url: str | None = None
@@ -44,6 +47,17 @@ class Settings(BaseSettings):
     scale_up_timeout: float = 120.0
     # Networks whose clients may call `private` endpoints (the host itself; add the cluster's pod CIDR in k8s).
     private_networks: str = "127.0.0.0/8,::1/128"
+
+    # Tenant limits (controlplane/services/validation.py, quota.py): answered with 422 or 403 naming the limit.
+    max_replicas: int = 100  # maxReplica of one endpoint
+    max_env_entries: int = 128  # model.env + model.secrets variables
+    max_env_bytes: int = 64 * 1024  # their names and values together
+    max_args_entries: int = 256  # model.command + model.args items
+    max_args_bytes: int = 16 * 1024
+    max_private_service_bytes: int = 4 * 1024
+    max_endpoints_per_namespace: int = 200
+    # Accelerators a namespace's endpoints may hold at their maxReplica (catalog numAccelerators x maxReplica).
+    max_accelerators_per_namespace: int = 256
 
     # Worker periodic tasks (seconds).
     resync_interval: float = 30.0

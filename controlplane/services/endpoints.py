@@ -24,7 +24,9 @@ from controlplane.errors import AlreadyRunning, Conflict, Forbidden, InvalidSpec
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event, utcnow
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
-from controlplane.services.validation import MAX_NAME, NAME_RE, check_namespace, runtime_view, validate_create
+from controlplane.services.quota import Quota, check_quota
+from controlplane.services.validation import (MAX_NAME, NAME_RE, SpecLimits, check_namespace, runtime_view,
+                                              validate_create)
 
 
 # Reads skip the write-only columns and the worker's scratch space; an update loads them when it touches them.
@@ -37,6 +39,8 @@ class EndpointService:
     principal: Principal
     catalog: Catalog
     enqueue: Enqueue
+    limits: SpecLimits = SpecLimits()
+    quota: Quota = Quota()
 
     # --- reads -------------------------------------------------------------------------------------------
     def authorize(self, namespace: str) -> str:
@@ -58,7 +62,7 @@ class EndpointService:
     def get(self, namespace: str, name: str, *, for_update: bool = False) -> Endpoint:
         """A visible endpoint; `for_update` locks the row (PostgreSQL) so concurrent writes apply one by one."""
         self.authorize(namespace)
-        if len(name) > MAX_NAME or not NAME_RE.match(name):
+        if len(name) > MAX_NAME or not NAME_RE.fullmatch(name):
             raise NotFound(f"endpoint {namespace}/{name[:64]} not found (not a valid endpoint name)")
         query = select(Endpoint).options(*_READ_OPTIONS).where(Endpoint.namespace == namespace, Endpoint.name == name)
         if for_update:
@@ -71,8 +75,9 @@ class EndpointService:
     # --- writes ------------------------------------------------------------------------------------------
     def create(self, namespace: str, body: EndpointCreate) -> Endpoint:
         self.authorize(namespace)
-        valid = validate_create(body, self.catalog)
+        valid = validate_create(body, self.catalog, self.limits)
         self._raise_if_taken(namespace, valid.name)
+        check_quota(self.session, self.catalog, self.quota, namespace=namespace, spec=valid.spec)
         now = utcnow()
         row = Endpoint(namespace=namespace, name=valid.name, type=valid.type, spec=valid.spec, secrets=valid.secrets,
                        image_credentials=valid.image_credentials, desired_state=DesiredState.RUNNING.value,
@@ -112,7 +117,10 @@ class EndpointService:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             raise InvalidSpec(f"{loc}: {first['msg']}", param=loc) from None
-        valid = validate_create(parsed, self.catalog)
+        valid = validate_create(parsed, self.catalog, self.limits)
+        if valid.spec["compute"] != row.spec.get("compute") or valid.spec["provider"] != row.spec.get("provider"):
+            check_quota(self.session, self.catalog, self.quota, namespace=namespace, spec=valid.spec,
+                        replacing=row.id)
         credentials = valid.image_credentials
         if credentials and credentials.get("password") is None and old_creds \
                 and old_creds.get("username") == credentials["username"]:

@@ -11,18 +11,45 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.catalog import Catalog
-from controlplane.errors import InvalidSpec
+from controlplane.envpolicy import refused_env_name
+from controlplane.errors import InvalidSpec, RefusedSpec
 from controlplane.schemas import DEFAULT_HEALTH_ROUTE, IMAGE_VARIANTS, EndpointCreate
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 MAX_NAME = 32
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-MAX_REPLICAS = 1000
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+MAX_ENV_NAME = 256
 MAX_SCALE_TO_ZERO_MINUTES = 525_600  # a year
 MEASURES = ("pendingRequests", "hardwareUsage")
 MAX_TEXT = 1024  # repository, revision, framework, task, image url, route fields
 MAX_TAGS = 64
+
+# What the provider sets for the runtime and a tenant must not replace: where it listens and what it loads.
+# MODEL_ID may be given as the platform's own value (HF Inference Endpoints' convention), nothing else.
+PROVIDER_OWNED_ENV = frozenset({"PORT", "HOSTNAME", "MODEL_ID"})
+PROVIDER_OWNED_ENV_PREFIXES = ("ENDPOINTCTL_",)
+MODEL_ID_PLATFORM_VALUE = "/repository"
+# The bundled runtime's flags for the same settings. Its parser accepts unambiguous abbreviations and
+# `--flag=value`, so every prefix of these is refused too.
+PROVIDER_OWNED_FLAGS = ("--hostname", "--port", "--model-id")
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    """Sizes and counts a tenant's spec may reach; every one is a setting (`ENDPOINTCTL_MAX_*`)."""
+
+    max_replicas: int = 100
+    max_env_entries: int = 128
+    max_env_bytes: int = 64 * 1024
+    max_args_entries: int = 256
+    max_args_bytes: int = 16 * 1024
+    max_private_service_bytes: int = 4 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SpecLimits:
+        return cls(**{f: getattr(settings, f) for f in cls.__dataclass_fields__ if hasattr(settings, f)})
 
 
 @dataclass(frozen=True)
@@ -38,7 +65,7 @@ class ValidSpec:
 
 
 def check_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME or not NAME_RE.match(name):
+    if not name or len(name) > MAX_NAME or not NAME_RE.fullmatch(name):
         raise InvalidSpec(
             f"invalid endpoint name {name[:64]!r}: a name is a DNS label of at most {MAX_NAME} characters: lowercase "
             "letters, digits and '-', starting and ending with a letter or digit", param="name")
@@ -46,7 +73,7 @@ def check_name(name: str) -> str:
 
 
 def check_namespace(namespace: str) -> str:
-    if not NAMESPACE_RE.match(namespace or ""):
+    if not NAMESPACE_RE.fullmatch(namespace or ""):
         raise InvalidSpec(f"invalid namespace {namespace[:80]!r}: letters, digits, '.', '_' and '-', at most 63 "
                           "characters, starting with a letter or digit", param="namespace")
     return namespace
@@ -67,12 +94,58 @@ def _text(value: str | None, param: str, *, required: bool = False) -> str | Non
 def _env(values: dict[str, str] | None, param: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (values or {}).items():
-        if not ENV_NAME_RE.match(key) or len(key) > 256:
+        if len(key) > MAX_ENV_NAME or not ENV_NAME_RE.fullmatch(key):
             raise InvalidSpec(f"{param}: {key[:64]!r} is not a valid environment variable name", param=param)
         if "\x00" in value:
             raise InvalidSpec(f"{param}.{key} contains a NUL character", param=param)
+        reason = refused_env_name(key)
+        if reason is not None:
+            raise RefusedSpec(f"{param}.{key} is refused: {reason}", param=f"{param}.{key}")
+        if key in PROVIDER_OWNED_ENV or key.startswith(PROVIDER_OWNED_ENV_PREFIXES):
+            if not (key == "MODEL_ID" and value == MODEL_ID_PLATFORM_VALUE):
+                raise RefusedSpec(f"{param}.{key} is set by the platform for every replica and cannot be replaced",
+                                  param=f"{param}.{key}")
         out[key] = value
     return out
+
+
+def _check_sizes(model: Any, env: dict[str, str], secrets: dict[str, str], limits: SpecLimits) -> None:
+    entries = len(env) + len(secrets)
+    if entries > limits.max_env_entries:
+        raise RefusedSpec(f"model.env and model.secrets hold {entries} variables; at most {limits.max_env_entries}",
+                          param="model.env")
+    size = sum(len(k.encode()) + len(v.encode()) for d in (env, secrets) for k, v in d.items())
+    if size > limits.max_env_bytes:
+        raise RefusedSpec(f"model.env and model.secrets hold {size} bytes; at most {limits.max_env_bytes}",
+                          param="model.env")
+    items = [*(model.command or []), *(model.args or [])]
+    if len(items) > limits.max_args_entries:
+        raise RefusedSpec(f"model.command and model.args hold {len(items)} items; at most {limits.max_args_entries}",
+                          param="model.args")
+    size = sum(len(item.encode()) for item in items)
+    if size > limits.max_args_bytes:
+        raise RefusedSpec(f"model.command and model.args hold {size} bytes; at most {limits.max_args_bytes}",
+                          param="model.args")
+
+
+def _check_args(args: list[str] | None) -> None:
+    for item in args or []:
+        flag = item.split("=", 1)[0]
+        if len(flag) > 2 and flag.startswith("--") and any(owned.startswith(flag) for owned in PROVIDER_OWNED_FLAGS):
+            raise RefusedSpec(f"model.args: {flag[:64]!r} sets where the replica listens or what it loads, which the "
+                              f"platform owns ({', '.join(PROVIDER_OWNED_FLAGS)} cannot be given)", param="model.args")
+
+
+def _check_private_service(value: dict[str, str | None] | None, limits: SpecLimits) -> None:
+    if value is None:
+        return
+    size = sum(len(k.encode()) + len((v or "").encode()) for k, v in value.items())
+    if size > limits.max_private_service_bytes:
+        raise RefusedSpec(f"privateService holds {size} bytes; at most {limits.max_private_service_bytes}",
+                          param="privateService")
+    for key, item in value.items():
+        if "\x00" in key or "\x00" in (item or ""):
+            raise InvalidSpec("privateService contains a NUL character", param="privateService")
 
 
 def _route_path(value: str | None, param: str) -> str | None:
@@ -82,7 +155,7 @@ def _route_path(value: str | None, param: str) -> str | None:
     return value
 
 
-def validate_create(body: EndpointCreate, catalog: Catalog) -> ValidSpec:
+def validate_create(body: EndpointCreate, catalog: Catalog, limits: SpecLimits = SpecLimits()) -> ValidSpec:
     name = check_name(body.name)
     endpoint_type = "authenticated" if body.type == "protected" else body.type
 
@@ -99,8 +172,8 @@ def validate_create(body: EndpointCreate, catalog: Catalog) -> ValidSpec:
     if scaling.minReplica < 0:
         raise InvalidSpec(f"compute.scaling.minReplica must be >= 0 (got {scaling.minReplica})",
                           param="compute.scaling.minReplica")
-    if scaling.maxReplica < 1 or scaling.maxReplica > MAX_REPLICAS:
-        raise InvalidSpec(f"compute.scaling.maxReplica must be between 1 and {MAX_REPLICAS} "
+    if scaling.maxReplica < 1 or scaling.maxReplica > limits.max_replicas:
+        raise InvalidSpec(f"compute.scaling.maxReplica must be between 1 and {limits.max_replicas} "
                           f"(got {scaling.maxReplica})", param="compute.scaling.maxReplica")
     if scaling.minReplica > scaling.maxReplica:
         raise InvalidSpec(f"compute.scaling.minReplica ({scaling.minReplica}) must be <= maxReplica "
@@ -160,6 +233,10 @@ def validate_create(body: EndpointCreate, catalog: Catalog) -> ValidSpec:
                 raise InvalidSpec(f"model.{list_name} contains a NUL character", param=f"model.{list_name}")
     env = _env(model.env, "model.env")
     secrets = _env(model.secrets, "model.secrets")
+    _check_sizes(model, env, secrets, limits)
+    _check_args(model.args)
+    if model.command:
+        _check_args(model.command[1:])
     clash = sorted(set(env) & set(secrets))
     if clash:
         raise InvalidSpec(f"model.env and model.secrets both set {', '.join(clash)}", param="model.secrets")
@@ -186,6 +263,7 @@ def validate_create(body: EndpointCreate, catalog: Catalog) -> ValidSpec:
         "cacheHttpResponses": body.cacheHttpResponses,
         "healthRoute": health_route,
     }
+    _check_private_service(body.privateService, limits)
     if body.privateService is not None:
         spec["privateService"] = body.privateService
     return ValidSpec(name=name, type=endpoint_type, spec=spec, secrets=secrets, image_credentials=credentials,
