@@ -1,5 +1,6 @@
 """`python -m controlplane [--host H] [--port P] [--no-migrate]` serves the API; `python -m controlplane migrate`
-only applies migrations. Configuration comes from the environment (DATABASE_URL, REDIS_URL, ENDPOINTCTL_*)."""
+only applies migrations; `python -m controlplane rotate-secrets` re-encrypts stored secrets with the first key of
+ENDPOINTCTL_SECRETS_KEY. Configuration comes from the environment (DATABASE_URL, REDIS_URL, ENDPOINTCTL_*)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ log = logging.getLogger("controlplane")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate", "rotate-secrets"], default="serve")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start-up)")
     parser.add_argument("--no-migrate", action="store_true",
@@ -31,6 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         migrate.upgrade(settings)
         log.info("database schema at %s", migrate.head_revision())
     if args.command == "migrate":
+        return 0
+    if args.command == "rotate-secrets":
+        from controlplane.crypto import SecretsKeyError, keyring_for, rotate_all
+        from controlplane.db import get_engine
+
+        try:
+            changed = rotate_all(get_engine(settings), keyring_for(settings))
+        except SecretsKeyError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("re-encrypted the secrets of %d endpoints with the first key", changed)
         return 0
 
     import uvicorn

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.core.config import Settings, get_settings
+from controlplane.crypto import bind_keyring, keyring_for
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -54,6 +55,7 @@ def make_engine(settings: Settings | None = None, *, url: str | None = None) -> 
         _configure_sqlite(engine)
     else:
         engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, json_deserializer=_json_loads)
+    bind_keyring(engine.dialect, keyring_for(settings))
     return engine
 
 

@@ -26,6 +26,7 @@ def alembic_config(settings: Settings | None = None, *, url: str | None = None) 
     config.set_main_option("script_location", SCRIPT_LOCATION)
     # Percent signs in passwords would be taken for interpolation by ConfigParser.
     config.set_main_option("sqlalchemy.url", (url or settings.effective_database_url).replace("%", "%%"))
+    config.attributes["settings"] = settings  # data migrations need its secrets key (0003)
     return config
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from controlplane.crypto import EncryptedJSON
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -137,9 +139,10 @@ class Endpoint(Base):
     # "cacheHttpResponses", "healthRoute", "privateService"}; registry credentials keep only the username.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Write-only: model.secrets (env name -> value). Never serialized into a response, an event or a log line.
-    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Encrypted at rest (controlplane/crypto.py), like the credentials below.
+    secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)
     # Write-only: custom image registry credentials {"username", "password"}.
-    image_credentials: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    image_credentials: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=None)
 
     desired_state: Mapped[str] = mapped_column(String(16), default=DesiredState.RUNNING.value, index=True)
     desired_replicas: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -22,6 +22,7 @@ from controlplane.core.config import Settings
 from controlplane.db import session_scope
 from controlplane.gateway.tokens import internal_token
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from controlplane.redaction import redactor_for
 from worker.hardware import resolve_hardware
 from worker.plan import Action, Desired, Plan, plan
 from worker.providers.base import (
@@ -210,6 +211,7 @@ def _with_replicas(deployment: DesiredDeployment, replicas: int) -> DesiredDeplo
 
 
 def _record_invalid(session: Session, endpoint: Endpoint, message: str) -> Outcome:
+    message = redactor_for(endpoint.secrets, endpoint.image_credentials)(message) or ""
     if endpoint.state != EndpointState.FAILED.value or endpoint.message != message:
         record_event(session, endpoint, type=EventType.WARNING, reason="InvalidSpec", message=message)
     endpoint.state = EndpointState.FAILED.value
@@ -232,25 +234,30 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_i
             # The API changed the desired state while we acted; our status may be stale. Look again at once.
             return Outcome(0.0, endpoint.state)
         url = endpoint_url(settings, endpoint) if publishes_url(p.state, endpoint) else None
+        # Messages and conditions carry replica output (log tails, exit reasons): no secret value may pass.
+        redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
+        message = redact(p.message)
+        conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        conditions = redact.conditions(conditions)
         new_observed = _observed_doc(endpoint.observed, observed, p, endpoint.spec_revision)
         _notices(session, endpoint, deployment, new_observed, settings)
-        changed = (endpoint.state != p.state or endpoint.message != p.message or endpoint.url != url
+        changed = (endpoint.state != p.state or endpoint.message != message or endpoint.url != url
                    or endpoint.ready_replicas != p.ready_replicas or endpoint.target_replicas != p.replicas
                    or endpoint.observed != new_observed or endpoint.observed_generation != generation)
         if not changed:
             return Outcome(p.requeue_after, p.state)
         if endpoint.state != p.state:
             kind = EventType.WARNING if p.state in WARNING_STATES or p.reason == "InsufficientCapacity" else EventType.NORMAL
-            detail = f": {p.message}" if p.message else ""
+            detail = f": {message}" if message else ""
             record_event(session, endpoint, type=kind, reason=p.reason or p.state,
                          message=f"{endpoint.state} → {p.state} ({p.ready_replicas}/{p.replicas} replicas ready){detail}")
             log.info("endpoint %s/%s: %s → %s", endpoint.namespace, endpoint.name, endpoint.state, p.state)
         endpoint.state = p.state
-        endpoint.message = p.message
+        endpoint.message = message
         endpoint.url = url
         endpoint.ready_replicas = p.ready_replicas
         endpoint.target_replicas = p.replicas
-        endpoint.conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        endpoint.conditions = conditions
         endpoint.observed = new_observed
         endpoint.observed_generation = generation
         endpoint.updated_at = now

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from controlplane.core.config import Settings
 from controlplane.errors import ServiceUnavailable
 from controlplane.models import Endpoint
+from controlplane.redaction import redactor_for
 
 log = logging.getLogger(__name__)
-MASK = "********"
 
 
 def _provider(settings: Settings):  # noqa: ANN202 - worker.providers.base.Provider, imported lazily
@@ -32,10 +32,7 @@ def _provider(settings: Settings):  # noqa: ANN202 - worker.providers.base.Provi
 def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
     """Log lines of the endpoint's replicas (oldest first), secrets masked; raises ServiceUnavailable up front."""
     provider = _provider(settings)
-    secret_values = sorted((v for v in (endpoint.secrets or {}).values() if v and len(v) >= 3), key=len, reverse=True)
-    creds = endpoint.image_credentials or {}
-    if creds.get("password"):
-        secret_values.append(creds["password"])
+    redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
     try:
         lines = provider.logs(endpoint.provider_key, tail=tail, follow=follow)
     except Exception as exc:  # noqa: BLE001 - ProviderError and its kin become one 503
@@ -44,8 +41,7 @@ def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, fo
     def masked() -> Iterator[str]:
         try:
             for line in lines:
-                for value in secret_values:
-                    line = line.replace(value, MASK)
+                line = redact(line) or ""
                 yield line if (not line or line.endswith("\n")) else line + "\n"  # "" = heartbeat, sent as nothing
         except Exception as exc:  # noqa: BLE001 - the stream has started; end it with a readable line
             log.warning("log stream of %s ended: %s", endpoint.provider_key, exc)
