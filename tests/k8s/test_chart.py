@@ -17,6 +17,7 @@ from cli.devcluster.binaries import find_binaries
 pytestmark = pytest.mark.k8s
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "endpointctl"
+TEST_SECRETS_KEY = "u0Pj8y9b0Jc4s3uYQ8m9Yw9Xv4n1h1Qm3YH0c2Yt0aM="  # a Fernet key (32 bytes, url-safe base64)
 
 
 def helm_template(release_ns: str, endpoints_ns: str, *extra: str) -> list[dict]:
@@ -24,6 +25,7 @@ def helm_template(release_ns: str, endpoints_ns: str, *extra: str) -> list[dict]
     out = subprocess.run(
         [str(helm), "template", "epc", str(CHART), "--namespace", release_ns,
          "--set", "database.url=postgresql://epc:pw@postgres:5432/epc", "--set", "adminToken.value=epc_test",
+         "--set", "secretsKey.value=" + TEST_SECRETS_KEY,
          "--set", f"provider.endpointsNamespace={endpoints_ns}", *extra],
         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
@@ -64,3 +66,16 @@ def test_chart_objects_pass_server_side_dry_run(kube_api, extra):
     finally:
         for ns in (release_ns, endpoints_ns):
             core.delete_namespace(ns)
+
+
+def test_chart_requires_a_shared_secrets_key() -> None:
+    """Every API and worker pod must decrypt what the others wrote: no key, no render."""
+    helm = find_binaries(build=False).path("helm")
+    out = subprocess.run([str(helm), "template", "epc", str(CHART), "--set", "database.url=postgresql://x/y",
+                          "--set", "adminToken.value=epc_test"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode != 0 and "secretsKey" in out.stderr
+    docs = helm_template("epc-k", "epc-k-endpoints")
+    api = [d for d in docs if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-worker")][0]
+    env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ENDPOINTCTL_SECRETS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secrets-key"

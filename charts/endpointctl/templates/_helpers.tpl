@@ -30,6 +30,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     secretKeyRef:
       name: {{ default (printf "%s-settings" (include "endpointctl.fullname" .)) .Values.adminToken.existingSecret }}
       key: {{ ternary "token" "admin-token" (ne .Values.adminToken.existingSecret "") }}
+- name: ENDPOINTCTL_SECRETS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-settings" (include "endpointctl.fullname" .)) .Values.secretsKey.existingSecret }}
+      key: {{ ternary "key" "secrets-key" (ne .Values.secretsKey.existingSecret "") }}
 - name: ENDPOINTCTL_PUBLIC_URL
   value: {{ .Values.publicUrl | quote }}
 - name: ENDPOINTCTL_PROVIDER
