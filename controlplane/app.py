@@ -24,7 +24,7 @@ Self-hosted control plane speaking the Inference Endpoints v2 wire format: point
 **Auth.** Every `/v2` and `/api` route takes `Authorization: Bearer <token>`. A token acts as one user namespace
 and the organisations that user belongs to; the bootstrap admin token (`ENDPOINTCTL_ADMIN_TOKEN`, namespace
 `ENDPOINTCTL_ADMIN_NAMESPACE`) acts on every namespace and mints tokens for users with `POST /api/tokens`.
-A request for a namespace the token does not hold answers **403** (whether or not it exists).
+A request for a namespace the token does not hold answers **404**, exactly as for one that does not exist.
 
 **State.** Writes store the desired state and return at once; the worker reconciles and writes `status`.
 Errors are `{"error": "...", "param"?: "..."}`.

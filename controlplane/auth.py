@@ -2,8 +2,8 @@
 
 Tokens look like `epc_<43 url-safe chars>`; only their SHA-256 is stored. The bootstrap admin token comes from
 `ENDPOINTCTL_ADMIN_TOKEN` and is never stored. A principal may act on its own user namespace and on the
-organisations it is a member of; the admin may act on every namespace. Anything else is answered with 403 —
-whether or not the namespace exists, so a token learns nothing about other namespaces.
+organisations it is a member of; the admin may act on every namespace. Anything else is answered with the 404 of a
+namespace that does not exist, so a token learns nothing about other namespaces.
 
 Authentications are cached in-process for a few seconds (the hot GET path would otherwise pay two queries per
 request); revoking a token clears this process's cache at once and other processes within `CACHE_TTL` seconds.

@@ -137,7 +137,7 @@ def list_(
             try:
                 endpoints.extend(state.client.list_endpoints(ns))
             except ApiError as exc:
-                if exc.status not in (401, 403):
+                if exc.status not in (401, 403, 404):
                     raise
     else:
         endpoints = state.client.list_endpoints(state.resolve_namespace(namespace))

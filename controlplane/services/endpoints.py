@@ -46,8 +46,9 @@ class EndpointService:
     def authorize(self, namespace: str) -> str:
         check_namespace(namespace)
         if not self.principal.can_access(namespace):
-            raise Forbidden(f"this token cannot access namespace {namespace!r} "
-                            f"(it can access: {', '.join(self.principal.namespaces)})")
+            # The same answer as for a namespace nobody has: a token learns nothing about what it cannot see.
+            raise NotFound(f"namespace {namespace!r} not found "
+                           f"(this token can access: {', '.join(self.principal.namespaces)})")
         return namespace
 
     def list(self, namespace: str, *, limit: int | None = None, offset: int = 0) -> Sequence[Endpoint]:

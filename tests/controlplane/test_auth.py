@@ -1,4 +1,5 @@
-"""Tokens, whoami and namespace isolation (403 for any namespace the token does not hold), secret redaction."""
+"""Tokens, whoami and namespace isolation (404 for any namespace the token does not hold, as for one that does not
+exist), secret redaction."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_namespace_isolation(api: Api) -> None:
     assert api.http.post("/v2/endpoint/alice", json=payload("a1"), headers=alice).status_code == 201
     assert api.http.post("/v2/endpoint/acme", json=payload("o1"), headers=alice).status_code == 201
     assert api.http.post("/v2/endpoint/bob", json=payload("b1"), headers=bob).status_code == 201
-    # Bob reaches nothing of alice's or acme's, existing or not, with any verb: always 403.
+    # Bob reaches nothing of alice's or acme's, existing or not, with any verb: always the 404 of a missing one.
     calls = [("GET", "/v2/endpoint/alice"), ("GET", "/v2/endpoint/alice/a1"), ("GET", "/v2/endpoint/alice/none"),
              ("PUT", "/v2/endpoint/alice/a1"), ("DELETE", "/v2/endpoint/alice/a1"),
              ("POST", "/v2/endpoint/alice/a1/pause"), ("POST", "/v2/endpoint/alice/a1/resume"),
@@ -86,13 +87,13 @@ def test_namespace_isolation(api: Api) -> None:
              ("GET", "/v2/provider/alice")]
     for method, path in calls:
         r = api.http.request(method, path, headers=bob, json={} if method == "PUT" else None)
-        assert r.status_code == 403, (method, path, r.text)
-        assert "cannot access namespace" in r.json()["error"]
-    assert api.http.post("/v2/endpoint/alice", json=payload("x"), headers=bob).status_code == 403
+        assert r.status_code == 404, (method, path, r.text)
+        assert "not found" in r.json()["error"] and "a1" not in r.json()["error"]
+    assert api.http.post("/v2/endpoint/alice", json=payload("x"), headers=bob).status_code == 404
     # Alice still sees her own endpoints and her organisation's; the admin sees everything.
     assert [e["name"] for e in api.http.get("/v2/endpoint/acme", headers=alice).json()["items"]] == ["o1"]
     assert api.http.get("/v2/endpoint/alice/a1", headers=alice).status_code == 200
-    assert api.http.get("/v2/endpoint/bob/b1", headers=alice).status_code == 403
+    assert api.http.get("/v2/endpoint/bob/b1", headers=alice).status_code == 404
     assert api.http.get("/v2/endpoint/bob/b1", headers=api.admin).status_code == 200
     assert api.http.get("/v2/provider/alice", headers=alice).status_code == 200
 

@@ -100,7 +100,7 @@ def test_hfapi_errors_carry_our_messages(hf: tuple[HfApi, LiveServer, str]) -> N
     assert "valid instance types" in str(err.value)
     with pytest.raises(HfHubHTTPError) as err:
         api.list_inference_endpoints(namespace="someone-else")
-    assert err.value.response.status_code == 403
+    assert err.value.response.status_code == 404
     with pytest.raises(HfHubHTTPError) as err:
         HfApi(endpoint=server.url, token="epc_wrong").whoami()
     assert err.value.response.status_code == 401

@@ -28,8 +28,10 @@ def test_a_secret_that_breaks_start_up_never_reaches_status_or_events(make_stack
     stack = make_stack()
     api = StackApi(stack.url)
     body = create_body("leaky", str(tiny_model_dir))
+    del body["model"]["env"]["MAX_TOTAL_TOKENS"]
     body["model"]["secrets"] = {"MAX_TOTAL_TOKENS": SECRET}
-    assert api.http.post("/v2/endpoint/admin", json=body).status_code == 201
+    created = api.http.post("/v2/endpoint/admin", json=body)
+    assert created.status_code == 201, created.text
     failed = api.wait_state("leaky", "failed", timeout=240)
     # The runtime's start-up error names the bad value, so the log tail in the message held it before.
     assert failed["status"]["message"] and MASK in failed["status"]["message"], failed["status"]
