@@ -1,7 +1,8 @@
 """Request-scoped dependencies: the settings, a database session and the authenticated principal.
 
 Authentication runs in the dependency (so 401 precedes body validation); the session belongs to the route's
-thread. Routes use `with ctx:` so the session is closed where it was used.
+thread. Routes use `with ctx:` so the session is closed where it was used. `MetricsReader` guards `/metrics`: it
+names every tenant's namespaces and endpoints, so only the admin and the scrape token read it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth import MISS, Principal, authenticate_token, authenticate_without_database
+from controlplane.auth import Principal, authenticate_request, authenticate_token, is_metrics_token
 from controlplane.catalog import Catalog
 from controlplane.core.config import Settings
-from controlplane.errors import NotAuthenticated
+from controlplane.errors import Forbidden, NotAuthenticated
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota
@@ -66,20 +67,27 @@ def _authenticate_with_database(state: Any, raw: str) -> Principal | None:
         return authenticate_token(session, raw, settings=state.settings)
 
 
+def _bearer_value(credentials: HTTPAuthorizationCredentials | None) -> str:
+    raw = credentials.credentials if credentials is not None else None
+    if not raw:
+        raise NotAuthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+    return raw
+
+
+async def _principal(state: Any, raw: str) -> Principal:
+    principal = await authenticate_request(raw, state.settings, lambda token: _authenticate_with_database(state, token))
+    if principal is None:
+        raise NotAuthenticated("invalid or revoked token")
+    return principal
+
+
 async def get_context(request: Request,
                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
                       ) -> AsyncIterator[Context]:
     """Authenticate before the body is looked at (401 comes before 422): the admin token and cached tokens need
     no I/O; other tokens cost one thread-pool hop."""
     state = request.app.state
-    raw = credentials.credentials if credentials is not None else None
-    if not raw:
-        raise NotAuthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-    principal = authenticate_without_database(raw, state.settings)
-    if principal is MISS:
-        principal = await run_in_threadpool(_authenticate_with_database, state, raw)
-    if principal is None:
-        raise NotAuthenticated("invalid or revoked token")
+    principal = await _principal(state, _bearer_value(credentials))
     ctx = Context(state, principal)
     try:
         yield ctx
@@ -89,3 +97,17 @@ async def get_context(request: Request,
 
 
 ContextDep = Annotated[Context, Depends(get_context)]
+
+
+async def require_metrics_reader(request: Request,
+                                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """The scrape token (`ENDPOINTCTL_METRICS_TOKEN`) or the admin; any tenant token is 403."""
+    state = request.app.state
+    raw = _bearer_value(credentials)
+    if is_metrics_token(raw, state.settings):
+        return
+    if not (await _principal(state, raw)).is_admin:
+        raise Forbidden("/metrics needs the admin token or the scrape token (ENDPOINTCTL_METRICS_TOKEN)")
+
+
+MetricsReader = Depends(require_metrics_reader)

@@ -6,10 +6,11 @@ environment variables; names follow the ecosystem (DATABASE_URL, REDIS_URL) and 
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +48,42 @@ class Settings(BaseSettings):
     scale_up_timeout: float = 120.0
     # Networks whose clients may call `private` endpoints (the host itself; add the cluster's pod CIDR in k8s).
     private_networks: str = "127.0.0.0/8,::1/128"
+
+    # --- Authentication (controlplane/auth.py) --------------------------------------------------------------
+    # How long any process may trust a token it looked up. Revoking a token waits this long before it returns, so
+    # that no process (API replicas, gateway) still accepts it afterwards. 0: every request asks the database.
+    # Every process must share the value.
+    token_cache_seconds: float = Field(default=1.0, ge=0.0, le=30.0)
+    # Bearer token that reads /metrics and nothing else (Prometheus' scrape token); unset: only the admin token.
+    metrics_token: str | None = None
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's forwarded_allow_ips):
+    # comma-separated addresses or networks, "*" for any. Empty (default): none; the TCP peer is the client.
+    forwarded_allow_ips: str = ""
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strong_metrics_token(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if len(value) < 16 or not value.isascii() or not value.isprintable():
+            raise ValueError("ENDPOINTCTL_METRICS_TOKEN must be at least 16 printable ASCII characters")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item and item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"ENDPOINTCTL_FORWARDED_ALLOW_IPS: {item!r} is not an address or a network"
+                                     ) from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
     # Tenant limits (controlplane/services/validation.py, quota.py): answered with 422 or 403 naming the limit.
     max_replicas: int = 100  # maxReplica of one endpoint

@@ -22,6 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.auth import authenticate_request
 from controlplane.core.config import Settings
 from controlplane.gateway.routing import EndpointDirectory, EndpointView
 from controlplane.gateway.tokens import is_internal_token
@@ -112,8 +113,6 @@ class Gateway:
         self.directory = EndpointDirectory(factory)
         self.pool = UpstreamPool()  # keep-alive connections to replicas; no read timeout (see upstream.py)
         self._activity_written: dict[int, float] = {}
-        self._token_cache: dict[str, tuple[float, object | None]] = {}
-        self._token_lookups: dict[str, asyncio.Future] = {}
         self._wake_locks: dict[int, asyncio.Lock] = {}
         registry = registry if registry is not None else CollectorRegistry()
         labels = ["namespace", "endpoint"]
@@ -130,34 +129,13 @@ class Gateway:
 
     # -- authorization -------------------------------------------------------------------------------------
     async def _principal_for(self, raw: str):
-        """Token → principal, cached briefly; concurrent misses for one token share a single lookup (a burst of
-        32 new streams would otherwise queue 32 thread hops in front of their first token)."""
-        cached = self._token_cache.get(raw)
-        if cached and time.monotonic() - cached[0] < 5.0:
-            return cached[1]
-        pending = self._token_lookups.get(raw)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        """Token → principal through the API's own token cache (controlplane/auth.py): one mechanism, so a revoked
+        token is refused here the moment the revoke call returns, as it is on the API routes."""
+        return await authenticate_request(raw, self.settings, self._lookup_token)
 
-        def lookup():
-            with self.factory() as session:
-                return self.authenticate(session, raw, settings=self.settings)
-
-        future = asyncio.get_running_loop().create_future()
-        self._token_lookups[raw] = future
-        try:
-            principal = await run_in_threadpool(lookup)
-            future.set_result(principal)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
-            del self._token_lookups[raw]
-        if len(self._token_cache) > 10_000:
-            self._token_cache.clear()
-        self._token_cache[raw] = (time.monotonic(), principal)
-        return principal
+    def _lookup_token(self, raw: str):
+        with self.factory() as session:
+            return self.authenticate(session, raw, settings=self.settings)
 
     async def authorize(self, request: Request, view: EndpointView) -> None:
         header = request.headers.get("authorization", "")

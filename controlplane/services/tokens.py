@@ -1,19 +1,21 @@
 """API tokens and namespaces: minting (plain value shown once), listing without secrets, revoking.
 
 The admin may mint a token for any user namespace (creating it, and any organisations named in `orgs`, with
-memberships); any other token may mint more tokens for its own namespace only.
+memberships); any other token may mint more tokens for its own namespace only. A revoke returns only when no process
+can still accept the token (controlplane/auth.py explains the wait).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controlplane.auth import Principal, display_prefix, hash_token, invalidate_cache, new_token
+from controlplane.auth import Principal, display_prefix, hash_token, new_token, outlast_token_caches
+from controlplane.core.config import Settings, get_settings
 from controlplane.errors import Conflict, Forbidden, InvalidSpec, NotFound
 from controlplane.models import ApiToken, Membership, Namespace, NamespaceKind, utcnow
 from controlplane.services.validation import check_namespace
@@ -23,6 +25,7 @@ from controlplane.services.validation import check_namespace
 class TokenService:
     session: Session
     principal: Principal
+    settings: Settings = field(default_factory=get_settings)
 
     def mint(self, *, namespace: str | None, name: str, orgs: Sequence[str] | None) -> tuple[ApiToken, str]:
         namespace = namespace or self.principal.name
@@ -75,7 +78,8 @@ class TokenService:
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             self.session.commit()
-        invalidate_cache()
+        # Also when it was revoked already: a concurrent revoke may have committed a moment ago and still be waiting.
+        outlast_token_caches(self.settings)
         return token
 
     def _namespace(self, name: str, kind: NamespaceKind) -> Namespace:

@@ -1,7 +1,7 @@
 """`/api/whoami-v2` (huggingface_hub resolves the default namespace with it) and `/api/tokens`.
 
 Authorization model: a token acts as one user namespace plus that user's organisations; the bootstrap admin
-token acts on every namespace. Requests for any other namespace answer **403**, whether it exists or not.
+token acts on every namespace. Requests for any other namespace answer **404**, whether it exists or not.
 The admin mints tokens for any user (creating the user and the organisations in `orgs`); every other token
 may mint tokens for its own namespace and list or revoke its own tokens.
 """
@@ -13,13 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from controlplane.api.responses import FastJSONResponse
 
-from controlplane.api.deps import ContextDep
+from controlplane.api.deps import Context, ContextDep
 from controlplane.models import ApiToken
 from controlplane.schemas import ErrorBody, TokenCreate, TokenCreated, TokensPublic, WhoAmI, iso_z
 from controlplane.services.tokens import TokenService
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 router = APIRouter(prefix="/api", tags=["auth"], responses=ERRORS)
+
+
+def _tokens(ctx: Context) -> TokenService:
+    return TokenService(ctx.session, ctx.principal, ctx.settings)
 
 
 def _token(token: ApiToken) -> dict:
@@ -41,8 +45,7 @@ def read_whoami(ctx: ContextDep) -> FastJSONResponse:
              summary="Mint a token (the plain value is in this response only)")
 def create_token(body: TokenCreate, ctx: ContextDep) -> FastJSONResponse:
     with ctx:
-        token, raw = TokenService(ctx.session, ctx.principal).mint(namespace=body.namespace, name=body.name,
-                                                                   orgs=body.orgs)
+        token, raw = _tokens(ctx).mint(namespace=body.namespace, name=body.name, orgs=body.orgs)
         return FastJSONResponse({**_token(token), "token": raw}, status_code=201)
 
 
@@ -50,10 +53,11 @@ def create_token(body: TokenCreate, ctx: ContextDep) -> FastJSONResponse:
             summary="List tokens (own namespace; all for the admin); never the secret")
 def read_tokens(ctx: ContextDep) -> FastJSONResponse:
     with ctx:
-        return FastJSONResponse({"items": [_token(t) for t in TokenService(ctx.session, ctx.principal).list()]})
+        return FastJSONResponse({"items": [_token(t) for t in _tokens(ctx).list()]})
 
 
-@router.delete("/tokens/{token_id}", summary="Revoke a token (own tokens; any for the admin)")
+@router.delete("/tokens/{token_id}", summary="Revoke a token (own tokens; any for the admin); no process accepts it "
+               "once this returns")
 def delete_token(token_id: Annotated[int, Path(ge=1, le=2**62)], ctx: ContextDep) -> FastJSONResponse:
     with ctx:
-        return FastJSONResponse(_token(TokenService(ctx.session, ctx.principal).revoke(token_id)))
+        return FastJSONResponse(_token(_tokens(ctx).revoke(token_id)))

@@ -1,4 +1,5 @@
-"""Liveness, readiness and metrics of the control plane itself (no authentication)."""
+"""Liveness and readiness of the control plane (no authentication: probes carry no token, and they tell nothing
+about tenants), and its metrics, which name every tenant's endpoints: the admin token or the scrape token only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from controlplane.api.deps import MetricsReader
 from controlplane.api.responses import FastJSONResponse
+from controlplane.schemas import ErrorBody
 from controlplane.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["health"])
@@ -34,6 +37,7 @@ def read_readyz(request: Request) -> FastJSONResponse:
     return FastJSONResponse({"status": "ok", "schema": revision})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics (the admin token or ENDPOINTCTL_METRICS_TOKEN)",
+            dependencies=[MetricsReader], responses={code: {"model": ErrorBody} for code in (401, 403)})
 def read_metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
