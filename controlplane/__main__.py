@@ -49,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from controlplane.app import create_app
 
+    # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default, and `private` endpoints decide by the client
+    # address: only proxies named in ENDPOINTCTL_FORWARDED_ALLOW_IPS may say who the client is.
+    trusted = settings.trusted_proxies
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5, proxy_headers=bool(trusted),
+                forwarded_allow_ips=trusted)
     return 0
 
 
