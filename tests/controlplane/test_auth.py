@@ -118,7 +118,7 @@ def test_secrets_never_leave_the_database(api: Api, caplog: pytest.LogCaptureFix
         api.http.get("/v2/endpoint/admin/sec/events", headers=api.admin),
         api.http.put("/v2/endpoint/admin/sec", headers=api.admin, json={"model": {"secrets": {"1bad": SECRET}}}),
         api.http.get("/v2/endpoint/admin/sec/logs", headers=api.admin),
-        api.http.get("/metrics"),
+        api.http.get("/metrics", headers=api.admin),
     ]
     for r in responses:
         assert SECRET not in r.text and PASSWORD not in r.text, r.request.url

@@ -130,6 +130,6 @@ def test_openapi_health_and_metrics(live_server: LiveServer) -> None:
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert httpx.get(f"{live_server.url}/docs").status_code == 200
     httpx.get(f"{live_server.url}/v2/endpoint/admin", headers=live_server.headers())
-    metrics = httpx.get(f"{live_server.url}/metrics").text
+    metrics = httpx.get(f"{live_server.url}/metrics", headers=live_server.headers()).text
     assert 'endpointctl_api_requests_total{method="GET",route="/v2/endpoint/{namespace}",status="200"}' in metrics
     assert "endpointctl_api_request_seconds_bucket" in metrics

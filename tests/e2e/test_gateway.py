@@ -54,7 +54,7 @@ def test_auth_by_endpoint_type(make_stack, tiny_model_dir):
     bad_timeout = httpx.post(f"{base}/authn/v1/models", headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
                                                                  "X-Scale-Up-Timeout": "soon"})
     assert bad_timeout.status_code == 400 and "X-Scale-Up-Timeout" in bad_timeout.json()["error"]
-    metrics = httpx.get(f"{stack.url}/metrics").text
+    metrics = api.http.get("/metrics").text
     for status in ("200", "401", "403"):
         assert f'endpointctl_gateway_requests_total{{endpoint="authn",namespace="admin",status="{status}"}}' in metrics
     assert 'endpointctl_gateway_inflight_requests{endpoint="pub",namespace="admin"} 0.0' in metrics
@@ -149,4 +149,4 @@ def test_streams_pass_through_and_a_client_leaving_cancels_the_generation(make_s
                what="the replica to cancel the abandoned generation")
     assert replica_metric("vllm:generation_tokens_total") - before < 1000
     wait_until(lambda: 'endpointctl_gateway_inflight_requests{endpoint="relay",namespace="admin"} 0.0'
-               in httpx.get(f"{stack.url}/metrics").text, timeout=10, what="the gateway to release the request")
+               in api.http.get("/metrics").text, timeout=10, what="the gateway to release the request")
