@@ -1,5 +1,6 @@
 """The Helm chart renders (real helm, built by scripts/build-kube.sh) and every object it renders passes the real
-API server's server-side dry-run: schemas, RBAC objects, probes and security contexts all validate."""
+API server's server-side dry-run: schemas, RBAC objects, probes and security contexts all validate. The scrape
+token it generates reaches the API pod and the ServiceMonitor, and really reads /metrics of a real API process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client as k8s
@@ -79,3 +81,71 @@ def test_chart_requires_a_shared_secrets_key() -> None:
     api = [d for d in docs if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-worker")][0]
     env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ENDPOINTCTL_SECRETS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secrets-key"
+
+
+def _api_env(docs: list[dict]) -> dict[str, dict]:
+    api = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api")][0]
+    return {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def _secret(docs: list[dict], name: str) -> dict | None:
+    return next((d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == name), None)
+
+
+def test_chart_scrape_token_reaches_the_api_and_prometheus(redis_server, tmp_path: Path) -> None:
+    """The chart's scrape token, as its ServiceMonitor sends it, reads /metrics of an API started with the
+    environment the chart gives the API pod; nothing else in the release gets it."""
+    from tests.controlplane.conftest import start_live_server, stop_live_server
+
+    docs = helm_template("epc-m", "epc-m-endpoints", "--set", "metrics.serviceMonitor.enabled=true",
+                         "--set-json", 'metrics.serviceMonitor.labels={"release":"prometheus"}',
+                         "--set", "controlplane.forwardedAllowIps=10.42.0.0/16")
+    monitor = [d for d in docs if d["kind"] == "ServiceMonitor"][0]
+    service = [d for d in docs if d["kind"] == "Service"][0]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    env = _api_env(docs)
+    assert env["ENDPOINTCTL_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"] == credentials
+    assert env["ENDPOINTCTL_FORWARDED_ALLOW_IPS"]["value"] == "10.42.0.0/16"
+    workers = [d for d in docs if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-api")]
+    for worker in workers:
+        names = {e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "ENDPOINTCTL_METRICS_TOKEN" not in names, worker["metadata"]["name"]
+    token = _secret(docs, credentials["name"])["stringData"][credentials["key"]]
+
+    redis_server.flush()
+    server = start_live_server(database_url=f"sqlite:///{tmp_path / 'epc.db'}", data_dir=tmp_path / "api",
+                               redis_url=redis_server.url,
+                               extra_env={"ENDPOINTCTL_METRICS_TOKEN": token,
+                                          "ENDPOINTCTL_FORWARDED_ALLOW_IPS": env["ENDPOINTCTL_FORWARDED_ALLOW_IPS"]["value"]})
+    try:
+        scraped = httpx.get(f"{server.url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=30)
+        assert scraped.status_code == 200 and "endpointctl_api_requests_total" in scraped.text
+        assert httpx.get(f"{server.url}/metrics", timeout=30).status_code == 401
+    finally:
+        stop_live_server(server)
+
+
+def test_chart_scrape_token_choices() -> None:
+    """Generated once per install (random, 16+ characters), or given, or from an existing Secret; too short is
+    refused at render time rather than at the API's start."""
+    first, second = (_secret(helm_template("epc-t", "epc-t-e"), "epc-endpointctl-metrics") for _ in range(2))
+    generated = first["stringData"]["token"]
+    assert len(generated) >= 16 and generated != second["stringData"]["token"]
+    given = helm_template("epc-t", "epc-t-e", "--set", "metrics.token.value=scrape-me-please-0123")
+    assert _secret(given, "epc-endpointctl-metrics")["stringData"]["token"] == "scrape-me-please-0123"
+    existing = helm_template("epc-t", "epc-t-e", "--set", "metrics.token.existingSecret=prom-scrape",
+                             "--set", "metrics.serviceMonitor.enabled=true")
+    assert _secret(existing, "epc-endpointctl-metrics") is None
+    assert _api_env(existing)["ENDPOINTCTL_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "prom-scrape",
+                                                                                            "key": "token"}
+    monitor = [d for d in existing if d["kind"] == "ServiceMonitor"][0]
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["name"] == "prom-scrape"
+    helm = find_binaries(build=False).path("helm")
+    short = subprocess.run([str(helm), "template", "epc", str(CHART), "--set", "database.url=postgresql://x/y",
+                            "--set", "adminToken.value=epc_test", "--set", "secretsKey.value=" + TEST_SECRETS_KEY,
+                            "--set", "metrics.token.value=short"], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert short.returncode != 0 and "at least 16 characters" in short.stderr

@@ -13,6 +13,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.serviceAccount.create -}}{{ default (include "endpointctl.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the scrape token (key `token`): the user's, or the one templates/metrics-secret.yaml makes. */}}
+{{- define "endpointctl.metricsSecretName" -}}
+{{- default (printf "%s-metrics" (include "endpointctl.fullname" .)) .Values.metrics.token.existingSecret -}}
+{{- end -}}
+
 {{/* Environment shared by the API, the worker and beat: they must agree on database, broker and provider. */}}
 {{- define "endpointctl.env" -}}
 - name: DATABASE_URL
