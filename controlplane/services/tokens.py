@@ -8,7 +8,7 @@ can still accept the token (controlplane/auth.py explains the wait).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +25,7 @@ from controlplane.services.validation import check_namespace
 class TokenService:
     session: Session
     principal: Principal
-    settings: Settings = field(default_factory=get_settings)
+    settings: Settings | None = None  # whose token_cache_seconds a revoke outlasts; None: the environment's
 
     def mint(self, *, namespace: str | None, name: str, orgs: Sequence[str] | None) -> tuple[ApiToken, str]:
         namespace = namespace or self.principal.name
@@ -79,7 +79,7 @@ class TokenService:
             token.revoked_at = utcnow()
             self.session.commit()
         # Also when it was revoked already: a concurrent revoke may have committed a moment ago and still be waiting.
-        outlast_token_caches(self.settings)
+        outlast_token_caches(self.settings or get_settings())
         return token
 
     def _namespace(self, name: str, kind: NamespaceKind) -> Namespace:

@@ -116,10 +116,10 @@ def test_chart_scrape_token_reaches_the_api_and_prometheus(redis_server, tmp_pat
     token = _secret(docs, credentials["name"])["stringData"][credentials["key"]]
 
     redis_server.flush()
+    pod_env = {"ENDPOINTCTL_METRICS_TOKEN": token,
+               "ENDPOINTCTL_FORWARDED_ALLOW_IPS": env["ENDPOINTCTL_FORWARDED_ALLOW_IPS"]["value"]}
     server = start_live_server(database_url=f"sqlite:///{tmp_path / 'epc.db'}", data_dir=tmp_path / "api",
-                               redis_url=redis_server.url,
-                               extra_env={"ENDPOINTCTL_METRICS_TOKEN": token,
-                                          "ENDPOINTCTL_FORWARDED_ALLOW_IPS": env["ENDPOINTCTL_FORWARDED_ALLOW_IPS"]["value"]})
+                               redis_url=redis_server.url, extra_env=pod_env)
     try:
         scraped = httpx.get(f"{server.url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=30)
         assert scraped.status_code == 200 and "endpointctl_api_requests_total" in scraped.text
