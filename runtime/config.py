@@ -44,6 +44,11 @@ class RuntimeSettings(BaseSettings):
     )
     api_key: str | None = None
     payload_limit: int = 2_000_000
+    max_json_depth: int = Field(
+        default=64, ge=2,
+        description="deepest nesting of arrays/objects accepted in a request body, and in JSON sent inside one as a "
+                    "string (a grammar's schema, tool-call arguments); deeper is a 400",
+    )
     served_model_name: str | None = None
     sse_keepalive_interval: float = 10.0
     num_threads: int | None = Field(default=None, description="torch intra-op threads (default: all cores)")

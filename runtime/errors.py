@@ -9,6 +9,7 @@ routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never bu
     ├── TemplateError         422  no chat template / template failed to render
     ├── Unauthorized          401
     ├── PayloadTooLarge       413
+    ├── UnsupportedMediaType  415  a body declared as something else than JSON
     ├── Overloaded            429  (Retry-After)
     ├── NotReady              503  model still loading
     ├── GenerationFailed      500  the engine failed mid-request
@@ -25,8 +26,10 @@ class RuntimeAPIError(Exception):
 
     def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.param = param
+        # A message or param may quote client input; a lone surrogate in it would make the JSON encoder of the
+        # error response fail, so such characters are written as escapes.
+        self.message = _printable(message)
+        self.param = _printable(param) if param is not None else None
         self.headers = headers or {}
 
     def openai_body(self) -> dict:
@@ -73,6 +76,12 @@ class PayloadTooLarge(RuntimeAPIError):
     tgi_type = "validation"
 
 
+class UnsupportedMediaType(RuntimeAPIError):
+    status_code = 415
+    openai_type = "invalid_request_error"
+    tgi_type = "validation"
+
+
 class Overloaded(RuntimeAPIError):
     status_code = 429
     openai_type = "rate_limit_error"
@@ -101,3 +110,7 @@ class ClientGone(RuntimeAPIError):
     status_code = 499
     openai_type = "client_closed_request"
     tgi_type = "client_closed_request"
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -25,9 +24,17 @@ from fastapi.responses import JSONResponse, Response
 
 from runtime import __version__
 from runtime.config import RuntimeSettings, parse_settings
-from runtime.errors import InvalidRequest, NotReady, PayloadTooLarge, RuntimeAPIError, ValidationError
+from runtime.errors import (
+    GenerationFailed,
+    InvalidRequest,
+    NotReady,
+    PayloadTooLarge,
+    RuntimeAPIError,
+    ValidationError,
+)
 from runtime.metrics import RuntimeMetrics
-from runtime.serving import RuntimeState, parse_body
+from runtime.openai.protocol import ChatMessage
+from runtime.serving import RuntimeState, json_body, read_json, validate_body
 
 log = logging.getLogger("runtime")
 
@@ -162,6 +169,12 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
     async def handle_runtime_error(request: Request, exc: RuntimeAPIError):
         return error_response(request.url.path, exc)
 
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception):
+        # A bug, not the client's doing: Starlette logs the traceback; the client gets its route family's envelope
+        # (never a text/plain page) and nothing of the exception's text.
+        return error_response(request.url.path, GenerationFailed("Internal server error"))
+
     from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
@@ -219,15 +232,11 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
     async def read_metrics():
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", openapi_extra=json_body(_TgiTokenizeRequest, _TokenizeRequest))
     async def tokenize(request: Request):
         state.check_api_key(request)
         loaded = state.require_ready(None)
-        raw = await request.body()
-        try:
-            data = json.loads(raw or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"Request body is not valid JSON: {exc}") from exc
+        data = await read_json(request)
         tokenizer = loaded.tokenizer
         if isinstance(data, dict) and "inputs" in data:  # TGI shape
             if not isinstance(data["inputs"], str):
@@ -237,12 +246,13 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
                 {"id": i, "text": data["inputs"][s:e], "start": s, "stop": e}
                 for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
             ]
-        body = await parse_body(request, _TokenizeRequest)
+        body = validate_body(data, _TokenizeRequest)
         if body.messages is not None:
-            text = state.validator.render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
-            ids = state.validator.tokenize(text, add_special_tokens=False)
+            messages = [m.to_template() for m in body.messages]
+            text = state.validator.render_chat(messages, add_generation_prompt=body.add_generation_prompt)
+            ids = state.validator.tokenize(text, add_special_tokens=False, param="messages")
         elif body.prompt is not None:
-            ids = state.validator.tokenize(body.prompt, add_special_tokens=body.add_special_tokens)
+            ids = state.validator.tokenize(body.prompt, add_special_tokens=body.add_special_tokens, param="prompt")
         else:
             raise InvalidRequest("send `prompt` or `messages` (or TGI's `inputs`)", param="prompt")
         out: dict[str, Any] = {"count": len(ids), "max_model_len": loaded.limits.max_total_tokens, "tokens": ids}
@@ -250,11 +260,11 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
             out["token_strs"] = tokenizer.convert_ids_to_tokens(ids)
         return out
 
-    @app.post("/detokenize")
+    @app.post("/detokenize", openapi_extra=json_body(_DetokenizeRequest))
     async def detokenize(request: Request):
         state.check_api_key(request)
         loaded = state.require_ready(None)
-        body = await parse_body(request, _DetokenizeRequest)
+        body = validate_body(await read_json(request), _DetokenizeRequest)
         vocab = len(loaded.tokenizer)
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
@@ -269,11 +279,17 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 
+class _TgiTokenizeRequest(BaseModel):
+    """TGI's shape (answered with offsets); documentation only: the route tells the two apart by ``inputs``."""
+
+    inputs: str
+
+
 class _TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
     prompt: str | None = None
-    messages: list[dict[str, Any]] | None = None
+    messages: list[ChatMessage] | None = None
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
     return_token_strs: bool = False

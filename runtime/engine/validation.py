@@ -52,8 +52,18 @@ class Validator:
         except (TypeError, ValueError, KeyError) as exc:
             raise TemplateError(f"Template error: {exc}", param="messages") from exc
 
-    def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    def tokenize(self, text: str, *, add_special_tokens: bool = True, param: str = "inputs") -> list[int]:
+        try:
+            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        except TypeError:
+            # The fast tokenizer refuses a str that is not Unicode (a lone surrogate) with a TypeError. Request
+            # bodies cannot carry one (runtime.jsonbody); text built from them (a chat template) could.
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(f"`{param}` contains a lone UTF-16 surrogate, which is not text",
+                                      param=param) from None
+            raise
 
     def validate(
         self,

@@ -25,6 +25,7 @@ from runtime.guidance.errors import GuidanceError, ToolError
 from runtime.guidance.specs import GrammarSpec, from_response_format, from_tgi_grammar
 from runtime.guidance.toolcalls import ToolCallStream, parse_tool_calls
 from runtime.guidance.tools import ToolPlan, plan_tools, prepare_chat
+from runtime.jsonbody import DEFAULT_MAX_JSON_DEPTH
 
 
 class InvalidGuidance(InvalidRequest):
@@ -77,29 +78,31 @@ def _factory(loaded: Any, spec: GrammarSpec | None, *, param: str, tgi: bool) ->
         raise api_error(exc, tgi=tgi) from exc
 
 
-def grammar_factory(loaded: Any, grammar: Any) -> ConstraintFactory | None:
+def grammar_factory(loaded: Any, grammar: Any, *,
+                    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> ConstraintFactory | None:
     """TGI ``parameters.grammar`` → constraint factory (``None`` without a grammar). Raises 422s."""
     try:
-        spec = from_tgi_grammar(grammar, param="parameters.grammar")
+        spec = from_tgi_grammar(grammar, param="parameters.grammar", max_json_depth=max_json_depth)
     except GuidanceError as exc:
         raise api_error(exc, tgi=True) from exc
     return _factory(loaded, spec, param="parameters.grammar.value", tgi=True)
 
 
-async def precompile_grammar(loaded: Any, grammar: Any) -> None:
+async def precompile_grammar(loaded: Any, grammar: Any, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
     """Compile a TGI grammar in a worker thread (xgrammar releases the GIL), so the synchronous
     :func:`grammar_factory` call in request preparation is a cache hit and the event loop never waits on a cold
     compile. Errors surface there, as 422s."""
     if grammar is None:
         return
     with contextlib.suppress(RuntimeAPIError):
-        await asyncio.to_thread(grammar_factory, loaded, grammar)
+        await asyncio.to_thread(grammar_factory, loaded, grammar, max_json_depth=max_json_depth)
 
 
-def response_format_factory(loaded: Any, response_format: Any) -> ConstraintFactory | None:
+def response_format_factory(loaded: Any, response_format: Any, *,
+                            max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> ConstraintFactory | None:
     """OpenAI ``response_format`` on /v1/completions → constraint factory. Raises 400s."""
     try:
-        spec = from_response_format(response_format)
+        spec = from_response_format(response_format, max_json_depth=max_json_depth)
     except GuidanceError as exc:
         raise api_error(exc) from exc
     return _factory(loaded, spec, param="response_format", tgi=False)
@@ -146,12 +149,14 @@ def chat_guidance(
     tool_choice: Any = None,
     parallel_tool_calls: bool | None = None,
     tool_prompt: str | None = None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> ChatGuidance:
     """Validate and compile a chat request's guidance fields (OpenAI route, so errors are 400s)."""
     try:
-        spec = from_response_format(response_format)
+        spec = from_response_format(response_format, max_json_depth=max_json_depth)
         plan = plan_tools(tools, tool_choice, parallel_tool_calls=parallel_tool_calls, has_grammar=spec is not None)
-        out_messages, template_tools = prepare_chat(messages, plan=plan, template=template, prompt=tool_prompt)
+        out_messages, template_tools = prepare_chat(messages, plan=plan, template=template, prompt=tool_prompt,
+                                                    max_json_depth=max_json_depth)
         tool_spec = plan.grammar_spec() if plan is not None else None
     except GuidanceError as exc:
         raise api_error(exc) from exc

@@ -11,6 +11,9 @@ Two dialects reach us:
 
 The spec's :attr:`GrammarSpec.key` is a canonical string (schema re-serialised with sorted keys), so two
 requests with the same schema written differently share one compiled grammar in the cache.
+
+A schema sent as a string is parsed as strictly as a request body (:mod:`runtime.jsonbody`, same MAX_JSON_DEPTH):
+the body's own checks cannot see inside a string.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runtime.guidance.errors import InvalidGrammarError
+from runtime.jsonbody import DEFAULT_MAX_JSON_DEPTH, JSONInputError, decode
 
 GrammarKind = Literal["json_schema", "json_object", "regex", "tool_calls"]
 
@@ -48,12 +52,12 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _schema_value(value: Any, *, param: str) -> Any:
+def _schema_value(value: Any, *, param: str, max_json_depth: int) -> Any:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidGrammarError(f"`{param}` is not valid JSON: {exc}", param=param) from exc
+            value = decode(value, max_depth=max_json_depth, what=f"`{param}`", param=param)
+        except JSONInputError as exc:
+            raise InvalidGrammarError(exc.message, param=exc.param) from exc
     if isinstance(value, bool):
         return value
     if not isinstance(value, dict):
@@ -63,12 +67,13 @@ def _schema_value(value: Any, *, param: str) -> Any:
     return value
 
 
-def json_schema_spec(schema: Any, *, param: str) -> GrammarSpec:
-    schema = _schema_value(schema, param=param)
+def json_schema_spec(schema: Any, *, param: str, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarSpec:
+    schema = _schema_value(schema, param=param, max_json_depth=max_json_depth)
     return GrammarSpec("json_schema", canonical_json(schema))
 
 
-def from_tgi_grammar(grammar: Any, *, param: str = "grammar") -> GrammarSpec | None:
+def from_tgi_grammar(grammar: Any, *, param: str = "grammar",
+                     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarSpec | None:
     """TGI ``parameters.grammar`` → spec (``None`` when absent)."""
     if grammar is None:
         return None
@@ -82,7 +87,7 @@ def from_tgi_grammar(grammar: Any, *, param: str = "grammar") -> GrammarSpec | N
         raise InvalidGrammarError(f"`{param}.value` is required", param=f"{param}.value")
     value = grammar["value"]
     if kind in ("json", "json_object"):
-        return json_schema_spec(value, param=f"{param}.value")
+        return json_schema_spec(value, param=f"{param}.value", max_json_depth=max_json_depth)
     if kind == "regex":
         if not isinstance(value, str) or not value:
             raise InvalidGrammarError(f"`{param}.value` must be a non-empty regex string", param=f"{param}.value")
@@ -92,7 +97,8 @@ def from_tgi_grammar(grammar: Any, *, param: str = "grammar") -> GrammarSpec | N
     )
 
 
-def from_response_format(response_format: Any, *, param: str = "response_format") -> GrammarSpec | None:
+def from_response_format(response_format: Any, *, param: str = "response_format",
+                         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarSpec | None:
     """OpenAI ``response_format`` → spec (``None`` for absent or ``{"type": "text"}``)."""
     if response_format is None:
         return None
@@ -105,7 +111,7 @@ def from_response_format(response_format: Any, *, param: str = "response_format"
         return GrammarSpec("json_object", canonical_json(ANY_OBJECT_SCHEMA))
     if kind == "json_schema" and "json_schema" not in response_format and "value" in response_format:
         # huggingface_hub's ChatCompletionInputGrammarType: {"type": "json_schema", "value": schema}
-        return json_schema_spec(response_format["value"], param=f"{param}.value")
+        return json_schema_spec(response_format["value"], param=f"{param}.value", max_json_depth=max_json_depth)
     if kind == "json_schema":
         body = response_format.get("json_schema")
         if not isinstance(body, dict):
@@ -120,11 +126,11 @@ def from_response_format(response_format: Any, *, param: str = "response_format"
         if "schema" not in body:
             # OpenAI treats a missing schema as "any JSON object".
             return GrammarSpec("json_object", canonical_json(ANY_OBJECT_SCHEMA))
-        return json_schema_spec(body["schema"], param=f"{param}.json_schema.schema")
+        return json_schema_spec(body["schema"], param=f"{param}.json_schema.schema", max_json_depth=max_json_depth)
     if kind == "regex":  # TGI accepts its grammar object as response_format too
-        return from_tgi_grammar(response_format, param=param)
+        return from_tgi_grammar(response_format, param=param, max_json_depth=max_json_depth)
     if kind == "json":
-        return from_tgi_grammar(response_format, param=param)
+        return from_tgi_grammar(response_format, param=param, max_json_depth=max_json_depth)
     raise InvalidGrammarError(
         f"`{param}.type` must be one of 'text', 'json_object', 'json_schema'; got {kind!r}", param=f"{param}.type"
     )

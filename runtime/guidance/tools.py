@@ -40,6 +40,7 @@ import jinja2.meta
 from runtime.guidance.compiler import check_schema, schema_ebnf
 from runtime.guidance.errors import InvalidGrammarError, ToolError
 from runtime.guidance.specs import GrammarSpec, canonical_json
+from runtime.jsonbody import DEFAULT_MAX_JSON_DEPTH, JSONInputError, decode
 
 TRIGGER = "<tool_call>"
 CALL_END_TAG = "</tool_call>"
@@ -225,13 +226,20 @@ def template_variables(template: str | None) -> set[str]:
         return set()
 
 
-def format_tool_call(name: str, arguments: Any) -> str:
+def decoded_arguments(arguments: Any, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """A call's ``arguments`` string as JSON when it is JSON the runtime accepts (:mod:`runtime.jsonbody`: no lone
+    surrogates, no nesting past MAX_JSON_DEPTH), else the string as it is: clients may replay any string here."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return decode(arguments, max_depth=max_json_depth)
+    except JSONInputError:
+        return arguments
+
+
+def format_tool_call(name: str, arguments: Any, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> str:
     """One call in the model's wire format (used to render earlier assistant turns for plain templates)."""
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            pass
+    arguments = decoded_arguments(arguments, max_json_depth=max_json_depth)
     args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return f'{CALL_PREFIX}{name}{ARGUMENTS_PREFIX}{args}{CALL_SUFFIX}'
 
@@ -262,6 +270,7 @@ def prepare_chat(
     plan: ToolPlan | None,
     template: str | None,
     prompt: str | None = None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """Messages and the ``tools`` variable to render the chat template with.
 
@@ -283,11 +292,12 @@ def prepare_chat(
             calls = msg["tool_calls"]
             _check_history_calls(calls, where=f"messages[{m_index}].tool_calls")
             if knows_tool_calls:
-                msg["tool_calls"] = [_decoded_call(c) for c in calls]
+                msg["tool_calls"] = [_decoded_call(c, max_json_depth=max_json_depth) for c in calls]
                 msg["content"] = _text_content(msg.get("content"))
             else:
                 text = _text_content(msg.get("content"))
-                blocks = [format_tool_call(c["function"]["name"], c["function"].get("arguments", {})) for c in calls]
+                blocks = [format_tool_call(c["function"]["name"], c["function"].get("arguments", {}),
+                                           max_json_depth=max_json_depth) for c in calls]
                 msg["content"] = "\n".join(([text] if text else []) + blocks)
                 msg.pop("tool_calls")
         elif role == "tool" and not knows_tool_role:
@@ -322,12 +332,9 @@ def _check_history_calls(calls: Any, *, where: str) -> None:
             raise ToolError(f"`{where}[{i}].function.arguments` must be a JSON string", param=f"{where}[{i}].function.arguments")
 
 
-def _decoded_call(call: dict[str, Any]) -> dict[str, Any]:
+def _decoded_call(call: dict[str, Any], *, max_json_depth: int) -> dict[str, Any]:
     call = json.loads(json.dumps(call))
     fn = call.get("function", {})
-    if isinstance(fn.get("arguments"), str):
-        try:
-            fn["arguments"] = json.loads(fn["arguments"])
-        except json.JSONDecodeError:
-            pass
+    if "arguments" in fn:
+        fn["arguments"] = decoded_arguments(fn["arguments"], max_json_depth=max_json_depth)
     return call

@@ -54,6 +54,8 @@ class ChatMessage(_Strict):
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+# A signed 64-bit integer, as vLLM takes it (the engine seeds a 64-bit generator with it).
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class _SamplingFields(_Strict):
@@ -62,7 +64,7 @@ class _SamplingFields(_Strict):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     n: Annotated[int, Field(ge=1, le=16)] = 1
     presence_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -23,7 +23,16 @@ from runtime.engine.params import FinishReason, TokenEvent
 from runtime.errors import InvalidRequest, RuntimeAPIError, ValidationError
 from runtime.guidance.serving import ChatGuidance, chat_guidance, openai_finish, response_format_factory
 from runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
+from runtime.serving import (
+    HEARTBEAT,
+    SSE_HEADERS,
+    GenerationRun,
+    RuntimeState,
+    SequenceResult,
+    json_body,
+    parse_body,
+    sse,
+)
 
 router = APIRouter()
 
@@ -82,7 +91,7 @@ def _error_chunk(exc: Exception) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- chat
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
 async def create_chat_completion(request: Request):
     state = _state(request)
     state.check_api_key(request)
@@ -93,11 +102,11 @@ async def create_chat_completion(request: Request):
         chat_guidance, loaded, [m.to_template() for m in body.messages],
         template=template if isinstance(template, str) else None, response_format=body.response_format,
         tools=body.tools, tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
-        tool_prompt=body.tool_prompt,
+        tool_prompt=body.tool_prompt, max_json_depth=state.settings.max_json_depth,
     )
     prompt_text = state.validator.render_chat(guidance.messages, tools=guidance.tools,
                                               add_generation_prompt=body.add_generation_prompt)
-    prompt_ids = state.validator.tokenize(prompt_text, add_special_tokens=False)
+    prompt_ids = state.validator.tokenize(prompt_text, add_special_tokens=False, param="messages")
     params = body.to_sampling_params()
     params.constraint_factory = guidance.factory
     extend = getattr(request.app.state, "chat_extensions", None)
@@ -210,7 +219,7 @@ async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: Ch
 
 
 # ---------------------------------------------------------------------------------------- completions
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
 async def create_completion(request: Request):
     state = _state(request)
     state.check_api_key(request)
@@ -221,6 +230,8 @@ async def create_completion(request: Request):
     if body.best_of is not None and body.best_of != body.n:
         raise InvalidRequest("`best_of` different from `n` is not supported", param="best_of")
     prompts = body.prompts()
+    if not prompts:
+        raise ValidationError("`prompt` cannot be empty", param="prompt")
     limit = state.settings.max_client_batch_size
     if len(prompts) > limit:
         raise ValidationError(
@@ -229,10 +240,11 @@ async def create_completion(request: Request):
         )
     if body.stream and len(prompts) > 1:
         raise InvalidRequest("streaming supports a single prompt", param="prompt")
-    constraint = await asyncio.to_thread(response_format_factory, state.loaded, body.response_format)
+    constraint = await asyncio.to_thread(response_format_factory, state.loaded, body.response_format,
+                                         max_json_depth=state.settings.max_json_depth)
     valids = []
     for p in prompts:
-        ids = list(p) if isinstance(p, list) else state.validator.tokenize(p)
+        ids = list(p) if isinstance(p, list) else state.validator.tokenize(p, param="prompt")
         params = body.to_sampling_params()
         params.constraint_factory = constraint
         valids.append(state.validator.validate(
@@ -336,7 +348,7 @@ async def _completion_stream(run: GenerationRun, *, created: int, model: str, bo
 
 
 # ----------------------------------------------------------------------------------------- embeddings
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", openapi_extra=json_body(EmbeddingRequest))
 async def create_embeddings(request: Request):
     state = _state(request)
     state.check_api_key(request)

@@ -6,7 +6,7 @@ Range errors are 422 with TGI's messages (``validation.rs``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,7 @@ class GenerateParameters(BaseModel):
     max_new_tokens: int | None = None
     repetition_penalty: float | None = None
     return_full_text: bool | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None  # TGI's u64
     stop: list[str] | None = None
     temperature: float | None = None
     top_k: int | None = None

@@ -17,7 +17,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from runtime.engine.params import FinishReason, TokenEvent, TopToken
 from runtime.errors import RuntimeAPIError, ValidationError
 from runtime.guidance.serving import grammar_factory, precompile_grammar
-from runtime.serving import HEARTBEAT, SSE_HEADERS, GenerationRun, RuntimeState, SequenceResult, parse_body, sse
+from runtime.serving import (
+    HEARTBEAT,
+    SSE_HEADERS,
+    GenerationRun,
+    RuntimeState,
+    SequenceResult,
+    json_body,
+    parse_body,
+    sse,
+)
 from runtime.tgi.protocol import GenerateRequest, token_json
 
 router = APIRouter()
@@ -53,7 +62,8 @@ def _prepare(state: RuntimeState, body: GenerateRequest):
     p = body.parameters
     p.check(max_best_of=state.settings.max_best_of)
     params = p.to_sampling_params()
-    params.constraint_factory = grammar_factory(state.loaded, p.grammar)  # 422 on a bad grammar, before any work
+    # 422 on a bad grammar, before any work
+    params.constraint_factory = grammar_factory(state.loaded, p.grammar, max_json_depth=state.settings.max_json_depth)
     best_of = p.best_of or 1
     if best_of > 1:
         params.logprobs = True
@@ -98,7 +108,7 @@ async def _generate(request: Request) -> tuple[dict[str, Any], dict[str, str]]:
 
 async def _generate_body(request: Request, state: RuntimeState, loaded, body: GenerateRequest):
     start = time.monotonic()
-    await precompile_grammar(loaded, body.parameters.grammar)
+    await precompile_grammar(loaded, body.parameters.grammar, max_json_depth=state.settings.max_json_depth)
     valid, best_of = _prepare(state, body)
     with state.admit():
         run = GenerationRun(state, valid, n=best_of)
@@ -126,30 +136,30 @@ async def _generate_body(request: Request, state: RuntimeState, loaded, body: Ge
     return response, headers
 
 
-@router.post("/generate")
+@router.post("/generate", openapi_extra=json_body(GenerateRequest))
 async def generate(request: Request):
     response, headers = await _generate(request)
     return JSONResponse(response, headers=headers)
 
 
-@router.post("/generate_stream")
+@router.post("/generate_stream", openapi_extra=json_body(GenerateRequest))
 async def generate_stream(request: Request):
     state = _state(request)
     state.check_api_key(request)
     loaded = state.require_ready()
     body = await parse_body(request, GenerateRequest, status_cls=ValidationError)
-    await precompile_grammar(loaded, body.parameters.grammar)
+    await precompile_grammar(loaded, body.parameters.grammar, max_json_depth=state.settings.max_json_depth)
     return _stream_response(state, loaded, body)
 
 
-@router.post("/")
+@router.post("/", openapi_extra=json_body(GenerateRequest))
 async def compat_generate(request: Request):
     state = _state(request)
     state.check_api_key(request)
     loaded = state.require_ready()
     body = await parse_body(request, GenerateRequest, status_cls=ValidationError)
     if body.stream:
-        await precompile_grammar(loaded, body.parameters.grammar)
+        await precompile_grammar(loaded, body.parameters.grammar, max_json_depth=state.settings.max_json_depth)
         return _stream_response(state, loaded, body)
     response, headers = await _generate_body(request, state, loaded, body)
     return JSONResponse([response], headers=headers)
