@@ -25,7 +25,9 @@ Choices that keep random and real models finishing:
 
 Bad input is reported before any generation: the schema is first checked against its JSON Schema metaschema
 (``jsonschema``, messages name the offending keyword), then compiled; an xgrammar error (unsupported keyword,
-impossible bounds, unparsable regex) becomes :class:`InvalidGrammarError` with the engine's message.
+impossible bounds, unparsable regex) becomes :class:`InvalidGrammarError` with the engine's message, and so does a
+grammar that generation could enter but never finish (a ``$ref`` cycle with no way out, a regex that matches
+nothing: :mod:`runtime.guidance.deadends`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import jsonschema
 import xgrammar as xgr
 
 from runtime.guidance.constraint import ConstraintFactory
+from runtime.guidance.deadends import dead_rules
 from runtime.guidance.errors import InvalidGrammarError
 from runtime.guidance.specs import GrammarSpec
 
@@ -87,7 +90,19 @@ def _ebnf(schema_json: str) -> str:
 def _json_ebnf(schema_json: str, *, strict: bool) -> str:
     """xgrammar's grammar for a schema, with raw control characters kept out of every string (module docstring)."""
     grammar = xgr.Grammar.from_json_schema(schema_json, any_whitespace=ANY_WHITESPACE, strict_mode=strict)
+    refuse_dead_ends(grammar, what="no finite JSON value matches the schema")
     return str(grammar).replace(_BOUNDED_STRING_CHAR, _JSON_STRING_CHAR)
+
+
+def refuse_dead_ends(grammar: xgr.Grammar, *, what: str) -> None:
+    """Raise ``ValueError`` (the callers' "invalid schema/regex" path) for rules generation could never finish."""
+    dead = dead_rules(grammar)
+    if dead:
+        names = ", ".join(f"`{name}`" for name in dead[:5])
+        raise ValueError(
+            f"{what}: rule(s) {names} can be entered but never finished (a `$ref` cycle with no optional way out, "
+            "or a character class that matches nothing)"
+        )
 
 
 def check_schema(schema: Any, *, param: str) -> None:
@@ -188,7 +203,9 @@ class GrammarCompiler:
             if spec.kind == "json_object":
                 return self._compiler.compile_grammar(_json_ebnf(spec.value, strict=False))
             if spec.kind == "regex":
-                return self._compiler.compile_regex(spec.value)
+                grammar = xgr.Grammar.from_regex(spec.value)
+                refuse_dead_ends(grammar, what="no finite string matches the regex")
+                return self._compiler.compile_grammar(grammar)
             if spec.kind == "tool_calls":
                 return self._compiler.compile_structural_tag(spec.value)
         except InvalidGrammarError:
