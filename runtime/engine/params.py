@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from runtime.engine.constraints import ConstraintFactory
 
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 
 class FinishReason(str, enum.Enum):
     """Why a sequence ended, in engine terms; each protocol maps these to its own wire strings."""
@@ -24,7 +26,7 @@ class FinishReason(str, enum.Enum):
 
 @dataclass
 class SamplingParams:
-    """Per-sequence decoding parameters. ``temperature == 0`` (or ``do_sample`` false upstream) means greedy."""
+    """Per-sequence decoding parameters. ``temperature`` 0 (or below 1e-5; ``do_sample`` false upstream) is greedy."""
 
     max_new_tokens: int = 100
     temperature: float = 1.0
@@ -50,7 +52,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Below this, dividing logits by the temperature overflows to inf (NaN probabilities); the distribution is
+        # the argmax's anyway. vLLM's threshold.
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
     @property
     def needs_penalties(self) -> bool:

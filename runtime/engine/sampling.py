@@ -68,8 +68,15 @@ def _unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
 
 
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    """Overflow (a repetition penalty of 1e-300 divides by it, a tiny temperature too) made some logits ±inf or NaN,
+    which softmax turns into NaN for the whole row. +inf becomes the largest finite value (those tokens tie for the
+    top), NaN and -inf stay or become -inf (a masked token stays masked)."""
+    return logits.nan_to_num_(nan=float("-inf"), posinf=torch.finfo(logits.dtype).max, neginf=float("-inf"))
+
+
 def _filter_row(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    logits = logits / p.temperature
+    logits = _finite(logits / p.temperature)
     if p.top_k > 0 and p.top_k < logits.shape[-1]:
         kth = torch.topk(logits, p.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -99,6 +106,9 @@ class BatchSampler:
     def __init__(self, *, vocab_size: int, eos_token_ids: list[int]) -> None:
         self.vocab_size = vocab_size
         self.eos_ids = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
+        # What a row whose grammar allows no token at all gets instead of a draw from NaN probabilities: the
+        # constraint refuses it, which ends that sequence (finish_reason stop) and no other.
+        self.dead_end_token = int(self.eos_ids[0]) if len(self.eos_ids) else 0
 
     @staticmethod
     def argmax_only(row: SamplingRow) -> bool:
@@ -156,6 +166,12 @@ class BatchSampler:
                 idx = torch.tensor(constrained)
                 allowed = _unpack_bitmask(bitmask[idx], self.vocab_size)
                 logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+            # Grammars are checked for dead ends before they run (runtime.guidance.deadends); this catches what the
+            # check cannot see (a character the vocabulary cannot spell), so one request never fails the batch.
+            all_masked = torch.isneginf(logits[constrained]).all(dim=-1).tolist()
+            dead_ends = {i for i, masked in zip(constrained, all_masked, strict=True) if masked}
+        else:
+            dead_ends = set()
         no_eos = [i for i, r in enumerate(rows) if self.suppresses_eos(r)]
         if no_eos and len(self.eos_ids):
             rows_idx = torch.tensor(no_eos, device=logits.device)[:, None]
@@ -169,6 +185,7 @@ class BatchSampler:
                     line[ids] += torch.tensor(list(p.logit_bias.values()), dtype=line.dtype, device=line.device)
                 if p.needs_penalties:
                     self._penalize(line, row)
+                _finite(line)
         results: list[Sampled] = []
         logprobs = None
         if any(r.params.logprobs for r in rows):
@@ -176,6 +193,9 @@ class BatchSampler:
         greedy_tokens = argmax_rows(logits)
         for i, row in enumerate(rows):
             p = row.params
+            if i in dead_ends:
+                results.append(Sampled(self.dead_end_token, None, None))
+                continue
             if p.greedy:
                 token = greedy_tokens[i]
             else:

@@ -83,7 +83,9 @@ class Sequence:
         self.generator: torch.Generator | None = None
         if not p.greedy:
             self.seed = (p.seed if p.seed is not None else random.randrange(2**63)) + index
-            self.generator = torch.Generator().manual_seed(self.seed)
+            # torch takes seeds in [-2**63, 2**64); modulo 2**64 is how it maps a negative one, so every seed the
+            # protocols accept (and seed + index past the top) seeds the generator the same way as before.
+            self.generator = torch.Generator().manual_seed(self.seed % 2**64)
         self.constraint: TokenConstraint | None = None
         self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=p.skip_special_tokens)
         self.stops = StopStringMatcher(p.stop, include_stop=p.include_stop_str_in_output)

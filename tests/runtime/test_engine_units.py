@@ -335,3 +335,59 @@ def test_batched_greedy_choices_match_torch_argmax():
     masked[:, 0] = float("-inf")
     assert choices.no_eos == masked.argmax(-1).tolist()
     assert choices.plain[6] == 0 and choices.no_eos[6] != 0
+
+
+def test_a_row_whose_grammar_allows_nothing_ends_alone():
+    """A constraint that allows no token (a dead end the grammar check could not see) gets EOS — which it refuses,
+    ending that sequence — instead of a draw from NaN probabilities that failed the whole batch's step."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from runtime.engine.params import SamplingParams
+    from runtime.engine.sampling import BatchSampler
+
+    class AllowsNothing:
+        def fill_bitmask(self, bitmask, index):
+            bitmask[index] = 0
+
+        def accept(self, token_id):
+            return False
+
+        def is_terminated(self):
+            return False
+
+        def rollback(self, num_tokens):
+            return None
+
+    def row(constraint=None, **params):
+        return SimpleNamespace(params=SamplingParams(**params), generator=torch.Generator().manual_seed(1),
+                               prompt_ids=[5, 6], output_ids=[], constraint=constraint)
+
+    sampler = BatchSampler(vocab_size=64, eos_token_ids=[2])
+    logits = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    rows = [row(AllowsNothing(), temperature=1.0, logprobs=True, top_logprobs=2), row(temperature=1.0),
+            row(AllowsNothing(), temperature=0.0)]
+    dead, free, dead_greedy = sampler.sample(logits, rows)
+    assert (dead.token_id, dead.logprob, dead.top) == (2, None, None)
+    assert dead_greedy.token_id == 2
+    assert 0 <= free.token_id < 64
+
+
+@pytest.mark.parametrize("params", [{"temperature": 1e-300}, {"temperature": 1.0, "repetition_penalty": 1e-300},
+                                    {"temperature": 1e-5, "repetition_penalty": 1e300, "logprobs": True}])
+def test_extreme_sampling_parameters_draw_a_token(params):
+    """Overflow to inf (a tiny temperature or repetition penalty) must not become NaN probabilities."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from runtime.engine.params import SamplingParams
+    from runtime.engine.sampling import BatchSampler
+
+    row = SimpleNamespace(params=SamplingParams(**params), generator=torch.Generator().manual_seed(1),
+                          prompt_ids=list(range(32)), output_ids=[3], constraint=None)
+    logits = torch.randn(1, 64, generator=torch.Generator().manual_seed(0)) * 10
+    (sampled,) = BatchSampler(vocab_size=64, eos_token_ids=[2]).sample(logits, [row])
+    assert 0 <= sampled.token_id < 64
+    assert sampled.logprob is None or sampled.logprob == sampled.logprob  # not NaN
