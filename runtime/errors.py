@@ -12,6 +12,7 @@ routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never bu
     ├── UnsupportedMediaType  415  a body declared as something else than JSON
     ├── Overloaded            429  (Retry-After)
     ├── NotReady              503  model still loading
+    ├── RoutingError          404 / 405 from the router: no such route, or not with this method
     ├── GenerationFailed      500  the engine failed mid-request
     └── ClientGone            499  the client disconnected (nobody reads the answer; nginx's code)
 """
@@ -104,6 +105,17 @@ class NotFound(RuntimeAPIError):
     status_code = 404
     openai_type = "not_found_error"
     tgi_type = "not_found"
+
+
+class RoutingError(RuntimeAPIError):
+    """The router's own 404 / 405, carried in our envelope; the status is the router's."""
+
+    def __init__(self, status_code: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.status_code = status_code
+        found = status_code != 404
+        self.openai_type = "invalid_request_error" if found else NotFound.openai_type
+        self.tgi_type = "validation" if found else NotFound.tgi_type
 
 
 class ClientGone(RuntimeAPIError):

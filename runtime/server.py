@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import __version__
 from runtime.config import RuntimeSettings, parse_settings
@@ -29,6 +30,7 @@ from runtime.errors import (
     InvalidRequest,
     NotReady,
     PayloadTooLarge,
+    RoutingError,
     RuntimeAPIError,
     ValidationError,
 )
@@ -168,6 +170,11 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
     @app.exception_handler(RuntimeAPIError)
     async def handle_runtime_error(request: Request, exc: RuntimeAPIError):
         return error_response(request.url.path, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(request: Request, exc: StarletteHTTPException):
+        # Unknown routes (404) and wrong methods (405, with its Allow header) in the envelope too, not {"detail"}.
+        return error_response(request.url.path, RoutingError(exc.status_code, str(exc.detail), headers=exc.headers))
 
     @app.exception_handler(Exception)
     async def handle_unexpected(request: Request, exc: Exception):

@@ -133,7 +133,9 @@ def validate_body(data: Any, model: type[M], *, status_cls: type = InvalidReques
             raise InvalidRequest(
                 f"Unsupported parameter: '{param}' is not supported by this server", param=param
             ) from exc
-        raise status_cls(f"Invalid value for '{param}': {err['msg']}", param=param) from exc
+        # Integers past 64 bits arrive as floats (orjson), which pydantic calls an unparsable "input string".
+        reason = "integer out of range" if err["type"] == "int_parsing_size" else err["msg"]
+        raise status_cls(f"Invalid value for '{param}': {reason}", param=param) from exc
 
 
 def json_body(*models: type[pydantic.BaseModel]) -> dict[str, Any]:

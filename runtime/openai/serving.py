@@ -359,9 +359,9 @@ async def create_embeddings(request: Request):
     if isinstance(raw, str):
         texts = [raw]
     elif raw and all(isinstance(x, int) for x in raw):
-        texts = [loaded.tokenizer.decode(raw, skip_special_tokens=True)]
+        texts = [_decode_ids(loaded.tokenizer, raw)]
     elif raw and all(isinstance(x, list) for x in raw):
-        texts = [loaded.tokenizer.decode(x, skip_special_tokens=True) for x in raw]
+        texts = [_decode_ids(loaded.tokenizer, x) for x in raw]
     else:
         texts = list(raw)  # type: ignore[arg-type]
     if not texts:
@@ -390,6 +390,14 @@ async def create_embeddings(request: Request):
     total = sum(counts)
     return {"object": "list", "data": data, "model": body.model or state.model_name,
             "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+def _decode_ids(tokenizer: Any, ids: list[int]) -> str:
+    """Token-id input as text; ids outside the vocabulary are the client's mistake (the tokenizer would raise)."""
+    vocab = len(tokenizer)
+    if any(not 0 <= t < vocab for t in ids):
+        raise ValidationError(f"`input` token ids must be in 0..{vocab - 1}", param="input")
+    return tokenizer.decode(ids, skip_special_tokens=True)
 
 
 # --------------------------------------------------------------------------------------------- models

@@ -369,3 +369,34 @@ def test_recursive_schemas_with_a_way_out_still_work(http):
     fmt = {"type": "json_schema", "json_schema": {"name": "tree", "schema": tree}}
     resp = http.post(CHAT, json={"messages": USER, "max_tokens": 8, "temperature": 1.0, "response_format": fmt})
     assert resp.status_code == 200, resp.text
+
+
+# -------------------------------------------------------------------------------- routes and embeddings
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/nope", 404), ("GET", "/v1/nope", 404), ("PUT", "/generate", 405), ("DELETE", CHAT, 405),
+    ("POST", "/health", 405), ("GET", "/tokenize", 405),
+])
+def test_unknown_routes_and_methods_answer_in_the_envelope(http, method, path, status):
+    resp = http.request(method, path)
+    if path.startswith(("/v1/", "/tokenize")):
+        expect_error(resp, "/v1/", status=status)
+    else:
+        expect_error(resp, "/", status=status)
+    if status == 405:
+        assert resp.headers["allow"]
+
+
+@pytest.mark.slow
+def test_embeddings_route_refuses_hostile_input(embedding_model_dir):
+    path = "/v1/embeddings"
+    with start_runtime_server(embedding_model_dir) as srv, httpx.Client(base_url=srv.base_url, timeout=120) as client:
+        for ids in ([10**19], [-1], [[2**40]], [[-5, 3]], [2**63]):
+            expect_error(client.post(path, json={"input": ids}), path, status=422, param="input")
+        expect_error(post_raw(client, path, b'{"input": "\\ud800"}'), path, status=400, param="input")
+        expect_error(post_raw(client, path, b"[" * DEEP + b"]" * DEEP), path, status=400)
+        expect_error(post_raw(client, path, b'{"input": NaN}'), path, status=400)
+        expect_error(client.post(path, json={"input": "x", "dimensions": HUGE}), path, status=400, param="dimensions")
+        assert client.post(path, json={"input": ["fine", [1, 2]]}).status_code == 400
+        assert client.get("/health").status_code == 200
+        log = srv.log()
+    assert "Traceback" not in log, log[-4000:]
