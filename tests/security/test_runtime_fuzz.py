@@ -217,7 +217,7 @@ def fuzz_operation(server: RuntimeServer, method: str, path: str, strategy: st.S
         status, head, content = raw_request(server, method, path + query, headers, body)
         statuses[status] = statuses.get(status, 0) + 1
         assert status < 500, f"{method.upper()} {path} -> {status}: {content[:400]!r} for {body!r:.300}"
-        assert b"Traceback" not in content
+        assert status < 400 or b"Traceback" not in content  # a 200's text is the random model's: it may say anything
         check_envelope(path, status, head, content)
 
     one()
