@@ -145,7 +145,8 @@ def requests(draw: st.DrawFn, method: str, base: dict[str, Any] | None,
         return headers, None, query
     kind = draw(st.sampled_from(["mutated"] * 6 + ["json", "bytes", "deep", "empty"]))
     if kind == "mutated":
-        body = json.dumps(_mutated(draw, base, names), ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+        text = json.dumps(_mutated(draw, base, names), ensure_ascii=draw(st.booleans()))
+        body = text.encode("utf-8", "surrogatepass")
     elif kind == "json":
         body = json.dumps(draw(json_value)).encode("utf-8", "surrogatepass")
     elif kind == "bytes":

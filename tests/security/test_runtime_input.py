@@ -193,8 +193,8 @@ def _deep_schema(depth: int) -> str:
     ("/generate", '{"inputs": "x", "parameters": {"max_new_tokens": 2, "grammar": {"type": "json", "value": '
                   + _deep_schema(2000) + "}}}"),
     # the schema as a JSON string inside the body: only the grammar parser sees how deep it is
-    ("/generate", json.dumps({"inputs": "x", "parameters": {"max_new_tokens": 2,
-                                                            "grammar": {"type": "json", "value": _deep_schema(2000)}}})),
+    ("/generate", json.dumps({"inputs": "x", "parameters": {
+        "max_new_tokens": 2, "grammar": {"type": "json", "value": _deep_schema(2000)}}})),
     (CHAT, json.dumps({"messages": USER, "max_tokens": 2,
                        "response_format": {"type": "json_schema", "value": _deep_schema(2000)}})),
 ])
@@ -322,8 +322,8 @@ def test_a_10mb_prompt_is_a_413(http):
     (CHAT, {"messages": [{"role": None, "content": "x"}]}, "messages.0.role"),
     (CHAT, {"messages": [{"content": "x"}]}, "messages.0.role"),
     (CHAT, {"messages": [{"role": "user", "content": {"text": "x"}}]}, "messages.0.content"),
-    (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]},
-     "messages.0.content"),
+    (CHAT, {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}, "messages.0.content"),
     (CHAT, {"messages": "hi"}, "messages"),
     ("/tokenize", {"messages": [{"role": "hacker", "content": "x"}]}, "messages.0.role"),
     ("/tokenize", {"messages": [{"role": "user", "content": "x", "extra": 1}]}, "messages.0.extra"),
