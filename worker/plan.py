@@ -53,6 +53,13 @@ def target_replicas(d: Desired) -> int:
     return min(max(wanted, lower), upper)
 
 
+def pending_reason(o: ObservedDeployment) -> str:
+    """The machine-readable reason replicas wait: the provider's own, else read from the scheduler's words."""
+    if o.pending_cause is not None:
+        return o.pending_cause.value
+    return "InsufficientCapacity" if o.pending_reason and "Insufficient" in o.pending_reason else "Pending"
+
+
 def plan(d: Desired, o: ObservedDeployment, *, health_ok: bool | None = None) -> Plan:
     """Decide. `health_ok` is None until the caller has probed the URL (only asked for when it matters)."""
     if d.desired_state == DesiredState.DELETED.value:
@@ -89,10 +96,12 @@ def plan(d: Desired, o: ObservedDeployment, *, health_ok: bool | None = None) ->
     if serving_current:
         if d.current_state == EndpointState.RUNNING.value or health_ok:
             converged = current_ready >= replicas and o.rollout_complete
-            return Plan(Action.APPLY, replicas, EndpointState.RUNNING.value, reason="Running",
+            # Serving, yet short of replicas the host cannot place: say so rather than look merely busy.
+            progress = pending_reason(o) if o.pending_reason else ("ScalingReplicas" if not converged else "Complete")
+            return Plan(Action.APPLY, replicas, EndpointState.RUNNING.value, message=o.pending_reason, reason="Running",
                         requeue_after=None if converged else 2.0, ready_replicas=current_ready,
                         conditions={"Ready": (True, "Running", None),
-                                    "Progressing": (not converged, "ScalingReplicas" if not converged else "Complete", None)})
+                                    "Progressing": (not converged, progress, o.pending_reason)})
         waiting = EndpointState.UPDATING.value if updating else EndpointState.INITIALIZING.value
         return Plan(Action.APPLY, replicas, waiting, message="replica ready; waiting for the endpoint URL to answer its health route",
                     reason="VerifyingURL", requeue_after=0.3, wants_health_check=health_ok is None,
@@ -106,8 +115,7 @@ def plan(d: Desired, o: ObservedDeployment, *, health_ok: bool | None = None) ->
                     conditions={"Ready": (old_ready > 0, "Updating", None), "Progressing": (True, "Updating", None)})
     if o.pending_reason:
         return Plan(Action.APPLY, replicas, EndpointState.PENDING.value, message=o.pending_reason,
-                    reason="InsufficientCapacity" if "Insufficient" in o.pending_reason else "Pending",
-                    requeue_after=5.0, ready_replicas=ready_total,
+                    reason=pending_reason(o), requeue_after=5.0, ready_replicas=ready_total,
                     conditions={"Ready": (False, "Pending", o.pending_reason), "Progressing": (True, "Pending", o.pending_reason)})
     return Plan(Action.APPLY, replicas, EndpointState.INITIALIZING.value, message=o.message,
                 reason="Initializing", requeue_after=0.5, ready_replicas=ready_total,

@@ -70,6 +70,19 @@ def test_pending_reason_is_surfaced():
     assert p.state == "pending" and "Insufficient nvidia.com/gpu" in p.message and p.reason == "InsufficientCapacity"
 
 
+def test_capacity_shortage_keeps_a_first_start_pending_and_a_serving_endpoint_running_with_the_reason():
+    short = "not enough capacity: 1 of 2 replicas started on this host; CPU: each replica needs 1.2, 0.8 of 2 free"
+    o = ObservedDeployment(exists=True, revision=1, desired_replicas=1, replicas=(), rollout_complete=False,
+                           pending_reason=short, pending_cause=FailureReason.INSUFFICIENT_CAPACITY)
+    p = plan(desired(), o)
+    assert p.state == "pending" and p.message == short and p.reason == "InsufficientCapacity"
+    d = desired(current_state="running", last_ready_revision=1, min_replicas=2, max_replicas=2)
+    p = plan(d, observed(replica(), desired_replicas=2, pending_reason=short,
+                         pending_cause=FailureReason.INSUFFICIENT_CAPACITY))
+    assert p.state == "running" and p.message == short and p.requeue_after
+    assert p.conditions["Progressing"] == (True, "InsufficientCapacity", short)
+
+
 def test_failure_on_first_start_is_failed_and_on_update_is_update_failed():
     o = observed(replica(ready=False, phase="Failed"), failure=FailureReason.MODEL_LOAD_FAILED, message="boom")
     assert plan(desired(), o).state == "failed"

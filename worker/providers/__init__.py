@@ -25,12 +25,17 @@ def get_provider(settings: Settings | None = None) -> Provider:
 
 def _make(settings: Settings) -> Provider:
     if settings.provider == "local":
+        from worker.providers.capacity import LocalCapacity
         from worker.providers.local import LocalProvider
 
         owner = os.environ.get("ENDPOINTCTL_OWNER_PID")
         command = shlex.split(settings.local_runtime_command) if settings.local_runtime_command else None
+        capacity = LocalCapacity(replica_cpus=settings.local_replica_cpus,
+                                 replica_memory_gb=settings.local_replica_memory_gb,
+                                 reserve_cpus=settings.local_reserve_cpus,
+                                 reserve_memory_gb=settings.local_reserve_memory_gb)
         return LocalProvider(settings.data_dir, owner_pid=int(owner) if owner else None, runtime_command=command,
-                             forkserver=os.environ.get("ENDPOINTCTL_FORKSERVER"))
+                             forkserver=os.environ.get("ENDPOINTCTL_FORKSERVER"), capacity=capacity)
     if settings.provider == "kubernetes":
         from worker.providers.kubernetes import KubernetesProvider
 

@@ -115,6 +115,8 @@ class ObservedDeployment:
     rollout_complete: bool = True
     failure: FailureReason | None = None
     pending_reason: str | None = None  # e.g. "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    # Why replicas wait, when the provider knows it for sure (the local provider's capacity check); else from the text.
+    pending_cause: FailureReason | None = None
     message: str | None = None  # human detail for failure or pending (last log lines, termination message)
 
     @property

@@ -6,7 +6,9 @@ starts; each replica is a fork that inherits the imported modules (copy-on-write
 
 Safety: the zygote only imports modules; it never runs a torch op, so no thread pools exist to be broken by fork,
 and CUDA is initialised in the child only. Environment variables read at import time by torch/transformers come
-from the stack's environment; everything the runtime reads at start-up comes from the replica's own env.
+from the zygote's own environment, which `endpointctl up` builds from an allow-list (`procenv.host_env`): a forked
+replica keeps that block as its `/proc/<pid>/environ`, so it must hold nothing of the control plane's. Everything
+the runtime reads at start-up comes from the replica's own env, which replaces `os.environ` in the child.
 
 Protocol (one Unix socket connection per replica, JSON lines): the supervisor sends
 {"module", "argv", "env", "cwd", "log", "watch_pid"}; the zygote answers {"pid"} at once and {"exit": code} when the
@@ -28,6 +30,8 @@ import sys
 import threading
 import time
 import traceback
+
+from worker.providers.procenv import PRIVATE_UMASK
 
 log = logging.getLogger("endpointctl.forkserver")
 
@@ -60,7 +64,7 @@ def _child_main(request: dict, inherited_fds: list[int]) -> None:  # pragma: no 
                 os.close(fd)
             except OSError:
                 pass
-        out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.close(out)
@@ -258,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preload", default="torch,transformers")
     parser.add_argument("--owner-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     for name in filter(None, (m.strip() for m in args.preload.split(","))):

@@ -10,7 +10,13 @@ worker), but replicas must keep serving and must never be orphaned. The supervis
 - watches an owner process (`endpointctl up`): when the owner is gone, the replica stops, so even a SIGKILLed
   stack leaves no process behind.
 
-Usage: python -m worker.providers.local_replica --state S --log L --health-url U [--owner-pid P] -- CMD...
+The supervisor's own interpreter never sees the tenant's environment: it runs isolated from a minimal environment
+(`procenv.py`), and the runtime's command and environment arrive as one JSON document on its stdin, which also keeps
+secrets off every command line and out of every file. A runtime that cannot even be started (an environment too
+large to exec, a missing interpreter) counts as a failed start like a crash, with the error as its cause.
+
+Usage: python -I -u -m worker.providers.local_replica --state S --log L --health-url U [--owner-pid P]
+       < {"command": [...], "env": {...}}
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
+
+from worker.providers.procenv import PRIVATE_UMASK, split_module_command
 
 PR_SET_PDEATHSIG = 1
 BACKOFF_BASE = 1.0
@@ -54,8 +62,11 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
+    """Replace `path` as a whole, readable by the stack's user only (whatever the process umask)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data))
     os.replace(tmp, path)
 
 
@@ -72,13 +83,14 @@ def probe(url: str, timeout: float = 2.0) -> bool:
 
 
 class Supervisor:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, launch: dict) -> None:
         self.state_path = Path(args.state)
         self.log_path = Path(args.log)
         self.health_url = args.health_url
         self.owner_pid = args.owner_pid
         self.max_failures = args.max_failures
-        self.command = args.command
+        self.command = [str(part) for part in launch["command"]]
+        self.env = {str(k): str(v) for k, v in launch["env"].items()}
         self.forkserver = args.forkserver
         self.startup_timeout = args.startup_timeout
         self.stopping = False
@@ -102,7 +114,8 @@ class Supervisor:
         }
 
     def log(self, message: str) -> None:
-        with self.log_path.open("a") as fh:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as fh:
             fh.write(f"[supervisor {time.strftime('%H:%M:%S')}] {message}\n")
 
     def save(self, **changes) -> None:
@@ -111,33 +124,45 @@ class Supervisor:
 
     def _fork_from_zygote(self):
         """Fork the runtime from the forkserver when there is one (saves the torch/transformers import)."""
-        cmd = self.command
-        if not self.forkserver or len(cmd) < 3 or cmd[1] != "-m" or not os.path.exists(self.forkserver):
+        module = split_module_command(self.command)
+        if not self.forkserver or module is None or not os.path.exists(self.forkserver):
             return None
         from worker.providers.forkserver import ForkedChild
 
         try:
-            return ForkedChild.spawn(self.forkserver, module=cmd[2], argv=cmd[3:], env=dict(os.environ),
+            return ForkedChild.spawn(self.forkserver, module=module[0], argv=module[1], env=self.env,
                                      log_path=str(self.log_path), watch_pid=os.getpid())
         except (OSError, ValueError, KeyError) as exc:
             self.log(f"forkserver unavailable ({exc}); starting a fresh process")
             return None
 
-    def start_child(self) -> None:
+    def start_child(self) -> bool:
+        """Start the runtime; False (the error logged and kept as `last_error`) when it cannot even be started."""
         forked = self._fork_from_zygote()
         if forked is not None:
             self.child = forked
-            self.save(child_pid=forked.pid, phase="Starting", ready=False, child_started_at=time.time())
+            self.save(child_pid=forked.pid, phase="Starting", ready=False, child_started_at=time.time(),
+                      last_error=None)
             self.log(f"started runtime pid {forked.pid} (forked from the forkserver)")
-            return
-        log = self.log_path.open("ab")
-        self.child = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, close_fds=True,
-        )
-        log.close()
-        self.save(child_pid=self.child.pid, phase="Starting", ready=False, child_started_at=time.time())
+            return True
+        log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self.child = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent, close_fds=True,
+            )
+        except OSError as exc:
+            self.child = None
+            error = f"could not start the runtime: {exc.strerror or exc}"
+            self.log(error)
+            self.save(last_error=error)
+            return False
+        finally:
+            os.close(log)
+        self.save(child_pid=self.child.pid, phase="Starting", ready=False, child_started_at=time.time(),
+                  last_error=None)
         self.log(f"started runtime pid {self.child.pid}")
+        return True
 
     def stop_child(self, grace: float = 10.0) -> None:
         child = self.child
@@ -156,24 +181,28 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
-        self.start_child()
+        started = self.start_child()
         restart_at: float | None = None
         while not self.stopping:
             if self.owner_pid and not pid_alive(self.owner_pid):
                 self.log(f"owner process {self.owner_pid} is gone; stopping")
                 break
-            child = self.child
             if restart_at is not None:
                 if time.time() >= restart_at:
                     restart_at = None
-                    self.start_child()
-                time.sleep(0.2)
-                continue
-            code = child.poll() if child else None
-            if code is not None:
+                    started = self.start_child()
+                else:
+                    time.sleep(0.2)
+                    continue
+            child = self.child
+            code = child.poll() if child and started else None
+            # A runtime that could not be started fails like one that exited at once (with no exit code).
+            if code is not None or not started:
+                if started:
+                    self.log(f"runtime exited with code {code}")
+                started = True
                 # A replica that served before starts a fresh count: one crash is not a crash loop.
                 failures = 1 if self.state["ever_ready"] else self.state["consecutive_failures"] + 1
-                self.log(f"runtime exited with code {code}")
                 if failures >= self.max_failures:
                     self.save(phase="Failed", ready=False, child_pid=None, last_exit_code=code,
                               last_exit_at=time.time(), consecutive_failures=failures)
@@ -220,13 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=900.0,
                         help="seconds a replica may take to become ready before it is restarted (0 = no limit)")
     parser.add_argument("--forkserver", default=None, help="Unix socket of a zygote to fork the runtime from")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    if args.command and args.command[0] == "--":
-        args.command = args.command[1:]
-    if not args.command:
-        parser.error("a command to supervise is required after --")
-    return Supervisor(args).run()
+    os.umask(PRIVATE_UMASK)
+    try:
+        launch = json.loads(sys.stdin.buffer.read())
+        if not launch.get("command") or not isinstance(launch.get("env"), dict):
+            raise ValueError("it needs a command and an env")
+    except (OSError, ValueError, AttributeError) as exc:
+        parser.error(f"stdin must hold the runtime's launch document: {exc}")
+    return Supervisor(args, launch).run()
 
 
 if __name__ == "__main__":
