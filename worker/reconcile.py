@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.errors import ControlPlaneError
 from controlplane.core.config import Settings
 from controlplane.db import session_scope
+from controlplane.envpolicy import refused_env_name
 from controlplane.gateway.tokens import internal_token
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 from controlplane.redaction import redactor_for
@@ -81,15 +82,34 @@ def desired_view(endpoint: Endpoint) -> Desired:
     )
 
 
+def _tenant_env(endpoint: Endpoint) -> tuple[dict[str, str], dict[str, str]]:
+    """The endpoint's env (image variant's, then the model's) and secrets as stored, refused names included."""
+    model = endpoint.spec["model"]
+    image = model.get("image") or {"huggingface": {}}
+    variant = (next(iter(image.values())) if image else {}) or {}
+    env = {str(k): str(v) for k, v in (model.get("env") or {}).items()}
+    if isinstance(variant, dict):
+        env = {**{str(k): str(v) for k, v in (variant.get("env") or {}).items()}, **env}
+    return env, {str(k): str(v) for k, v in (endpoint.secrets or {}).items()}
+
+
+def refused_env_names(endpoint: Endpoint) -> list[str]:
+    """Names in the stored spec that the API refuses today (a row written before the policy, or around the API)."""
+    env, secrets = _tenant_env(endpoint)
+    return sorted({name for name in (*env, *secrets) if refused_env_name(name) is not None})
+
+
 def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> DesiredDeployment:
+    """The provider's view of the row. Env and secret names the API refuses never reach a provider, whatever the row
+    holds: they configure interpreters and loaders, and every provider starts processes with them."""
     spec = endpoint.spec
     model = spec["model"]
     image = model.get("image") or {"huggingface": {}}
     variant = next(iter(image.values())) if image else {}
     variant = variant or {}
-    env = {str(k): str(v) for k, v in (model.get("env") or {}).items()}
-    if isinstance(variant, dict):
-        env = {**{str(k): str(v) for k, v in (variant.get("env") or {}).items()}, **env}
+    env, secrets = _tenant_env(endpoint)
+    env = {k: v for k, v in env.items() if refused_env_name(k) is None}
+    secrets = {k: v for k, v in secrets.items() if refused_env_name(k) is None}
     hardware = resolve_hardware(settings, spec["provider"]["vendor"], spec["provider"]["region"],
                                 spec["compute"]["instanceType"], spec["compute"]["instanceSize"])
     return DesiredDeployment(
@@ -97,7 +117,7 @@ def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> D
         revision=endpoint.spec_revision, replicas=replicas, repository=model["repository"],
         model_revision=model.get("revision"), framework=model.get("framework") or "pytorch", task=model.get("task"),
         image=image, command=model.get("command"), args=model.get("args"), env=env,
-        secrets={str(k): str(v) for k, v in (endpoint.secrets or {}).items()},
+        secrets=secrets,
         health_route=health_route(endpoint), port=int(variant.get("port") or 80) if isinstance(variant, dict) else 80,
         hardware=hardware, endpoint_type=endpoint.type,
         registry_credentials=({str(k): str(v) for k, v in endpoint.image_credentials.items() if v is not None}
@@ -266,13 +286,19 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_i
 
 def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment | None, observed_doc: dict,
              settings: Settings) -> None:
-    """One-time events per spec revision about how the provider interprets the spec on this host."""
-    if deployment is None or settings.provider != "local":
+    """One-time events per spec revision about how the provider interprets the spec (on this host)."""
+    if deployment is None:
         return
     noticed = observed_doc.get("noticed_revision")
     if noticed == endpoint.spec_revision:
         return
     observed_doc["noticed_revision"] = endpoint.spec_revision
+    refused = refused_env_names(endpoint)
+    if refused:
+        record_event(session, endpoint, type=EventType.WARNING, reason="EnvRefused",
+                     message=f"not passed to the replicas (set by the platform only): {', '.join(refused)}")
+    if settings.provider != "local":
+        return
     if "custom" in deployment.image:
         url = deployment.image["custom"].get("url")
         record_event(session, endpoint, type=EventType.NORMAL, reason="CustomImageNotRunnable",

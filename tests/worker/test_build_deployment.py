@@ -34,3 +34,16 @@ def test_credentials_are_dropped_for_other_images_and_a_missing_password_is_not_
     custom = {"custom": {"url": "ghcr.io/acme/server:1"}}
     assert build_deployment(_row(custom, {"username": "bot", "password": None}), settings,
                             replicas=1).registry_credentials == {"username": "bot"}
+
+
+def test_names_the_api_refuses_never_reach_a_provider_even_from_a_stored_row(tmp_path):
+    """A row written before the policy existed (or around the API) still cannot configure a replica's interpreter
+    or loader, on either provider: the reconciler drops those names and says which."""
+    from worker.reconcile import refused_env_names
+
+    row = _row({"custom": {"url": "ghcr.io/acme/server:1", "env": {"LD_PRELOAD": "/tmp/evil.so"}}}, None)
+    row.spec["model"]["env"].update(PYTHONWARNINGS="all:0:antigravity.x:0:0", BROWSER="/bin/sh -c id #%s")
+    row.secrets = {"TOKEN": "s", "PYTHONPATH": "/tmp/evil"}
+    d = build_deployment(row, Settings(data_dir=tmp_path), replicas=1)
+    assert d.env == {"MAX_TOTAL_TOKENS": "512"} and d.secrets == {"TOKEN": "s"}
+    assert refused_env_names(row) == ["BROWSER", "LD_PRELOAD", "PYTHONPATH", "PYTHONWARNINGS"]
