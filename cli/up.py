@@ -4,6 +4,10 @@ The embedded default needs no servers: SQLite in the data directory, kombu's SQL
 the local provider for replicas. With DATABASE_URL / REDIS_URL set, the same command drives PostgreSQL and Redis.
 This process supervises its children (a crashed API or worker is restarted) and owns the replicas: they watch
 its pid and stop when it is gone, and SIGINT/SIGTERM stop everything, replicas included.
+
+The data directory holds the database (tenant secrets, registry passwords), the keys and the logs, so it is the
+stack user's alone: the directory 0700, and every child runs with umask 077, so files created later are 0600. The
+forkserver, whose environment every forked replica shows as its own, starts from an allow-list, not the stack's.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from worker.providers.local_replica import _die_with_parent
+from worker.providers.procenv import PRIVATE_UMASK, host_env, python_module_command
 
 log = logging.getLogger("endpointctl.up")
 
@@ -45,11 +51,13 @@ class Child:
     history: list[float] = field(default_factory=list)
 
     def start(self, env: dict[str, str]) -> None:
-        logfile = self.log_path.open("ab")
+        logfile = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         # PDEATHSIG: if `up` itself is SIGKILLed, its API, worker and forkserver go with it (replicas watch its pid).
-        self.proc = subprocess.Popen(self.argv, env=env, stdout=logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        logfile.close()
+        try:
+            self.proc = subprocess.Popen(self.argv, env=env, stdout=logfile, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, umask=PRIVATE_UMASK)
+        finally:
+            os.close(logfile)
         self.started_at = time.monotonic()
 
     def stop(self, grace: float = 15.0) -> None:
@@ -77,6 +85,19 @@ def stack_env(*, host: str, port: int, data_dir: Path, admin_token: str) -> dict
     return env
 
 
+def make_private(data_dir: Path) -> None:
+    """Create the data directory 0700 and take group/other access from what an older version left readable there
+    (its top level and logs; everything deeper is behind the directory's own mode)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in [data_dir, *data_dir.glob("*"), *data_dir.glob("logs/*")]:
+        try:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                path.chmod(stat.S_IMODE(mode) & 0o700)
+        except OSError as exc:
+            log.warning("could not make %s private: %s", path, exc)
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,14 +122,14 @@ class Stack:
 
         self.host, self.port = host, port
         self.data_dir = Path(data_dir or Settings().data_dir).expanduser().resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.data_dir)
         self.generated_token = admin_token is None and not os.environ.get("ENDPOINTCTL_ADMIN_TOKEN")
         self.admin_token = admin_token or os.environ.get("ENDPOINTCTL_ADMIN_TOKEN") or ("epc_" + secrets.token_urlsafe(32))
         self.env = stack_env(host=host, port=port, data_dir=self.data_dir, admin_token=self.admin_token)
         self.env.update(extra_env or {})
         self.url = self.env["ENDPOINTCTL_PUBLIC_URL"]
         logs = self.data_dir / "logs"
-        logs.mkdir(exist_ok=True)
+        logs.mkdir(mode=0o700, exist_ok=True)
         py = sys.executable
         self.api = Child("api", [py, "-m", "controlplane", "--host", host, "--port", str(port)], logs / "api.log")
         self.worker = Child("worker", [py, "-m", "celery", "-A", "worker.celery_app:app", "worker",
@@ -123,7 +144,8 @@ class Stack:
         if self.env.get("ENDPOINTCTL_PROVIDER", "local") == "local" and self.env.get("ENDPOINTCTL_FORKSERVER") != "off":
             socket_path = str(self.data_dir / "forkserver.sock")
             self.env["ENDPOINTCTL_FORKSERVER"] = socket_path
-            self.forkserver = Child("forkserver", [py, "-m", "worker.providers.forkserver", "--socket", socket_path,
+            self.forkserver = Child("forkserver", [*python_module_command(py, "worker.providers.forkserver"),
+                                                   "--socket", socket_path,
                                                    "--preload", self.env.get("ENDPOINTCTL_FORKSERVER_PRELOAD",
                                                                              DEFAULT_PRELOAD),
                                                    "--owner-pid", str(os.getpid())], logs / "forkserver.log")
@@ -135,13 +157,17 @@ class Stack:
 
     def start(self) -> None:
         if self.forkserver is not None:
-            # libgomp reads this when torch is imported, i.e. in the forkserver, not in the forked runtime's main():
-            # passive waiting keeps idle OpenMP threads from spinning on a shared CPU (the runtime sets it too).
-            self.forkserver.start({**self.env, "OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")})
+            self.forkserver.start(self.forkserver_env())
         self.api.start(self.env)
         wait_ready(self.url, self.api.proc)
         self.worker.start(self.env)
         self.beat.start(self.env)
+
+    def forkserver_env(self) -> dict[str, str]:
+        """The stack's allow-listed host settings only: a forked replica shows this block as its environ."""
+        # libgomp reads this when torch is imported, i.e. in the forkserver, not in the forked runtime's main():
+        # passive waiting keeps idle OpenMP threads from spinning on a shared CPU (the runtime sets it too).
+        return {**host_env(self.env), "OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")}
 
     def supervise_once(self) -> None:
         """Restart a child that died, with backoff; give up on one that keeps dying within seconds."""
@@ -159,7 +185,7 @@ class Stack:
             elif now >= child.next_start:
                 child.next_start = 0.0
                 child.restarts += 1
-                child.start(self.env)
+                child.start(self.forkserver_env() if child is self.forkserver else self.env)
 
     def stop(self) -> None:
         self._stopping = True

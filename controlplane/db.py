@@ -1,19 +1,23 @@
 """Engines and sessions for the control-plane database, importable without the web app (the worker uses them).
 
 SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection, so the API's thread
-pool, the worker and the gateway can share one file; PostgreSQL is used as is through psycopg 3.
+pool, the worker and the gateway can share one file; PostgreSQL is used as is through psycopg 3. The SQLite file
+holds tenants' (encrypted) secrets and token hashes, so it is made 0600 before SQLite opens it, whatever the umask;
+SQLite gives its -wal, -shm and -journal files the database file's mode.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.core.config import Settings, get_settings
@@ -34,6 +38,19 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+def _private_sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        for path in (database, f"{database}-wal", f"{database}-shm", f"{database}-journal"):
+            if os.path.exists(path) and os.stat(path).st_mode & 0o077:
+                os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & 0o700)
+    except OSError:
+        return  # a directory that does not exist yet or is not ours: SQLite's own error says it better
+
+
 def _json_loads(text: str | bytes) -> Any:
     """orjson where it can (listing 1,000 endpoints decodes 3,000 JSON columns); the stdlib for what only it reads
     (NaN/Infinity written by a json.dumps elsewhere)."""
@@ -48,6 +65,7 @@ def make_engine(settings: Settings | None = None, *, url: str | None = None) -> 
     settings = settings or get_settings()
     url = url or settings.effective_database_url
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         # pysqlite begins a transaction only before the first write, so writers queue on the busy timeout
         # instead of failing with "database is locked" on a read-to-write upgrade.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
