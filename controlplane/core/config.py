@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # Local provider: the command that runs one replica (default: the bundled runtime, `python -I -u -m runtime`).
     local_runtime_command: str | None = None
     # Local provider capacity (worker/providers/capacity.py): each replica holds this CPU share and needs this memory
-    # (unset: 0.5 GiB + 1.5 x the model's weights on disk); replicas that do not fit wait with "not enough capacity".
+    # (unset: 1 GiB + 1.5 x the model's weights on disk); replicas that do not fit wait with "not enough capacity".
     local_replica_cpus: float = Field(default=0.5, ge=0.0)
     local_replica_memory_gb: float | None = Field(default=None, ge=0.0)
     local_reserve_cpus: float = Field(default=0.0, ge=0.0)

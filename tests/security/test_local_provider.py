@@ -186,7 +186,7 @@ def test_memory_short_is_reported_with_how_much(providers, tmp_path):
     provider.apply(desired("big", tmp_path))
     assert not states(provider, "big")
     reason = provider.observe("big").pending_reason
-    assert reason.startswith("not enough capacity: 0 of 1") and "memory: each replica needs 0.50 GiB" in reason
+    assert reason.startswith("not enough capacity: 0 of 1") and "memory: each replica needs 1.00 GiB" in reason
 
 
 def _rewrite_env(stack, name: str, extra_env: dict[str, str]) -> None:

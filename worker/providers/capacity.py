@@ -29,7 +29,9 @@ class LocalCapacity:
 
     replica_cpus: float = 0.5  # ENDPOINTCTL_LOCAL_REPLICA_CPUS: the CPU share each replica holds
     replica_memory_gb: float | None = None  # ENDPOINTCTL_LOCAL_REPLICA_MEMORY_GB; unset: from the model's weights
-    memory_overhead_gb: float = 0.5  # interpreter, torch and server beside the weights (when derived from them)
+    # Interpreter, torch, transformers and the server beside the weights (when derived from them): about what a
+    # fresh runtime process holds before it loads a model. Forked replicas share much of it, so this errs high.
+    memory_overhead_gb: float = 1.0
     memory_per_weight_byte: float = 1.5  # weights in memory, plus the KV cache and activations they drive
     reserve_cpus: float = 0.0  # ENDPOINTCTL_LOCAL_RESERVE_CPUS: kept for the stack itself and the host
     reserve_memory_gb: float = 1.0  # ENDPOINTCTL_LOCAL_RESERVE_MEMORY_GB
