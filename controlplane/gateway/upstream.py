@@ -6,7 +6,9 @@ StreamReader → wake the relay task → ASGI `send`: ~59 µs of CPU per chunk o
 byte-pumping proxy costs ~25. Here the response body is parsed by httptools (llhttp, the parser uvicorn itself
 uses) inside the connection's `data_received`, and each decoded piece goes straight to the client through
 :class:`EagerSender`, in the same callback. Requests are small and few by comparison, so the request side is
-plain: one `transport.write` of a serialized request.
+plain: one `transport.write` of a serialized request. A body too large to hold (an upload) is streamed instead:
+written as it arrives from the client, with the client's Content-Length or chunked, pausing while the replica's
+socket is full, on a fresh connection and never retried, since a body that has left cannot be sent again.
 
 Scope, on purpose: plain HTTP to replica base URLs (the local provider's loopback ports, a Kubernetes Service
 inside the cluster); no redirects, no TLS, no decompression (bodies are relayed byte for byte).
@@ -17,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from urllib.parse import urlsplit
 
 import httptools
@@ -33,7 +36,8 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnectError(UpstreamError):
-    """Nothing was received: the request may be retried on another replica."""
+    """Nothing was received, and no byte of a streamed body was sent: the request may be retried on another
+    replica."""
 
 
 class Origin:
@@ -62,6 +66,11 @@ class UpstreamResponse:
     def header(self, name: bytes) -> bytes | None:
         name = name.lower()
         return next((v for k, v in self.raw_headers if k.lower() == name), None)
+
+    @property
+    def body_pump(self) -> asyncio.Task | None:
+        """The task still sending a streamed request body (a replica may answer before reading all of it)."""
+        return self._connection.pump
 
     def stream_to(self, sink: Callable[[bytes], None]) -> asyncio.Future:
         """Deliver the body to ``sink`` as it arrives (from inside the socket callback). The returned future
@@ -92,6 +101,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.write_paused = False  # the replica's socket is full (asyncio flow control): a streamed body waits
+        self._writable: asyncio.Future | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -105,6 +116,8 @@ class _Connection(asyncio.Protocol):
         self.message_complete = False
         self.keep_alive = False
         self.head_only = False
+        self.pump: asyncio.Task | None = None  # sends a streamed request body
+        self.body_sent = True
 
     # -- request -------------------------------------------------------------------------------------------
     def send_request(self, request: bytes, *, head_only: bool) -> asyncio.Future:
@@ -115,6 +128,44 @@ class _Connection(asyncio.Protocol):
         self.head_only = head_only
         self.transport.write(request)
         return self.head
+
+    def start_pump(self, rest: AsyncIterator[bytes], *, chunked: bool) -> asyncio.Task:
+        """Send the rest of a streamed body from its own task, while the response head is awaited (a replica may
+        answer early, with an error)."""
+        self.body_sent = False
+        self.pump = asyncio.get_running_loop().create_task(self._send_body(rest, chunked))
+        self.pump.add_done_callback(self._pump_done)
+        return self.pump
+
+    async def _send_body(self, rest: AsyncIterator[bytes], chunked: bool) -> None:
+        async with aclosing(rest):
+            async for piece in rest:
+                if self.closed:
+                    raise UpstreamError("replica closed the connection while the request body was being sent")
+                if chunked:
+                    self.transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                else:
+                    self.transport.write(piece)
+                if self.write_paused:
+                    await self._wait_writable()
+        if self.closed:
+            raise UpstreamError("replica closed the connection while the request body was being sent")
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self.body_sent = True
+
+    def _pump_done(self, task: asyncio.Task) -> None:
+        # The body's source refused to go on (over the limit, client gone) or the replica went away: the replica
+        # holds half a request, so the connection is done for.
+        if not task.cancelled() and task.exception() is not None:
+            self.abort()
+
+    async def _wait_writable(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+        try:
+            await self._writable
+        finally:
+            self._writable = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,7 +187,19 @@ class _Connection(asyncio.Protocol):
         self.pool.forget(self)
         if self.head is not None and not self.message_complete:
             reason = f"replica closed the connection{f': {exc}' if exc else ''}"
-            self._fail(UpstreamError(reason) if self.received_any else UpstreamConnectError(reason))
+            retryable = not self.received_any and self.pump is None
+            self._fail(UpstreamConnectError(reason) if retryable else UpstreamError(reason))
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(UpstreamError("replica closed the connection while the request body was "
+                                                       "being sent"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
 
     def pause(self) -> None:
         if not self.closed:
@@ -194,15 +257,20 @@ class _Connection(asyncio.Protocol):
         self.sink = None
 
     def finish(self) -> None:
-        keep = self.message_complete and self.keep_alive and not self.head_only and not self.closed
+        # A replica that answered before reading the whole body has the rest of it coming: not reusable.
+        keep = (self.message_complete and self.keep_alive and not self.head_only and not self.closed
+                and self.body_sent)
         self.head = self.body_done = None
         if keep:
+            self.pump = None
             self.pool.put(self)
         else:
             self.abort()
 
     def abort(self) -> None:
         self.sink = None
+        if self.pump is not None and not self.pump.done():
+            self.pump.cancel()
         if not self.closed:
             self.closed = True
             self.transport.close()
@@ -226,15 +294,23 @@ class UpstreamPool:
         return origin
 
     async def request(self, base_url: str, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                      body: bytes) -> UpstreamResponse:
+                      body: bytes, *, rest: AsyncIterator[bytes] | None = None,
+                      length: int | None = None) -> UpstreamResponse:
         """Send one request and return once the response head has arrived (the body streams afterwards).
 
         A pooled connection the replica closed while idle shows up as a close with nothing received; the request is
         then sent once more on a fresh connection (nothing reached the application). Any other failure to connect
-        or a close before any response byte raises :class:`UpstreamConnectError`."""
+        or a close before any response byte raises :class:`UpstreamConnectError`.
+
+        With `rest`, `body` is only the beginning of the body and `rest` yields the remainder (`length`: the whole
+        body's size, None to send it chunked); an exception `rest` raises ends the request and is raised here if the
+        replica has not answered yet."""
         origin = self.origin(base_url)
-        request = _serialize(method, origin, target, headers, body)
         head_only = method.upper() == "HEAD"
+        if rest is not None:
+            return await self._request_streamed(origin, method, target, headers, body, rest, length,
+                                                head_only=head_only)
+        request = _serialize(method, origin, target, headers, body)
         connection = self._take((origin.host, origin.port))
         if connection is not None:
             try:
@@ -243,6 +319,32 @@ class UpstreamPool:
                 pass  # stale keep-alive connection: retry on a new one below
         connection = await self._connect(origin)
         return await connection.send_request(request, head_only=head_only)
+
+    async def _request_streamed(self, origin: Origin, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                                first: bytes, rest: AsyncIterator[bytes], length: int | None, *,
+                                head_only: bool) -> UpstreamResponse:
+        # A fresh connection: a pooled one the replica closed while idle would swallow part of a body that cannot
+        # be sent again. Connecting is the last point where the caller may still retry elsewhere.
+        connection = await self._connect(origin)
+        if length is None:
+            framing, first = b"transfer-encoding: chunked\r\n", _chunk(first)
+        else:
+            framing = b"content-length: %d\r\n" % length
+        head = connection.send_request(b"".join([*_head_lines(method, origin, target, headers), framing, b"\r\n",
+                                                 first]), head_only=head_only)
+        pump = connection.start_pump(rest, chunked=length is None)
+        await asyncio.wait([head, pump], return_when=asyncio.FIRST_COMPLETED)
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            # The body's own failure is the cause, unless a response had arrived (the connection's loss, which
+            # ending the pump caused, may have failed `head` meanwhile).
+            if not head.done() or head.exception() is not None:
+                connection.abort()
+                raise pump.exception()
+        try:
+            return await head
+        except BaseException:
+            connection.abort()  # stops the pump too
+            raise
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -282,11 +384,20 @@ class UpstreamPool:
         self._idle.clear()
 
 
-def _serialize(method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+def _head_lines(method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
     lines = [f"{method} {origin.base_path}/{target.lstrip('/')} HTTP/1.1\r\n".encode("latin-1"),
              b"host: ", origin.host_header, b"\r\n"]
     for name, value in headers:
         lines += [name, b": ", value, b"\r\n"]
+    return lines
+
+
+def _chunk(piece: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b""
+
+
+def _serialize(method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    lines = _head_lines(method, origin, target, headers)
     if body or method.upper() not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         lines.append(b"content-length: %d\r\n" % len(body))
     lines += [b"\r\n", body]

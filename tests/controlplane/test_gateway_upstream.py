@@ -53,7 +53,10 @@ class ScriptedReplica:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
-                body = await reader.readexactly(length) if length else b""
+                if b"transfer-encoding: chunked" in head.lower():
+                    body = await read_chunked(reader)
+                else:
+                    body = await reader.readexactly(length) if length else b""
                 self.requests.append((head, body))
                 nth += 1
                 self.reader = reader
@@ -63,6 +66,15 @@ class ScriptedReplica:
             return
         finally:
             writer.close()
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+    await reader.readexactly(2)
+    return bytes(body)
 
 
 def chunked(*pieces: bytes) -> bytes:
@@ -286,6 +298,121 @@ async def test_relay_through_uvicorn_streams_every_byte_and_a_leaving_client_clo
             server.should_exit = True
             await task
             await pool.close()
+
+
+async def _pieces(*pieces: bytes, fail: BaseException | None = None):
+    for piece in pieces:
+        await asyncio.sleep(0)
+        yield piece
+    if fail is not None:
+        raise fail
+
+
+async def test_a_streamed_body_reaches_the_replica_whole_sized_or_chunked_on_a_fresh_connection():
+    async def script(writer, head, nth):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    async with ScriptedReplica(script) as replica:
+        pool = UpstreamPool()
+        assert (await collect(pool, replica.url, target="small"))[1] == b"ok"  # leaves a pooled connection
+        parts = [b"a" * 70_000, b"b" * 5, b"c" * 100_000]
+        for length in (sum(map(len, parts)) + 3, None):
+            response = await pool.request(replica.url, "POST", "upload", [], b"xyz", rest=_pieces(*parts),
+                                          length=length)
+            assert response.status == 200
+            await response.stream_to(lambda _: None)
+            response.release()
+        (sized_head, sized), (chunked_head, streamed) = replica.requests[1:]
+        assert sized == streamed == b"xyz" + b"".join(parts)
+        assert b"content-length: %d" % len(sized) in sized_head and b"transfer-encoding" not in sized_head
+        assert b"transfer-encoding: chunked" in chunked_head and b"content-length" not in chunked_head
+        # Neither upload went into the pooled connection (one the replica may have closed while idle would take
+        # part of the body with it); the first upload's connection was pooled and reused by the second.
+        assert replica.connections == 3
+        await pool.close()
+
+
+async def _serve_raw(handle) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_streamed_body_is_sent_once():
+    # The replica reads part of the body and hangs up without answering: not retryable (UpstreamConnectError would
+    # be retried by the gateway, with a body that is gone), and sent on one connection only.
+    connections: list[bytes] = []
+
+    async def hang_up_mid_body(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        connections.append(await reader.read(10))
+        writer.close()
+
+    async def endless():
+        while True:
+            await asyncio.sleep(0)
+            yield b"z" * 65536
+
+    server, url = await _serve_raw(hang_up_mid_body)
+    pool = UpstreamPool()
+    with pytest.raises(UpstreamError) as info:
+        await pool.request(url, "POST", "upload", [], b"x" * 1000, rest=endless(), length=None)
+    assert not isinstance(info.value, UpstreamConnectError)
+    assert len(connections) == 1 and connections[0]
+    server.close()
+
+    # The body's source fails (over the limit, client gone) before the replica answers: that error is raised, and
+    # the replica sees the connection close with half a request.
+    class Refused(Exception):
+        pass
+
+    async def answer(writer, head, nth):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    async with ScriptedReplica(answer) as replica:
+        with pytest.raises(Refused):
+            await pool.request(replica.url, "POST", "upload", [], b"x" * 10, rest=_pieces(b"y" * 10, fail=Refused()),
+                               length=None)
+        assert replica.requests == []  # it never saw a whole request
+    await pool.close()
+
+
+async def test_a_streamed_body_waits_while_the_replica_does_not_read():
+    reading = asyncio.Event()
+    received = bytearray()
+
+    async def slow_reader(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await reading.wait()
+        received.extend(await read_chunked(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _serve_raw(slow_reader)
+    consumed = 0
+    total = 32 * 1024 * 1024
+
+    async def source():  # never yields to the loop by itself: only the pump's waiting for the replica can stop it
+        nonlocal consumed
+        piece = b"p" * 65536
+        while consumed < total:
+            consumed += len(piece)
+            yield piece
+
+    pool = UpstreamPool()
+    request = asyncio.ensure_future(pool.request(url, "POST", "upload", [], b"", rest=source(), length=None))
+    seen, still = -1, 0
+    while still < 20:  # until the source has not been read for 20 turns of 10 ms
+        await asyncio.sleep(0.01)
+        seen, still = consumed, (still + 1 if consumed == seen else 0)
+    # Backpressure: what was read is what the socket buffers hold, not the whole body.
+    assert 0 < consumed < total // 4, consumed
+    reading.set()
+    response = await request
+    assert response.status == 200 and len(received) == total
+    response.close()
+    server.close()
+    await pool.close()
 
 
 def test_the_replica_path_keeps_the_client_encoding():
