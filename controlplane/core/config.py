@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # Networks whose clients may call `private` endpoints (the host itself; add the cluster's pod CIDR in k8s).
     private_networks: str = "127.0.0.0/8,::1/128"
 
+    # --- Gateway request bodies (controlplane/gateway/proxy.py) ---------------------------------------------
+    # Largest request body the gateway forwards to a replica (bytes): a larger Content-Length is answered 413
+    # before any of the body is read, a chunked body as soon as it passes the limit. Default: the bundled runtime's
+    # PAYLOAD_LIMIT (runtime/config.py), so the gateway never streams what the replica would refuse.
+    gateway_payload_limit: int = Field(default=2_000_000, ge=1)
+
     # --- Authentication (controlplane/auth.py) --------------------------------------------------------------
     # How long any process may trust a token it looked up. Revoking a token waits this long before it returns, so
     # that no process (API replicas, gateway) still accepts it afterwards. 0: every request asks the database.

@@ -8,7 +8,7 @@ caches, metrics) lives on `app.state.gateway` and is created on first use.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,16 +42,31 @@ class GatewayMiddleware:
             parts = scope["path"][len(PREFIX):].split("/", 2)
             if len(parts) >= 2 and parts[0] and parts[1]:
                 request = Request(scope, receive)
-                response = await get_gateway(scope["app"]).handle(request, parts[0], parts[1], _replica_path(scope))
+                namespace, name, path = _address(scope)
+                response = await get_gateway(scope["app"]).handle(request, namespace, name, path)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-def _replica_path(scope: Scope) -> str:
-    """What follows `/endpoints/<namespace>/<name>/`, encoded exactly as the client sent it (`path` is decoded)."""
+def _raw_parts(scope: Scope) -> list[str]:
+    """"", "endpoints", namespace, name, rest — split on the path as the client encoded it (`path` is decoded, so
+    an encoded '/' inside a name would otherwise move the boundary between name and replica path)."""
     raw = scope.get("raw_path")
     if raw is None:
         raw = quote(scope["path"]).encode("latin-1")
-    parts = raw.decode("latin-1").split("/", 4)  # "", "endpoints", namespace, name, rest
-    return parts[4] if len(parts) == 5 else ""
+    return raw.decode("latin-1").split("/", 4)
+
+
+def _address(scope: Scope) -> tuple[str, str, str]:
+    """Namespace and name (percent-decoded; the gateway checks them against the API's name rules) and the replica
+    path (still encoded)."""
+    parts = _raw_parts(scope)
+    namespace = unquote(parts[2]) if len(parts) > 2 else ""
+    name = unquote(parts[3]) if len(parts) > 3 else ""
+    return namespace, name, parts[4] if len(parts) == 5 else ""
+
+
+def _replica_path(scope: Scope) -> str:
+    """What follows `/endpoints/<namespace>/<name>/`, encoded exactly as the client sent it."""
+    return _address(scope)[2]

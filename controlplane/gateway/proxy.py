@@ -1,9 +1,24 @@
 """The data-plane gateway: <base>/endpoints/<namespace>/<name>/<path> → a ready replica of that endpoint.
 
-Responsibilities, in request order: authorize by endpoint type; refuse paused endpoints (503, no wake); wake a
-scaled-to-zero endpoint and hold the request until a replica is ready (bounded by `X-Scale-Up-Timeout`); pick the
-replica with the fewest outstanding requests; stream the response through without buffering and without a read
-timeout (LLM streams may run for minutes); record activity for scale-to-zero.
+Responsibilities, in request order: refuse an address that cannot name an endpoint (404, no database read) and a
+declared body over `ENDPOINTCTL_GATEWAY_PAYLOAD_LIMIT` (413, before reading it); authorize by endpoint type; refuse
+paused endpoints (503, no wake); wake a scaled-to-zero endpoint and hold the request until a replica is ready
+(bounded by `X-Scale-Up-Timeout`); pick the replica with the fewest outstanding requests; send the request body (in
+one write when small, streamed and counted against the limit otherwise); stream the response through without
+buffering and without a read timeout (LLM streams may run for minutes); record activity for scale-to-zero.
+
+What a caller learns about endpoints it cannot see is exactly what it learns about endpoints that do not exist:
+
+| caller                                   | endpoint missing | exists, not public, caller cannot see it |
+| ---------------------------------------- | ---------------- | ---------------------------------------- |
+| no token, or an unknown/revoked one      | 401              | 401                                      |
+| a token without access to the namespace  | 404              | 404                                      |
+
+Only callers who can see the endpoint (its namespace's tokens, the admin) are told more: 403 for a `private`
+endpoint called from outside its networks, 503 paused/failed/starting. A public endpoint answers everyone. Bodies of
+errors are `{"error", "error_type": "gateway"}`; `X-Error-Message` (read by huggingface_hub and our CLI) repeats the
+message when it is short printable ASCII and carries the status phrase otherwise. Messages name only namespaces and
+names that passed the API's name rules, never other request input.
 """
 
 from __future__ import annotations
@@ -13,7 +28,9 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -29,6 +46,7 @@ from controlplane.gateway.tokens import is_internal_token
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from controlplane.services.validation import MAX_NAME, NAME_RE, NAMESPACE_RE
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +54,16 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-autho
               b"transfer-encoding", b"upgrade", b"host", b"content-length"}
 NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-scale-up-timeout", b"expect"}  # uvicorn answered any 100-continue
 ACTIVITY_WRITE_EVERY = 5.0
+STREAM_THRESHOLD = 256 * 1024
+"""Request bodies up to this size are read whole and sent in one write (and may be retried on another replica if
+the first cannot be reached); larger ones are streamed, which a replica can receive only once."""
+UNKNOWN = ("", "")
+"""Metric labels of every request that names no existing endpoint: one bounded series, whatever the path."""
+MAX_HEADER_MESSAGE = 512
+BEARER = {"WWW-Authenticate": "Bearer"}
+TOKEN_REQUIRED = "a token is required: send 'Authorization: Bearer <token>' (only public endpoints answer without one)"
+INVALID_ADDRESS = ("no endpoint at this address: a namespace is letters, digits, '.', '_' and '-' (at most 63), an "
+                   "endpoint name lowercase letters, digits and '-' (at most 32)")
 
 
 class GatewayError(Exception):
@@ -47,7 +75,30 @@ class GatewayError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse({"error": self.message, "error_type": "gateway"}, status_code=self.status,
-                            headers={"X-Error-Message": self.message, **self.headers})
+                            headers={"X-Error-Message": header_text(self.status, self.message), **self.headers})
+
+
+def header_text(status: int, message: str) -> str:
+    """The message as a header value, checked rather than trusted: a failed endpoint's message comes from replica
+    output, and a header may carry neither line breaks nor anything outside ASCII."""
+    if len(message) <= MAX_HEADER_MESSAGE and message.isascii() and message.isprintable():
+        return message
+    return HTTPStatus(status).phrase
+
+
+def not_found(namespace: str, name: str) -> GatewayError:
+    """The one answer for an endpoint that does not exist and for one the caller may not see."""
+    return GatewayError(404, f"endpoint {namespace}/{name} not found")
+
+
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"request body is larger than the gateway's payload limit ({limit} bytes)")
+
+
+def is_endpoint_address(namespace: str, name: str) -> bool:
+    """The API's own name rules (fullmatch): anything else cannot name an endpoint, so no database read is needed."""
+    return (len(name) <= MAX_NAME and NAME_RE.fullmatch(name) is not None
+            and NAMESPACE_RE.fullmatch(namespace) is not None)
 
 
 class UpstreamRelay:
@@ -100,6 +151,9 @@ class UpstreamRelay:
             self.done(complete)
 
     async def _close_when_client_leaves(self, receive) -> None:
+        sending = self.upstream.body_pump  # a streamed request body owns `receive` until it is through
+        if sending is not None:
+            await asyncio.wait([sending])
         while (await receive())["type"] != "http.disconnect":
             pass
         self.upstream.close()
@@ -122,7 +176,8 @@ class Gateway:
                                [*labels, "status"], registry=registry)
         self.wakes = Counter("endpointctl_gateway_wakes_total", "Scale-from-zero wakes triggered by requests",
                              labels, registry=registry)
-        self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",") if n.strip()]
+        self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",")
+                                 if n.strip()]
 
     async def close(self) -> None:
         await self.pool.close()
@@ -137,30 +192,33 @@ class Gateway:
         with self.factory() as session:
             return self.authenticate(session, raw, settings=self.settings)
 
-    async def authorize(self, request: Request, view: EndpointView) -> None:
+    async def authorize(self, request: Request, view: EndpointView | None, namespace: str, name: str) -> None:
+        """Raise what this caller is answered, or return if it may use the endpoint; `view` is None when the
+        endpoint does not exist, which only callers who could see it are told (see the module docstring)."""
         header = request.headers.get("authorization", "")
-        raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        raw = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if raw and is_internal_token(self.settings, raw):
             return  # the worker's own probes: it runs inside the cluster by definition
-        if view.type == "private":
-            host = request.client.host if request.client else None
-            try:
-                address = ipaddress.ip_address(host) if host else None
-            except ValueError:
-                address = None
-            if address is None or not any(address in net for net in self.private_networks):
-                raise GatewayError(403, f"endpoint {view.namespace}/{view.name} is private: it accepts traffic only "
-                                        f"from inside the cluster/host")
-        if view.type == "public":
+        if view is not None and view.type == "public":
             return
         if not raw:
-            raise GatewayError(401, f"endpoint {view.namespace}/{view.name} requires a token: send "
-                                    f"'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+            raise GatewayError(401, TOKEN_REQUIRED, BEARER)
         principal = await self._principal_for(raw)
         if principal is None:
-            raise GatewayError(401, "invalid or revoked token", {"WWW-Authenticate": "Bearer"})
-        if not principal.can_access(view.namespace):
-            raise GatewayError(403, f"this token has no access to namespace {view.namespace!r}")
+            raise GatewayError(401, "invalid or revoked token", BEARER)
+        if view is None or not principal.can_access(namespace):
+            raise not_found(namespace, name)
+        if view.type == "private" and not self._from_private_network(request):
+            raise GatewayError(403, f"endpoint {namespace}/{name} is private: it accepts traffic only from inside "
+                                    f"the cluster/host")
+
+    def _from_private_network(self, request: Request) -> bool:
+        host = request.client.host if request.client else None
+        try:
+            address = ipaddress.ip_address(host) if host else None
+        except ValueError:
+            return False
+        return address is not None and any(address in net for net in self.private_networks)
 
     # -- scale from zero -----------------------------------------------------------------------------------
     async def wake(self, view: EndpointView) -> None:
@@ -190,11 +248,16 @@ class Gateway:
                 self.wakes.labels(view.namespace, view.name).inc()
                 self.directory.invalidate(view.namespace, view.name)
 
-    async def ready_view(self, request: Request, namespace: str, name: str) -> EndpointView:
-        view = await self.directory.get(namespace, name)
+    async def visible_view(self, request: Request, namespace: str, name: str,
+                           view: EndpointView | None) -> EndpointView:
+        """Authorize, then wait for a ready replica: the endpoint as this caller may use it."""
+        await self.authorize(request, view, namespace, name)
         if view is None:
-            raise GatewayError(404, f"endpoint {namespace}/{name} not found")
-        await self.authorize(request, view)
+            raise not_found(namespace, name)
+        return await self.ready_view(request, view)
+
+    async def ready_view(self, request: Request, view: EndpointView) -> EndpointView:
+        namespace, name = view.namespace, view.name
         if view.targets and view.desired_state == DesiredState.RUNNING.value:
             return view
         if view.desired_state == DesiredState.PAUSED.value:
@@ -210,9 +273,10 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            view = await self.directory.get(namespace, name)
-            if view is None:
-                raise GatewayError(404, f"endpoint {namespace}/{name} not found")
+            current = await self.directory.get(namespace, name)
+            if current is None:
+                raise not_found(namespace, name)
+            view = current
             if view.desired_state == DesiredState.PAUSED.value:
                 raise GatewayError(503, f"endpoint {namespace}/{name} is paused; resume it to serve requests",
                                    {"Retry-After": "60"})
@@ -229,7 +293,7 @@ class Gateway:
             try:
                 value = float(raw)
             except ValueError as exc:
-                raise GatewayError(400, f"X-Scale-Up-Timeout must be a number of seconds, got {raw!r}") from exc
+                raise GatewayError(400, "X-Scale-Up-Timeout must be a number of seconds") from exc
             if value < 0 or not math.isfinite(value):
                 raise GatewayError(400, "X-Scale-Up-Timeout must be a non-negative number of seconds")
             return min(value, 3600.0)
@@ -253,18 +317,57 @@ class Gateway:
 
     # -- proxying ------------------------------------------------------------------------------------------
     async def handle(self, request: Request, namespace: str, name: str, path: str) -> Response | UpstreamRelay:
+        labels = UNKNOWN
         try:
-            response = await self._handle(request, namespace, name, path)
+            if not is_endpoint_address(namespace, name):
+                raise GatewayError(404, INVALID_ADDRESS)
+            length = self._declared_length(request)
+            view = await self.directory.get(namespace, name)
+            if view is not None:
+                labels = (namespace, name)
+            response = await self._handle(request, namespace, name, path, view, length)
         except GatewayError as exc:
             response = exc.response()
-        self.proxied.labels(namespace, name, str(response.status_code)).inc()
+        self.proxied.labels(*labels, str(response.status_code)).inc()
         return response
 
-    async def _handle(self, request: Request, namespace: str, name: str, path: str) -> UpstreamRelay:
-        view = await self.ready_view(request, namespace, name)
+    def _declared_length(self, request: Request) -> int | None:
+        """The client's Content-Length (the server has refused a malformed one already); over the limit is a 413
+        before any of the body is read."""
+        value = request.headers.get("content-length")
+        if value is None or not (value.isascii() and value.isdigit()):
+            return None
+        length = int(value)
+        if length > self.settings.gateway_payload_limit:
+            raise too_large(self.settings.gateway_payload_limit)
+        return length
+
+    async def _request_body(self, request: Request) -> tuple[bytes, AsyncIterator[bytes] | None]:
+        """The whole body when it is small; otherwise what has arrived and an iterator over the rest, which counts
+        it against the limit as it goes (a chunked body has no length to check up front)."""
+        limit = self.settings.gateway_payload_limit
+        pieces: list[bytes] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                raise GatewayError(400, "the client went away before sending the whole request body")
+            piece = message.get("body", b"")
+            size += len(piece)
+            if size > limit:
+                raise too_large(limit)
+            pieces.append(piece)
+            if not message.get("more_body", False):
+                return b"".join(pieces), None
+            if size >= STREAM_THRESHOLD:
+                return b"".join(pieces), _rest_of_body(request.receive, size, limit)
+
+    async def _handle(self, request: Request, namespace: str, name: str, path: str, view: EndpointView | None,
+                      length: int | None) -> UpstreamRelay:
+        view = await self.visible_view(request, namespace, name, view)
         self.record_activity(view.id)
         inflight = self.inflight.labels(namespace, name)
-        body = await request.body()
+        body, rest = await self._request_body(request)
         headers = [(k, v) for k, v in request.scope["headers"] if k not in NOT_FORWARDED]
         headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode("latin-1")))
         query = request.scope.get("query_string", b"").decode("latin-1")
@@ -272,29 +375,36 @@ class Gateway:
         while True:
             target = self.directory.pick(view)
             if target is None:
-                view = await self.ready_view(request, namespace, name)
+                view = await self.visible_view(request, namespace, name, await self.directory.get(namespace, name))
                 continue
             url = path + (f"?{query}" if query else "")
             self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
             inflight.inc()
             try:
-                upstream = await self.pool.request(target, request.method, url, headers, body)
+                upstream = await self.pool.request(target, request.method, url, headers, body, rest=rest,
+                                                   length=length)
             except UpstreamConnectError as exc:
+                # Nothing was sent (a streamed body not even its first byte): try another replica, or wait for one.
                 self._release(target)
                 inflight.dec()
-                # The replica went away between our last look and now: try another, or wait for one.
                 self.directory.mark_bad(target)
                 self.directory.invalidate(namespace, name)
                 if time.monotonic() > deadline:
                     raise GatewayError(503, f"no replica of {namespace}/{name} is reachable: {exc}",
                                        {"Retry-After": "5"}) from exc
                 await asyncio.sleep(0.2)
-                view = await self.ready_view(request, namespace, name)
+                view = await self.visible_view(request, namespace, name, await self.directory.get(namespace, name))
                 continue
             except (UpstreamError, ValueError) as exc:  # ValueError: a replica URL we cannot speak to
+                # Not retried: part of the request may have reached the replica, and a streamed body cannot be
+                # sent twice.
                 self._release(target)
                 inflight.dec()
                 raise GatewayError(502, f"replica of {namespace}/{name} failed: {exc}") from exc
+            except BaseException:  # the body's own refusal (413, the client gone) or cancellation
+                self._release(target)
+                inflight.dec()
+                raise
             break
         released = False
 
@@ -314,3 +424,21 @@ class Gateway:
 
     def _release(self, target: str) -> None:
         self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)
+
+
+async def _rest_of_body(receive, size: int, limit: int) -> AsyncIterator[bytes]:
+    """The rest of a streamed request body, piece by piece as the server hands it over (uvicorn stops reading the
+    client's socket while a piece waits, so nothing piles up here); over the limit or the client gone ends it with
+    the gateway's answer."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise GatewayError(400, "the client went away before sending the whole request body")
+        piece = message.get("body", b"")
+        size += len(piece)
+        if size > limit:
+            raise too_large(limit)
+        more = message.get("more_body", False)
+        if piece:
+            yield piece

@@ -17,6 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.models import Endpoint
 
 TTL = 0.5
+MAX_ENTRIES = 10_000
+"""Views kept at most (absent endpoints included, so a flood of random names costs one read per name and TTL, not
+one per request): the cache starts over when full rather than growing with whatever names clients make up."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class EndpointDirectory:
         self._inflight_refresh[key] = future
         try:
             view = await run_in_threadpool(_load, self.factory, namespace, name)
+            if len(self._cache) >= MAX_ENTRIES and key not in self._cache:
+                self._cache.clear()
+                self._fetched.clear()
             self._cache[key] = view
             self._fetched[key] = time.monotonic()
             future.set_result(view)

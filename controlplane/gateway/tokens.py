@@ -43,4 +43,6 @@ def internal_token(settings: Settings) -> str:
 
 
 def is_internal_token(settings: Settings, raw: str | None) -> bool:
-    return bool(raw) and hmac.compare_digest(raw, internal_token(settings))
+    # Compared as bytes: a header holds any latin-1 text, and compare_digest refuses a str that is not ASCII.
+    return bool(raw) and hmac.compare_digest(raw.encode("utf-8", "surrogatepass"),
+                                             internal_token(settings).encode("utf-8", "surrogatepass"))
