@@ -296,3 +296,16 @@ def _chunked(data: bytes, piece: int = 100_000):
     """`data` from a generator (so httpx sends it chunked, without a Content-Length)."""
     for start in range(0, len(data), piece):
         yield data[start:start + piece]
+
+
+@SQLITE_ONLY
+async def test_the_gateway_forgets_names_nobody_has(settings, monkeypatch) -> None:
+    """What the gateway caches about endpoints (absent ones included) stays bounded however many names are tried."""
+    from controlplane.db import session_factory
+    from controlplane.gateway import routing
+
+    monkeypatch.setattr(routing, "MAX_ENTRIES", 50)
+    directory = routing.EndpointDirectory(session_factory(settings))
+    for i in range(400):
+        assert await directory.get("alice", f"nobody-{i}") is None
+        assert len(directory._cache) <= 50 and len(directory._fetched) <= 50
