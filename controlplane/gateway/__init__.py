@@ -27,7 +27,8 @@ def get_gateway(app):
         settings = getattr(app.state, "settings", None) or get_settings()
         metrics = getattr(app.state, "metrics", None)
         gateway = app.state.gateway = Gateway(settings, session_factory(settings), authenticate_token,
-                                              registry=metrics.registry if metrics else None)
+                                              registry=metrics.registry if metrics else None,
+                                              enqueue=getattr(app.state, "enqueue", None))
     return gateway
 
 

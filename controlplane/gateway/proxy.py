@@ -46,6 +46,7 @@ from controlplane.gateway.tokens import is_internal_token
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
 from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from controlplane.services.enqueue import Enqueue, make_enqueuer
 from controlplane.services.validation import MAX_NAME, NAME_RE, NAMESPACE_RE
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,12 @@ class UpstreamRelay:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate, registry=None) -> None:
+    def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate, registry=None, *,
+                 enqueue: Enqueue | None = None) -> None:
         self.settings = settings
         self.factory = factory
         self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
+        self.enqueue = enqueue or make_enqueuer(settings)  # the API's hand-off to the worker, for wakes
         self.directory = EndpointDirectory(factory)
         self.pool = UpstreamPool()  # keep-alive connections to replicas; no read timeout (see upstream.py)
         self._activity_written: dict[int, float] = {}
@@ -225,8 +228,6 @@ class Gateway:
         lock = self._wake_locks.setdefault(view.id, asyncio.Lock())
         async with lock:
             def write() -> bool:
-                from worker.celery_app import enqueue_reconcile
-
                 with self.factory() as session:
                     result = session.execute(
                         update(Endpoint)
@@ -240,7 +241,7 @@ class Gateway:
                                      message="request received while scaled to zero; scaling up")
                     session.commit()
                 if result.rowcount:
-                    enqueue_reconcile(view.id)
+                    self.enqueue(view.id)
                 return bool(result.rowcount)
 
             if await run_in_threadpool(write):
