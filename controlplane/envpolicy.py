@@ -4,8 +4,8 @@ a library finds and runs code, or where it reads and writes files.
 Why a list of names rather than of values: these variables turn *any* value into code execution or file access
 (`LD_PRELOAD`, `PYTHONSTARTUP`, `BROWSER` through `PYTHONWARNINGS`, `BASH_ENV`, `GCONV_PATH`...), and a replica
 process is started by our own code on the host. The API refuses them with a 422 naming the variable
-(`controlplane.services.validation`), on every provider; the providers also drop them when they build a
-replica's environment, so a row written before this policy existed cannot use them either.
+(`controlplane.services.validation`), on every provider; the reconciler also drops them when it builds a
+deployment (`worker/reconcile.py`), so a row written before this policy existed cannot use them either.
 
 Kept in the control plane (not the worker) because both sides need it and dependencies run one way.
 """
