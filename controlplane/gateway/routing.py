@@ -36,9 +36,12 @@ class EndpointView:
 
 
 def _load(factory: sessionmaker[Session], namespace: str, name: str) -> EndpointView | None:
+    # Only the columns routing needs: the write-only secret columns are never read (nor decrypted) on this path.
+    columns = (Endpoint.id, Endpoint.namespace, Endpoint.name, Endpoint.type, Endpoint.desired_state, Endpoint.state,
+               Endpoint.message, Endpoint.observed, Endpoint.ready_replicas)
     with factory() as session:
-        endpoint = session.scalars(
-            select(Endpoint).where(Endpoint.namespace == namespace, Endpoint.name == name)
+        endpoint = session.execute(
+            select(*columns).where(Endpoint.namespace == namespace, Endpoint.name == name)
         ).one_or_none()
         if endpoint is None:
             return None

@@ -128,3 +128,20 @@ def test_migration_encrypts_rows_written_in_plain_text(tmp_path: Path) -> None:
     assert json.loads(db.execute("SELECT secrets FROM endpoints").fetchone()[0]) == {"K": "plain-old-secret"}
     db.close()
     assert stat.S_IMODE(os.stat(settings.data_dir / KEY_FILE).st_mode) == 0o600
+
+
+def test_the_gateway_never_reads_the_secret_columns(api: Api) -> None:
+    """Routing needs no secret: a process whose key cannot open them (here: another key) still routes the endpoint,
+    and no request through the gateway pays a decryption."""
+    from controlplane.db import make_engine
+    from controlplane.gateway.routing import _load
+    from sqlalchemy.orm import sessionmaker
+
+    assert api.http.post("/v2/endpoint/admin", json=_custom_image_body("gw"), headers=api.admin).status_code == 201
+    other = api.settings.model_copy(update={"secrets_key": Fernet.generate_key().decode()})
+    engine = make_engine(other)
+    try:
+        view = _load(sessionmaker(engine), "admin", "gw")
+    finally:
+        engine.dispose()
+    assert view is not None and view.name == "gw"
