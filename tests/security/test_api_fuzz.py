@@ -11,7 +11,6 @@ test_api_input.py and the gateway's tests.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import urllib.parse
 
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.controlplane.conftest import ADMIN_TOKEN, LiveServer, payload
+from tests.security.rawhttp import raw_request
 
 EXAMPLES = 400
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -81,21 +81,8 @@ def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> tuple[str, s
 
 
 def _raw(server: LiveServer, method: str, path: str, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes]:
-    """One request over a plain socket, so that bytes httpx would refuse to send reach the server as they are."""
-    host, port = server.url.removeprefix("http://").split(":")
-    lines = [f"{method.upper()} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items() if v]
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + (body or b"")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    response = b"".join(chunks)
-    assert response.startswith(b"HTTP/1.1 "), f"connection dropped or not HTTP: {response[:200]!r} for {path!r}"
-    return int(response[9:12]), response
+    status, _, _, response = raw_request(server.url, method, path, headers, body)
+    return status, response
 
 
 SEEN: dict[str, int] = {}

@@ -14,7 +14,6 @@ Bounded in examples (deterministic: ``derandomize``), generation kept short by s
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from typing import Any
 
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.models import RuntimeServer, start_runtime_server
+from tests.security.rawhttp import raw_request
 
 API_KEY = "fuzz-key"
 OPENAI_PATHS = ("/v1/", "/tokenize", "/detokenize")
@@ -162,25 +162,6 @@ def requests(draw: st.DrawFn, method: str, base: dict[str, Any] | None,
     return headers, body, query
 
 
-def raw_request(server: RuntimeServer, method: str, target: str, headers: dict[str, str],
-                body: bytes | None) -> tuple[int, bytes, bytes]:
-    """One request over a plain socket (headers and bodies go out as they are), read to the end (streams too)."""
-    lines = [f"{method.upper()} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items() if v]
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    response = b"".join(chunks)
-    assert response.startswith(b"HTTP/1.1 "), f"connection dropped or not HTTP: {response[:200]!r} for {target}"
-    head, _, content = response.partition(b"\r\n\r\n")
-    return int(response[9:12]), head.lower(), content
-
-
 def check_envelope(path: str, status: int, head: bytes, content: bytes) -> None:
     if status < 400:
         if b"text/event-stream" in head:  # a stream that started: no generation may have failed in it
@@ -215,7 +196,7 @@ def fuzz_operation(server: RuntimeServer, method: str, path: str, strategy: st.S
     @given(req=strategy)
     def one(req: tuple[dict[str, str], bytes | None, str]) -> None:
         headers, body, query = req
-        status, head, content = raw_request(server, method, path + query, headers, body)
+        status, head, content, _ = raw_request(server.base_url, method, path + query, headers, body, timeout=120)
         statuses[status] = statuses.get(status, 0) + 1
         assert status < 500, f"{method.upper()} {path} -> {status}: {content[:400]!r} for {body!r:.300}"
         assert status < 400 or b"Traceback" not in content  # a 200's text is the random model's: it may say anything

@@ -18,7 +18,7 @@ from controlplane.crypto import KEY_FILE, SecretsKeyError, keyring_for, rotate_a
 from controlplane.redaction import MASK, Redactor, redactor_for
 from tests.controlplane.conftest import Api, payload
 from tests.e2e.conftest import Api as StackApi
-from tests.e2e.conftest import create_body, wait_until
+from tests.e2e.conftest import create_body
 
 SECRET = "nan-SECRET-7f3a9c"
 
