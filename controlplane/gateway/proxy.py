@@ -350,15 +350,9 @@ class Gateway:
         pieces: list[bytes] = []
         size = 0
         while True:
-            message = await request.receive()
-            if message["type"] != "http.request":
-                raise GatewayError(400, "the client went away before sending the whole request body")
-            piece = message.get("body", b"")
-            size += len(piece)
-            if size > limit:
-                raise too_large(limit)
+            piece, size, more = await _next_piece(request.receive, size, limit)
             pieces.append(piece)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(pieces), None
             if size >= STREAM_THRESHOLD:
                 return b"".join(pieces), _rest_of_body(request.receive, size, limit)
@@ -433,13 +427,19 @@ async def _rest_of_body(receive, size: int, limit: int) -> AsyncIterator[bytes]:
     the gateway's answer."""
     more = True
     while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise GatewayError(400, "the client went away before sending the whole request body")
-        piece = message.get("body", b"")
-        size += len(piece)
-        if size > limit:
-            raise too_large(limit)
-        more = message.get("more_body", False)
+        piece, size, more = await _next_piece(receive, size, limit)
         if piece:
             yield piece
+
+
+async def _next_piece(receive, size: int, limit: int) -> tuple[bytes, int, bool]:
+    """The next piece of a request body, the size received so far and whether more follows; over the limit or the
+    client gone is the gateway's answer."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise GatewayError(400, "the client went away before sending the whole request body")
+    piece = message.get("body", b"")
+    size += len(piece)
+    if size > limit:
+        raise too_large(limit)
+    return piece, size, message.get("more_body", False)
