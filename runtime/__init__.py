@@ -2,7 +2,7 @@
 
 Layout: ``openai/`` and ``tgi/`` hold the protocol layers, ``engine/`` the validation, scheduler, model and
 sampling (the only package that imports torch), ``server.py`` the app and launcher, ``tinymodel.py`` the local
-test model builder.
+test model builder, ``realmodels.py`` the builder of real models from pinned packages (``endpointctl dev model``).
 """
 
 __version__ = "0.1.0"

@@ -24,6 +24,11 @@ class RuntimeSettings(BaseSettings):
 
     model_id: str = Field(default="/repository", description="local path or hub repo id")
     revision: str | None = None
+    gguf_file: str | None = Field(
+        default=None,
+        description="the .gguf file of the repository to serve (a path relative to it); unset: a repository of "
+                    ".gguf files without config.json serves its best quantization (runtime/engine/gguf_files.py)",
+    )
     port: int = 3000
     hostname: str = "0.0.0.0"
     max_input_tokens: int | None = Field(

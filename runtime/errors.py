@@ -15,6 +15,10 @@ routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never bu
     ├── RoutingError          404 / 405 from the router: no such route, or not with this method
     ├── GenerationFailed      500  the engine failed mid-request
     └── ClientGone            499  the client disconnected (nobody reads the answer; nginx's code)
+
+One error is not an HTTP answer: :class:`ModelLoadError`, a model this runtime cannot serve at all (a GGUF file of
+an unsupported quantization, a file that is not GGUF). The server logs its message as one line, without a
+traceback, and exits 3; the supervisor turns that last log line into the endpoint's `failed` message.
 """
 
 from __future__ import annotations
@@ -126,3 +130,7 @@ class ClientGone(RuntimeAPIError):
 
 def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class ModelLoadError(Exception):
+    """The model cannot be served; the message says why in one line (see the module docstring)."""

@@ -28,6 +28,7 @@ from runtime.config import RuntimeSettings, parse_settings
 from runtime.errors import (
     GenerationFailed,
     InvalidRequest,
+    ModelLoadError,
     NotReady,
     PayloadTooLarge,
     RoutingError,
@@ -113,7 +114,10 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
     try:
         loaded = load_model(state.settings)
     except Exception as exc:  # noqa: BLE001 - whatever the loader raised, this replica cannot serve
-        log.exception("model load failed")
+        if isinstance(exc, ModelLoadError):
+            log.error("model load failed: %s", exc)  # the whole story in one line; a traceback would bury it
+        else:
+            log.exception("model load failed")
         state.load_error = f"Model failed to load: {exc}"
         # Exit rather than idle with /health at 503: the supervisor (kubelet or local) sees a crash, restarts with
         # backoff and reports CrashLoopBackOff / failed with these log lines, instead of waiting out a deadline.

