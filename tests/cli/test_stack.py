@@ -111,6 +111,20 @@ def test_lifecycle_of_a_tiny_model(scli: Cli, unique_name: str, tiny_model_dir: 
     assert r.stdout.strip(), r
     r2 = scli("chat", unique_name, "Say something", "--max-tokens", "8", "--temperature", "0", "--no-stream", timeout=120)
     assert r2.code == 0 and r2.stdout == r.stdout, (r, r2)  # greedy: streamed and whole answers agree
+    # Without --max-tokens the answer is bounded (chat's default, 256), not left to run to the end of the context:
+    # the replica's own metrics record what each request asked for.
+    endpoint_url = f"{scli.env['ENDPOINTCTL_URL']}/endpoints/admin/{unique_name}"
+
+    def asked_for() -> float:
+        auth = {"Authorization": f"Bearer {scli.env['ENDPOINTCTL_TOKEN']}"}
+        text = httpx.get(f"{endpoint_url}/metrics", headers=auth, timeout=30).text
+        return float(next(line.split()[-1] for line in text.splitlines()
+                          if line.startswith("tgi_request_max_new_tokens_sum")))
+
+    before = asked_for()
+    r = scli("chat", unique_name, "Say something", "--temperature", "0", "--no-stream", timeout=120)
+    assert r.code == 0 and r.stdout.strip(), r
+    assert asked_for() - before == 256
     # A conversation from stdin: two turns, two answers.
     r = scli("chat", unique_name, "--max-tokens", "4", "--system", "be brief", input="hello\nand again\n/exit\nignored\n", timeout=120)
     assert r.code == 0 and len([line for line in r.stdout.splitlines() if line.strip()]) >= 2, r
