@@ -296,3 +296,16 @@ def test_a_second_replica_that_does_not_fit_waits_with_the_reason(make_stack, ti
     # Room made: the waiting endpoint starts by itself.
     assert api.http.delete("/v2/endpoint/admin/wide").status_code in (200, 202, 204)
     api.wait_state("late", "running", timeout=240)
+
+
+def test_a_gguf_repository_is_sized_as_its_dequantized_weights(tmp_path: Path) -> None:
+    """A 4-bit GGUF file takes about seven times its size once dequantized to fp32; several quantizations of one
+    model are one model."""
+    from worker.providers.capacity import weights_bytes
+
+    (tmp_path / "m.Q4_1.gguf").write_bytes(b"\0" * 9_000)
+    assert weights_bytes(str(tmp_path)) == 64_000
+    (tmp_path / "m.F16.gguf").write_bytes(b"\0" * 10_000)
+    assert weights_bytes(str(tmp_path)) == 64_000
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 1_000)
+    assert weights_bytes(str(tmp_path)) == 65_000

@@ -68,19 +68,40 @@ def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     return None
 
 
+# A GGUF file is dequantized at load (to fp32 on CPU), so in memory it is its file size times 32 / its bits per
+# weight. The bits come from the quantization its name announces, as the runtime picks files by the same names
+# (runtime/engine/gguf_files.py); a name that says nothing counts as 4-bit, the most common and the largest expansion.
+_GGUF_BITS = (("F32", 32.0), ("BF16", 16.0), ("F16", 16.0), ("Q8", 8.5), ("Q6", 6.6), ("Q5", 5.5), ("Q4", 4.5),
+              ("Q3", 3.4), ("Q2", 2.6), ("IQ", 2.0))
+
+
+def _in_memory_bytes(path: Path, size: int) -> int:
+    if path.suffix != ".gguf":
+        return size
+    name = path.name.upper()
+    bits = next((b for tag, b in _GGUF_BITS if tag in name), 4.5)
+    return int(size * 32.0 / bits)
+
+
 def weights_bytes(repository: str) -> int:
-    """Bytes of weight files under a local model directory; 0 for a hub id (not downloaded yet: size unknown)."""
+    """Bytes the weights under a local model directory take in memory once loaded; 0 for a hub id (not downloaded
+    yet: size unknown)."""
     root = Path(repository).expanduser()
     if not root.is_dir():
         return 0
     total = 0
+    largest_gguf = 0  # a GGUF repository often holds several quantizations of one model: one of them is loaded
     for path in root.rglob("*"):
         if path.suffix in WEIGHT_SUFFIXES:
             try:
-                total += path.stat().st_size
+                size = _in_memory_bytes(path, path.stat().st_size)
             except OSError:
                 continue
-    return total
+            if path.suffix == ".gguf":
+                largest_gguf = max(largest_gguf, size)
+            else:
+                total += size
+    return total + largest_gguf
 
 
 def replica_need(capacity: LocalCapacity, repository: str) -> Need:
