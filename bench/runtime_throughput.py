@@ -9,7 +9,10 @@ single-stream tokens/s (8 sequential requests); for ours also the decode batch s
 drafts proposed and accepted at 32 clients (from /metrics),
 and the single stream's n-gram speculation (drafts, acceptance, tokens per decode step) next to the same single
 stream on a server started with SPECULATE=0 (same text required).
-Greedy outputs of both servers are compared token for token.
+Greedy outputs of both servers are compared token for token. ``--dtype float32,bfloat16,float16`` measures our
+server once per DTYPE in the same run (on CPU the 16-bit ones keep the weights in 16 bits and compute in fp32: a
+decode step streams half the bytes) and prints each one's figures, resident memory and single-stream memory
+ceiling side by side; the first DTYPE is the one compared with the naive server and run without speculation.
 
 Reading the figures: at this shape every request prefills about as many tokens (64-80) as it generates (64), so
 prefill is close to half the work; at ~19 MFLOP per prompt token and ~25 MFLOP per generated token the whole run
@@ -25,7 +28,8 @@ with aiohttp (as vLLM's benchmarks/benchmark_serving.py does) and splits SSE eve
 httpx's ``aiter_lines`` spent ~340 us of CPU per event (1.3-1.5 CPU-s per 4,096-token run, ~15% of the machine),
 aiohttp ~100 us. Every event is still parsed as JSON and timestamped on arrival.
 
-Prints one JSON object. Usage: ``python bench/runtime_throughput.py [--requests 64] [--clients 32]``.
+Prints one JSON object. Usage: ``python bench/runtime_throughput.py [--requests 64] [--clients 32]
+[--dtype float32,bfloat16,float16]``.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def _server(cmd: list[str], env: dict[str, str], port: int, *, timeout: float = 
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become healthy")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -83,6 +87,12 @@ def _server(cmd: list[str], env: dict[str, str], port: int, *, timeout: float = 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _rss_mib(pid: int) -> int:
+    """The process's resident memory now (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
 
 
 def _prompts(model_dir: Path, count: int, seed: int = 0) -> list[list[int]]:
@@ -226,6 +236,36 @@ def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> 
     return out
 
 
+def _dtype_table(by_dtype: dict[str, dict], machine: dict, costs: dict, prompts: list[list[int]],
+                 new_tokens: int) -> dict:
+    """Our server per DTYPE, side by side: throughput, latency, memory, the single-stream memory ceiling at that
+    weight width, and the ratios to the first DTYPE (whose greedy text the others are compared with: 16-bit weights
+    are rounded weights, so their text may differ from fp32's after a while)."""
+    from machine import ceilings
+
+    first = next(iter(by_dtype.values()))
+    table = {}
+    for dtype, r in by_dtype.items():
+        width = 4 if dtype == "float32" else 2
+        ceiling = ceilings(machine, costs, [len(p) for p in prompts], new_tokens, dtype_bytes=width)
+        table[dtype] = {
+            "kernels": r.get("kernels"),
+            "tokens_per_s": r["tokens_per_s"],
+            "single_stream_tokens_per_s": r["single_stream_tokens_per_s"],
+            "ttft_p50_s": r["ttft_p50_s"], "ttft_p99_s": r["ttft_p99_s"],
+            "itl_p50_s": r["itl_p50_s"], "itl_p99_s": r["itl_p99_s"],
+            "decode_steps": r.get("decode_steps"),
+            "rss_mib": r["rss_mib"],
+            "memory_ceiling_single_stream_tokens_per_s": ceiling["memory_ceiling_single_stream_tokens_per_s"],
+            "greedy_alone_equals_batched": r["greedy_alone_equals_batched"],
+            "tokens_per_s_ratio": round(r["tokens_per_s"] / first["tokens_per_s"], 2),
+            "single_stream_ratio": round(r["single_stream_tokens_per_s"] / first["single_stream_tokens_per_s"], 2),
+            "same_text_as_first": f"{sum(a == b for a, b in zip(r['texts'], first['texts'], strict=True))}"
+                                  f"/{len(first['texts'])}",
+        }
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=64)
@@ -233,7 +273,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--single", type=int, default=8, help="sequential requests for single-stream tok/s")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--dtype", default="float32",
+                        help="our server's DTYPE, or several comma-separated (float32,bfloat16,float16), each "
+                             "measured in turn; the first is compared with the naive server and without speculation")
     args = parser.parse_args()
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if not dtypes or set(dtypes) - {"float32", "bfloat16", "float16"} or len(set(dtypes)) < len(dtypes):
+        parser.error(f"--dtype: distinct values among float32, bfloat16, float16; got {args.dtype!r}")
 
     from runtime.tinymodel import cached_tiny_model
 
@@ -242,7 +288,7 @@ def main() -> None:
     single_prompts = prompts[: args.single]
     report: dict = {
         "model": {"arch": "llama", "hidden": 384, "layers": 6, "heads": 6, "kv_heads": 2, "ffn": 1024,
-                  "vocab": 8192, "params_m": 15.7, "dtype": "float32", "path": str(model_dir)},
+                  "vocab": 8192, "params_m": 15.7, "dtype": dtypes[0], "path": str(model_dir)},
         "workload": {"requests": args.requests, "clients": args.clients, "prompt_tokens": "64-80",
                      "new_tokens": args.max_tokens, "greedy": True, "ignore_eos": True, "route": "/v1/completions stream",
                      "cpus": os.cpu_count()},
@@ -255,22 +301,30 @@ def main() -> None:
     machine = measure_machine()
     costs = model_costs(AutoConfig.from_pretrained(model_dir))
     report["machine"] = {**machine, **ceilings(machine, costs, [len(p) for p in prompts], args.max_tokens)}
-    port = _free_port()
-    env = {"MODEL_ID": str(model_dir), "PORT": str(port), "HOSTNAME": "127.0.0.1"}
-    with _server([sys.executable, "-m", "runtime"], env, port) as url:
-        ours = _measure(url, prompts, single_prompts, args, with_metrics=True)
+    env = {"MODEL_ID": str(model_dir), "HOSTNAME": "127.0.0.1"}
+    by_dtype = {}
+    for dtype in dtypes:
+        port = _free_port()
+        with _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "DTYPE": dtype}, port) as (url, pid):
+            by_dtype[dtype] = _measure(url, prompts, single_prompts, args, with_metrics=True)
+            by_dtype[dtype]["rss_mib"] = _rss_mib(pid)
+    ours = by_dtype[dtypes[0]]
     report["ours"] = ours
+    if len(dtypes) > 1:
+        report["by_dtype"] = _dtype_table(by_dtype, report["machine"], costs, prompts, args.max_tokens)
     # The same server without n-gram speculation (SPECULATE=0), single stream only: what the drafts are worth on
     # this text. (At 32 clients no rows are free for drafts, so the throughput run is unaffected.)
     port = _free_port()
-    with _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "SPECULATE": "0"}, port) as url:
+    with _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "DTYPE": dtypes[0], "SPECULATE": "0"},
+                 port) as (url, _):
         asyncio.run(_load(url, prompts[:4], clients=4, max_tokens=8))
         plain = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
     ours["single_stream_tokens_per_s_without_speculation"] = plain["tokens_per_s"]
     ours["single_stream_same_text_without_speculation"] = plain["texts"] == ours["single_texts"]
     if not args.skip_naive:
         port = _free_port()
-        with _server([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model_dir), str(port)], {}, port) as url:
+        with _server([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model_dir), str(port)], {},
+                     port) as (url, _):
             naive = _measure(url, prompts, single_prompts, args, with_metrics=False)
         report["naive"] = naive
         same = sum(a == b for a, b in zip(ours["texts"], naive["texts"], strict=True))
@@ -280,8 +334,9 @@ def main() -> None:
             ours["single_stream_tokens_per_s"] / naive["single_stream_tokens_per_s"], 2)
         naive.pop("texts")
         naive.pop("single_texts")
-    ours.pop("texts")
-    ours.pop("single_texts")
+    for result in by_dtype.values():
+        result.pop("texts")
+        result.pop("single_texts")
     report["machine"]["ours_fraction_of_compute_ceiling"] = round(
         ours["tokens_per_s"] / report["machine"]["compute_ceiling_tokens_per_s"], 2)
     report["goals"] = {

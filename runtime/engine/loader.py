@@ -18,7 +18,7 @@ import torch
 from runtime.config import ResolvedLimits, RuntimeSettings, resolve_limits
 from runtime.engine.embeddings import EmbeddingEngine
 from runtime.engine.gguf_files import find_gguf, load_gguf_causal_lm
-from runtime.engine.model import load_causal_lm, make_runner, pick_device, resolve_dtype
+from runtime.engine.model import load_causal_lm, make_runner, pick_device, release_freed_memory, resolve_dtype
 from runtime.engine.scheduler import Engine, EngineLimits
 
 log = logging.getLogger("runtime.loader")
@@ -94,15 +94,10 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     if tokenizer.eos_token_id is not None:
         eos_ids.append(tokenizer.eos_token_id)
-
-    @torch.inference_mode()
-    def score_prompt(ids: list[int]) -> list[float]:
-        """Log-probability of each prompt token given the ones before it (first is NaN: nothing predicts it)."""
-        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
-        logprobs = torch.log_softmax(logits[:-1], dim=-1)
-        picked = logprobs.gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].tolist()
-        return [float("nan"), *picked]
-
+    # The lean runner keeps its own (packed) copy of the weights: HF's parameters go now rather than stay alive
+    # as a second copy (HF's fallback runner holds the model itself).
+    del model
+    release_freed_memory()
     engine = Engine(
         runner,
         tokenizer,
@@ -113,7 +108,7 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
             max_total_tokens=limits.max_total_tokens,
         ),
         eos_token_ids=eos_ids,
-        score_prompt=score_prompt,
+        score_prompt=runner.score_prompt,
         speculate=settings.speculate,
     )
     t1 = time.monotonic()

@@ -9,8 +9,9 @@ Two runners share one interface (:class:`ModelRunner`), selected automatically b
   ``(slots, kv_heads, capacity, head_dim)`` per layer, so a sequence joining or leaving the batch costs no
   cache copies beyond moving one slot (compaction keeps running sequences in slots ``0..B-1`` so decode reads
   plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths. On CPU
-  in fp32 the whole decoder stack is one call into the native kernels of :mod:`runtime.engine.native`
-  (``ek_forward``); elsewhere, or when they cannot be built, it runs on PyTorch ops.
+  the whole decoder stack is one call into the native kernels of :mod:`runtime.engine.native` (``ek_forward``),
+  in fp32 over weights kept in the model's dtype (fp32, or bf16/fp16: half the bytes per decode step); elsewhere,
+  or when they cannot be built, it runs on PyTorch ops in the model's dtype.
 * :class:`HFFallbackRunner` for every other architecture: HF's own forward with one ``DynamicCache`` per
   sequence. Correct, not fast; it is also the reference the tests compare the lean forward against.
 
@@ -20,6 +21,8 @@ when it compacts.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import itertools
 import logging
 from dataclasses import dataclass
@@ -55,6 +58,15 @@ class ModelRunner(Protocol):
     def release(self, slot: int) -> None:
         """Forget slot ``slot`` (only the fallback runner holds per-slot state)."""
 
+    def score_prompt(self, ids: list[int]) -> list[float]:
+        """Log-probability of each prompt token given the ones before it (the first is NaN: nothing predicts it)."""
+
+
+def _token_logprobs(logits: torch.Tensor, targets: list[int]) -> list[float]:
+    """log_softmax(logits)[i, targets[i]] for each row."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return logprobs.gather(1, torch.tensor(targets, device=logits.device)[:, None])[:, 0].tolist()
+
 
 class Linear:
     """``y = x @ W.T + b`` through the native kernel (runtime.engine.native) where it is available, otherwise
@@ -66,18 +78,24 @@ class Linear:
     decode's small products at 60-125 GFLOP/s where ``F.linear`` (MKL sgemm) ran 8-60. All three give a row the
     same bits whatever the other rows are (MKL and oneDNN from 2 rows up, see ROW_MULTIPLE; the native kernel by
     construction), and one runner always uses the same one, so greedy output does not depend on the batch.
-    ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears."""
+    ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears.
+
+    ``dtype`` is the activations' (default: the weight's). The native kernels take the weight in its own dtype
+    (fp32, bf16 or fp16) and compute in fp32; the packed copy is then the only one this object keeps, so once the
+    caller drops its tensor the weight is held once. Elsewhere the weight is used in ``dtype``."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, rows_hint: int = 32,
-                 kernels: native.NativeKernels | None = None) -> None:
-        self.weight = weight
-        self.bias = bias
+                 kernels: native.NativeKernels | None = None, dtype: torch.dtype | None = None) -> None:
+        dtype = dtype or weight.dtype
         self.out_features = weight.shape[0]
         self.kernels = kernels
         self.native_packed = kernels.pack_weight(weight) if kernels is not None else None
+        self.weight = None if self.native_packed is not None else weight.to(dtype)
+        # A copy, not a view: a view of a loaded parameter keeps the whole checkpoint's file mapping alive.
+        self.bias = None if bias is None else bias.to(dtype, copy=self.native_packed is not None)
         self.packed: torch.Tensor | None = None
-        if self.native_packed is None and _onednn_usable(weight):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+        if self.weight is not None and _onednn_usable(self.weight):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, rows_hint)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.native_packed is not None and self.kernels is not None:
@@ -179,10 +197,11 @@ class LeanDecoderRunner:
 
     supports_slots = True
 
+    @torch.no_grad()  # copies of the parameters made here must not carry autograd graphs that keep the originals
     def __init__(self, model: torch.nn.Module, *, max_slots: int, max_total_tokens: int, use_native: bool = True) -> None:
         config = model.config
         self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        self.weight_dtype = next(model.parameters()).dtype
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
@@ -191,32 +210,51 @@ class LeanDecoderRunner:
         self.max_slots = max_slots
         self.max_len = max_total_tokens
         inner = model.model
-        self.embed = inner.embed_tokens.weight
-        self.final_norm = inner.norm.weight
+        embed = inner.embed_tokens.weight
+        self.hidden = embed.shape[1]
         self.ffn = inner.layers[0].mlp.down_proj.weight.shape[1]
         self.kernels = self._native_kernels() if use_native else None
         kernels = self.kernels
-        self.lm_head = Linear(model.lm_head.weight, rows_hint=max_slots, kernels=kernels)
+        # The activations' dtype, and the norms', RoPE tables' and KV cache's: fp32 on the native kernels whatever
+        # the weights are (they widen 16-bit weights in registers), the weights' own dtype on PyTorch ops.
+        self.dtype = torch.float32 if kernels is not None else self.weight_dtype
+
+        def own(t: torch.Tensor) -> torch.Tensor:
+            # On the native kernels every tensor kept is the runner's own copy, so that nothing keeps the model's
+            # parameters alive once it is dropped: the packed weights replace them, and a view of a loaded
+            # parameter would keep the checkpoint's whole file mapping resident.
+            return t.to(self.dtype, copy=kernels is not None)
+
+        self.final_norm = own(inner.norm.weight)
+        head = model.lm_head.weight
+        self.lm_head = Linear(head, rows_hint=max_slots, kernels=kernels, dtype=self.dtype)
         self.vocab_size = self.lm_head.out_features
+        if self.lm_head.native_packed is not None and head.data_ptr() == embed.data_ptr():
+            # Tied embeddings: token rows are read out of the LM head's packed panels (see _embed), so the matrix
+            # is held once.
+            self.embed = None
+        else:  # in the weights' dtype: converted row by row as tokens are looked up
+            self.embed = embed.clone() if kernels is not None else embed
         self.layers: list[_Layer] = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
             biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
             self.layers.append(
                 _Layer(
-                    ln1=layer.input_layernorm.weight,
-                    ln2=layer.post_attention_layernorm.weight,
+                    ln1=own(layer.input_layernorm.weight),
+                    ln2=own(layer.post_attention_layernorm.weight),
                     qkv=Linear(
                         torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous(),
                         torch.cat(biases) if all(b is not None for b in biases) else None,
-                        rows_hint=max_slots, kernels=kernels,
+                        rows_hint=max_slots, kernels=kernels, dtype=self.dtype,
                     ),
-                    o=Linear(attn.o_proj.weight, attn.o_proj.bias, rows_hint=max_slots, kernels=kernels),
+                    o=Linear(attn.o_proj.weight, attn.o_proj.bias, rows_hint=max_slots, kernels=kernels,
+                             dtype=self.dtype),
                     gate_up=Linear(
                         torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(), rows_hint=max_slots,
-                        kernels=kernels,
+                        kernels=kernels, dtype=self.dtype,
                     ),
-                    down=Linear(mlp.down_proj.weight, rows_hint=max_slots, kernels=kernels),
+                    down=Linear(mlp.down_proj.weight, rows_hint=max_slots, kernels=kernels, dtype=self.dtype),
                 )
             )
         # RoPE tables for every position, computed by the model's own rotary module (covers rope scaling types).
@@ -229,19 +267,25 @@ class LeanDecoderRunner:
         self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).contiguous()
         self.max_capacity = _round_up(self.max_len, KV_BLOCK)
         self.capacity = min(self.max_capacity, 256)
+        self.scratch_slot = pad_rows(self.max_slots)  # score_prompt's, past the slots decode reads
         self.k_cache = [self._empty(self.capacity) for _ in self.layers]
         self.v_cache = [self._empty(self.capacity) for _ in self.layers]
         self._layer_table = None  # the native forward's pointers to weights and caches; rebuilt when caches grow
 
     @property
     def kernels_name(self) -> str:
-        """``native-avx512`` / ``native-avx2`` / ``native-generic`` (kernels.c) or ``torch`` (PyTorch ops), for /info and the logs."""
-        return f"native-{self.kernels.isa}" if self.kernels is not None else "torch"
+        """``native-avx512`` / ``native-avx2`` / ``native-generic`` (kernels.c; ``-bf16`` / ``-fp16`` appended
+        for 16-bit weights) or ``torch`` (PyTorch ops), for /info and the logs."""
+        if self.kernels is None:
+            return "torch"
+        weights = {torch.bfloat16: "-bf16", torch.float16: "-fp16"}.get(self.weight_dtype, "")
+        return f"native-{self.kernels.isa}{weights}"
 
     def _native_kernels(self) -> native.NativeKernels | None:
-        """The native kernels where they apply (CPU fp32, vector-friendly sizes) and can be built."""
-        hidden = self.embed.shape[1]
-        if self.device.type != "cpu" or self.dtype != torch.float32 or not native.enabled_by_env():
+        """The native kernels where they apply (CPU, fp32/bf16/fp16 weights, vector-friendly sizes) and can be
+        built."""
+        hidden = self.hidden
+        if self.device.type != "cpu" or self.weight_dtype not in native.WEIGHT_TYPES or not native.enabled_by_env():
             return None
         # Every layer projection must fit the packed panels (16 output columns): hidden, heads and 2 * ffn.
         if self.head_dim % 16 or hidden % 16 or self.ffn % 8 or self.num_heads % self.num_kv_heads:
@@ -254,8 +298,8 @@ class LeanDecoderRunner:
             return None
 
     def _empty(self, capacity: int) -> torch.Tensor:
-        # Spare slots up to a multiple of ROW_MULTIPLE: decode's dummy rows read them.
-        shape = (pad_rows(self.max_slots), self.num_kv_heads, capacity, self.head_dim)
+        # Spare slots up to a multiple of ROW_MULTIPLE (decode's dummy rows read them), then the scratch slot.
+        shape = (pad_rows(self.max_slots) + 1, self.num_kv_heads, capacity, self.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _ensure_capacity(self, needed: int) -> None:
@@ -300,11 +344,52 @@ class LeanDecoderRunner:
         h = h[torch.tensor(last + [last[-1]] * (pad_rows(n) - n))]
         return self.lm_head(h)[:n].float()
 
+    @torch.inference_mode()
+    def score_prompt(self, ids: list[int]) -> list[float]:
+        """The prompt through this runner's own forward, in the scratch slot: logits of every position, in chunks
+        of rows (a long prompt's full logits would be prompt x vocab floats at once). The HF model is not needed,
+        so its weights need not stay alive beside the packed ones."""
+        n = len(ids)
+        self._ensure_capacity(n)
+        if self.kernels is not None:
+            h = self._forward_native(self.kernels, ids, list(range(n)), [self.scratch_slot] * n)
+        else:
+            x = self._hidden_torch([self.scratch_slot], [ids])[:n]
+            h = _rms_norm(torch.cat([x, x.new_zeros((pad_rows(n) - n, x.shape[1]))]), self.final_norm, self.eps)
+        out = [float("nan")]
+        for start in range(0, n - 1, 256):
+            end = min(start + 256, n - 1)
+            logits = self.lm_head(h[start:_round_up(end, ROW_MULTIPLE)])[: end - start]
+            out += _token_logprobs(logits, ids[start + 1:end + 1])
+        return out
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        """Token embeddings in the activations' dtype."""
+        index = torch.tensor(ids, device=self.device)
+        if self.embed is None:  # tied to the packed LM head: row t is column t % 16 of panel t // 16
+            panels = self.lm_head.native_packed.view(-1, self.hidden, native.PANEL)
+            return panels[index // native.PANEL, :, index % native.PANEL].to(self.dtype).contiguous()
+        return F.embedding(index, self.embed).to(self.dtype)
+
     def _prefill_torch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
-        # Prompts are packed back to back (no padding to the longest): the projections run on
-        # sum(lengths) rows, rounded up to ROW_MULTIPLE (row-invariant GEMMs, see there), and attention runs per
-        # sequence over exactly its own tokens, the same kernel call it gets when alone.
         n = len(prompts)
+        lengths = [len(p) for p in prompts]
+        x = self._hidden_torch(slots, prompts)
+        last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
+        x = x[last]
+        padded = pad_rows(n)
+        if padded > n:
+            x = torch.cat([x, x.new_zeros((padded - n, x.shape[1]))])
+        x = _rms_norm(x, self.final_norm, self.eps)
+        return self.lm_head(x)[:n].float()
+
+    def _hidden_torch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """The decoder stack on PyTorch ops over prompts into their slots: the residual stream of every row
+        (before the final norm), prompts back to back, then padding rows.
+
+        Prompts are packed back to back (no padding to the longest): the projections run on sum(lengths) rows,
+        rounded up to ROW_MULTIPLE (row-invariant GEMMs, see there), and attention runs per sequence over exactly
+        its own tokens, the same kernel call it gets when alone."""
         lengths = [len(p) for p in prompts]
         starts = [0]
         for length in lengths[:-1]:
@@ -338,13 +423,7 @@ class LeanDecoderRunner:
                 attn[start:end] = out[0].transpose(0, 1).reshape(length, nh * hd)
             x = x + layer.o(attn)
             x = x + self._mlp(layer, x)
-        last = torch.tensor([start + length - 1 for start, length in zip(starts, lengths, strict=True)])
-        x = x[last.to(self.device)]
-        padded = pad_rows(n)
-        if padded > n:
-            x = torch.cat([x, x.new_zeros((padded - n, x.shape[1]))])
-        x = _rms_norm(x, self.final_norm, self.eps)
-        return self.lm_head(x)[:n].float()
+        return x
 
     @torch.inference_mode()
     def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
@@ -371,7 +450,7 @@ class LeanDecoderRunner:
                  "down": layer.down.native_packed, "k_cache": self.k_cache[li], "v_cache": self.v_cache[li]}
                 for li, layer in enumerate(self.layers)
             ])
-        x = F.embedding(torch.tensor(tokens + [0] * (rows - b)), self.embed)
+        x = self._embed(tokens + [0] * (rows - b))
         return kernels.forward(
             self._layer_table, self.final_norm, x, b, torch.tensor(positions, dtype=torch.int32),
             torch.tensor(slots, dtype=torch.int32), self.cos, self.signed_sin, self.capacity, self.num_heads,
@@ -483,6 +562,22 @@ class HFFallbackRunner:
 
     def release(self, slot: int) -> None:
         self.caches[slot] = None
+
+    @torch.inference_mode()
+    def score_prompt(self, ids: list[int]) -> list[float]:
+        logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+        return [float("nan"), *_token_logprobs(logits[:-1], ids[1:])]
+
+
+def release_freed_memory() -> None:
+    """Collect garbage, then hand the allocator's free pages back to the system (glibc's ``malloc_trim``): freed
+    weights (e.g. HF's parameters, once a runner has packed its own copy) otherwise stay in the process's resident
+    memory, in heap arenas that only shrink from the top."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:

@@ -41,3 +41,17 @@ def metric_value(text: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)
+
+
+def rounded_reference(model_dir, dtype):
+    """HF's model in fp32 over its weights rounded to ``dtype`` (bfloat16, float16): what fp32 arithmetic over 16-bit
+    weights computes. Parameters only: ``model.to(dtype).to(torch.float32)`` would round the RoPE frequencies too
+    (a buffer), which a model loaded in ``dtype`` keeps in fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype))
+    return model

@@ -46,6 +46,39 @@ def test_greedy_batched_equals_alone(base_url, http):
         assert batched[p] == alone[p], p
 
 
+@pytest.mark.slow
+def test_bfloat16_weights_greedy_equals_hf_fp32_over_the_rounded_weights(tiny_model_dir):
+    """DTYPE=bfloat16 on CPU, end to end: /info names the dtype and the 16-bit kernels; greedy text alone and inside
+    a batch is HF ``generate`` in fp32 over the bf16-rounded weights, token for token; prompt log-probabilities
+    come back (the runner scores them itself: HF's model is gone once its weights are packed)."""
+    import torch
+
+    from runtime.engine import native
+    from tests.fixtures.models import start_runtime_server
+    from tests.runtime.conftest import rounded_reference
+
+    probes = ["def read_config(path):", "class Parser:\n    def", "import sys\nfor line in"]
+    with start_runtime_server(tiny_model_dir, env={"DTYPE": "bfloat16"}) as server, httpx.Client(
+            base_url=server.base_url, timeout=120) as client:
+        info = client.get("/info").json()
+        assert (info["model_dtype"], info["kernels"]) == ("bfloat16", f"native-{native.host_isa()}-bf16")
+        alone = {p: _tokens(client, p, 16) for p in probes}
+
+        async def together() -> list[list[int]]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as aclient:
+                replies = await asyncio.gather(*(aclient.post("/generate", json={"inputs": p, "parameters": {
+                    "max_new_tokens": 16, "details": True, "decoder_input_details": True}}) for p in probes))
+            return [r.json()["details"] for r in replies]
+
+        batched = asyncio.run(together())
+    reference = rounded_reference(tiny_model_dir, torch.bfloat16)
+    for prompt, details in zip(probes, batched, strict=True):
+        ids = [t["id"] for t in details["prefill"]]
+        expected = reference.generate(torch.tensor([ids]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
+        assert alone[prompt] == [t["id"] for t in details["tokens"]] == expected[0, len(ids):].tolist(), prompt
+        assert all(t["logprob"] < 0 for t in details["prefill"][1:])
+
+
 def _running(http: httpx.Client) -> float:
     return metric_value(http.get("/metrics").text, "vllm:num_requests_running")
 

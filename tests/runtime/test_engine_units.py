@@ -1,11 +1,12 @@
 """In-process checks of the engine's parts on the real tiny model: the lean forward against HF's forward and
-``generate``, and stop strings held back across token boundaries."""
+``generate`` (in fp32, and over bf16/fp16 weights), and stop strings held back across token boundaries."""
 
 from __future__ import annotations
 
 import pytest
 
 from runtime.engine.detokenizer import StopStringMatcher
+from tests.runtime.conftest import rounded_reference
 
 
 def test_stop_matcher_holds_back_partial_matches():
@@ -62,8 +63,138 @@ def test_lean_forward_matches_hf(tiny_model_dir, use_native):
         assert ref[0, len(prompt):].tolist() == expected
 
 
-@pytest.mark.parametrize("use_native", [True, False], ids=["native-kernels", "torch-ops"])
-def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir, use_native):
+def _greedy(runner, prompts: list[list[int]], steps: int = 20):
+    """Greedy tokens of ``prompts`` decoded together for ``steps`` tokens, and the last step's logits."""
+    logits = runner.prefill(list(range(len(prompts))), prompts)
+    out = [[t] for t in logits.argmax(-1).tolist()]
+    pos = [len(p) for p in prompts]
+    for _ in range(steps - 1):
+        logits = runner.decode([o[-1] for o in out], pos)
+        for o, t in zip(out, logits.argmax(-1).tolist(), strict=True):
+            o.append(t)
+        pos = [p + 1 for p in pos]
+    return out, logits
+
+
+HALF_PRECISION = pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+
+
+@HALF_PRECISION
+def test_half_precision_weights_compute_in_fp32(tiny_model_dir, dtype):
+    """DTYPE=bfloat16/float16 on CPU: weights held in 16 bits, widened in the native kernels, everything computed
+    in fp32. So the output is HF's fp32 forward over the rounded weights, greedy token for token, alone and
+    batched, and bit for bit our own fp32 forward over those weights; and it is closer to the fp32 model than HF's
+    own 16-bit forward (which rounds every activation too)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runtime.engine import native
+    from runtime.engine.model import HFFallbackRunner, LeanDecoderRunner
+
+    dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype).eval()
+    reference = rounded_reference(tiny_model_dir, dtype)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [tok(p).input_ids for p in ["def main():", "import os\nimport sys\n", "class Foo(Bar):\n    x"]]
+
+    lean = LeanDecoderRunner(model, max_slots=8, max_total_tokens=512)
+    suffix = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    assert lean.kernels_name == f"native-{native.host_isa()}-{suffix}"
+    assert all(linear.native_packed.dtype == dtype and linear.weight is None
+               for layer in lean.layers for linear in (layer.qkv, layer.o, layer.gate_up, layer.down))
+    assert lean.lm_head.native_packed.dtype == dtype and lean.k_cache[0].dtype == torch.float32
+
+    out, logits = _greedy(lean, prompts)
+    hf_out, hf_logits = _greedy(HFFallbackRunner(reference, max_slots=8), prompts)
+    assert out == hf_out
+    torch.testing.assert_close(logits, hf_logits, rtol=0, atol=1e-4)
+    for i, prompt in enumerate(prompts):
+        assert _greedy(lean, [prompt])[0] == [out[i]]
+    fp32_lean = LeanDecoderRunner(reference, max_slots=8, max_total_tokens=512)
+    assert fp32_lean.kernels_name == f"native-{native.host_isa()}"
+    assert torch.equal(_greedy(fp32_lean, prompts)[1], logits)
+
+    # Teacher-forced over one long text: log-probabilities against the fp32 model's.
+    ids = tok("\n".join(f"def f{i}(x):\n    return x * {i} + len(str(x))" for i in range(12))).input_ids
+    exact = torch.tensor(HFFallbackRunner(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval(), max_slots=1,
+    ).score_prompt(ids)[1:])
+    ours = torch.tensor(lean.score_prompt(ids)[1:])
+    theirs = torch.tensor(HFFallbackRunner(model, max_slots=1).score_prompt(ids)[1:])
+    torch.testing.assert_close(ours, torch.tensor(HFFallbackRunner(reference, max_slots=1).score_prompt(ids)[1:]),
+                               rtol=0, atol=1e-4)
+    assert (ours - exact).abs().mean() < (theirs - exact).abs().mean()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_native_runner_holds_the_weights_once(tiny_model_dir, dtype):
+    """The packed weights replace HF's parameters: once the model is dropped none of them stays alive (not even
+    through a view, which would keep the checkpoint's file mapping resident), the runner holds about the
+    parameters' bytes, and it still scores prompts (prompt log-probabilities) without the model."""
+    import gc
+    import weakref
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from runtime.engine.model import HFFallbackRunner, LeanDecoderRunner
+
+    dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype).eval()
+    ids = list(range(5, 300, 3))
+    expected = HFFallbackRunner(rounded_reference(tiny_model_dir, dtype), max_slots=1).score_prompt(ids)
+    params = list(model.parameters())
+    param_bytes = sum(p.nbytes for p in params)
+    alive = [weakref.ref(p) for p in params]
+    runner = LeanDecoderRunner(model, max_slots=4, max_total_tokens=512)
+    del model, params
+    gc.collect()
+    assert not [r for r in alive if r() is not None]
+    held = [runner.embed, runner.final_norm, runner.lm_head.native_packed] + [
+        t for layer in runner.layers
+        for t in (layer.ln1, layer.ln2, layer.qkv.native_packed, layer.o.native_packed,
+                  layer.gate_up.native_packed, layer.down.native_packed)]
+    assert sum(t.nbytes for t in held) < 1.01 * param_bytes
+    scores = runner.score_prompt(ids)
+    assert scores[0] != scores[0]  # NaN: nothing predicts the first token
+    torch.testing.assert_close(torch.tensor(scores[1:]), torch.tensor(expected[1:]), rtol=0, atol=1e-4)
+
+
+@HALF_PRECISION
+def test_tied_embeddings_are_read_from_the_packed_head(dtype):
+    """With tied embeddings the LM head's packed 16-bit panels are the only copy of the matrix: token rows are
+    gathered out of them. Greedy output equals HF's fp32 forward over the same (rounded) weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from runtime.engine.model import HFFallbackRunner, LeanDecoderRunner
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                         tie_word_embeddings=True)
+    reference = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(p.to(getattr(torch, dtype)))
+        model.load_state_dict(reference.state_dict())
+        for p in model.parameters():
+            p.data = p.data.to(getattr(torch, dtype))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    runner = LeanDecoderRunner(model, max_slots=4, max_total_tokens=256)
+    assert runner.embed is None and runner.kernels is not None
+    prompts = [[1, 200, 33, 7, 500, 499], [16, 17, 15, 31, 32]]
+    out, logits = _greedy(runner, prompts, steps=12)
+    hf_out, hf_logits = _greedy(HFFallbackRunner(reference, max_slots=4), prompts, steps=12)
+    assert out == hf_out
+    torch.testing.assert_close(logits, hf_logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("use_native", "dtype"), [(True, "float32"), (False, "float32"), (True, "bfloat16"),
+                                                   (True, "float16")],
+                         ids=["native-kernels", "torch-ops", "native-bf16-weights", "native-fp16-weights"])
+def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir, use_native, dtype):
     """Greedy equality alone vs. batched rests on this: a sequence's logits do not depend, to the last bit, on
     which other sequences share its prefill or decode step, nor on how long they are (so the key span differs)."""
     import torch
@@ -71,7 +202,7 @@ def test_lean_forward_is_bit_identical_alone_and_in_a_batch(tiny_model_dir, use_
 
     from runtime.engine.model import LeanDecoderRunner
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype)).eval()
     gen = torch.Generator().manual_seed(0)
     lengths = [5, 37, 70, 12, 130, 64, 1, 99, 23]
     prompts = [torch.randint(3, 500, (n,), generator=gen).tolist() for n in lengths]

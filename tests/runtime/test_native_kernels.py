@@ -1,6 +1,7 @@
 """The native decode kernels (runtime/engine/native) against plain PyTorch arithmetic, for every ISA build this
-machine can run, and the properties the engine relies on: rows independent of one another to the last bit, one
-OpenMP runtime shared with torch, and a PyTorch fallback when the library cannot be built."""
+machine can run, and the properties the engine relies on: rows independent of one another to the last bit, 16-bit
+weights computed exactly as their fp32 values, one OpenMP runtime shared with torch, and a PyTorch fallback when
+the library cannot be built."""
 
 from __future__ import annotations
 
@@ -62,9 +63,43 @@ def test_linear_matches_torch_and_rows_are_independent(kernels, bias, rows, out)
     assert kernels.pack_weight(torch.randn(40, 384)) is None  # not a multiple of the 16-column panel
 
 
+HALF = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_16bit_weights_widen_exactly(kernels, dtype):
+    """Every one of the 65,536 bit patterns (zeros, subnormals, infinities, NaNs) widens to the fp32 value torch
+    gives it: F16C in the AVX builds, integer arithmetic in the portable one for fp16, a shift for bf16."""
+    w = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)[:, None]  # (65536, 1)
+    y = kernels.linear(torch.ones(4, 1), kernels.pack_weight(w), None, w.shape[0], threads=2)
+    for row in y:
+        torch.testing.assert_close(row, w[:, 0].float(), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("rows", [20, 400], ids=["decode-rows", "prefill-rows"])
+def test_16bit_weights_give_the_bits_of_their_fp32_values(kernels, dtype, rows):
+    """A product over 16-bit weights is the product over the same weights in fp32, bit for bit (widening is exact
+    and the FMA chains are the same), rows independent of one another. 48 outputs: a pair of panels and a lone
+    one for the AVX-512 tiles; 20 rows: 6+6+4+4 in the AVX2 tiles, 12+8 in AVX-512's; 400: several row blocks."""
+    gen = torch.Generator().manual_seed(6)
+    w = torch.randn(48, 1024, generator=gen).to(dtype)
+    b = torch.randn(48, generator=gen)
+    x = torch.randn(rows, 1024, generator=gen)
+    packed = kernels.pack_weight(w)
+    assert packed.dtype == dtype and packed.numel() == w.numel()  # held in 16 bits
+    y = kernels.linear(x, packed, b, 48, threads=2)
+    assert torch.equal(y, kernels.linear(x, kernels.pack_weight(w.float()), b, 48, threads=2))
+    torch.testing.assert_close(y, F.linear(x, w.float(), b), rtol=1e-4, atol=1e-3)
+    for start in (0, rows - 4):
+        assert torch.equal(kernels.linear(x[start:start + 4].contiguous(), packed, b, 48, threads=1),
+                           y[start:start + 4])
+
+
 def test_fma_builds_compute_the_same_bits():
     """The AVX2 and AVX-512 products differ in tiling only: every output element is the same FMA chain over k, so
-    a model gives the same tokens on either kind of machine. (The portable build has no FMA: it rounds twice.)"""
+    a model gives the same tokens on either kind of machine, over fp32, bf16 or fp16 weights. (The portable build
+    has no FMA: it rounds twice.)"""
     builds = [i for i in native.supported_isas() if i != "generic"]
     if len(builds) < 2:
         pytest.skip(f"this CPU runs one FMA build only ({builds}); the AVX-512 build is compiled by "
@@ -72,12 +107,13 @@ def test_fma_builds_compute_the_same_bits():
     gen = torch.Generator().manual_seed(5)
     w, b = torch.randn(2048, 384, generator=gen), torch.randn(2048, generator=gen)
     x = torch.randn(120, 384, generator=gen)
-    outputs = []
-    for isa in builds:
-        path = native.build(isa)
-        kernels = native.NativeKernels(ctypes.CDLL(str(path)), path)
-        outputs.append(kernels.linear(x, kernels.pack_weight(w), b, 2048, threads=2))
-    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
+    for dtype in (torch.float32, *HALF):
+        outputs = []
+        for isa in builds:
+            path = native.build(isa)
+            kernels = native.NativeKernels(ctypes.CDLL(str(path)), path)
+            outputs.append(kernels.linear(x, kernels.pack_weight(w.to(dtype)), b, 2048, threads=2))
+        assert all(torch.equal(outputs[0], o) for o in outputs[1:]), dtype
 
 
 def test_isa_override_narrows_or_is_refused(monkeypatch):
@@ -199,9 +235,10 @@ def test_runner_falls_back_to_torch_ops_without_a_compiler(tiny_model_dir, tmp_p
     assert LeanDecoderRunner(model, max_slots=4, max_total_tokens=256).kernels is None
 
 
-def test_forward_is_the_kernels_composed(kernels):
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF], ids=["fp32", "bf16", "fp16"])
+def test_forward_is_the_kernels_composed(kernels, dtype):
     """ek_forward (the whole stack in one call and one parallel region, GIL released) gives the bits of calling
-    each kernel in turn, with any number of threads."""
+    each kernel in turn, with any number of threads, over weights of each type."""
     gen = torch.Generator().manual_seed(4)
     nh, nkv, hd, hidden, ffn, capacity, n_layers = 4, 2, 32, 128, 192, 64, 2
     width = (nh + 2 * nkv) * hd
@@ -224,7 +261,7 @@ def test_forward_is_the_kernels_composed(kernels):
     slots = torch.tensor([0, 0, 1, 2, 3], dtype=torch.int32)
     x = torch.randn(8, hidden, generator=gen)  # 5 real rows, 3 padding
 
-    packed = [{k: kernels.pack_weight(v) if k in ("qkv", "o", "gate_up", "down") else v for k, v in layer.items()}
+    packed = [{k: kernels.pack_weight(v.to(dtype)) if k in native.PROJECTIONS else v for k, v in layer.items()}
               for layer in layers]
     one_by_one = [(k.clone(), v.clone()) for k, v in caches]
     xs = x.clone()
@@ -248,5 +285,9 @@ def test_forward_is_the_kernels_composed(kernels):
         assert torch.equal(xf, xs)
         for (k1, v1), (k2, v2) in zip(one_by_one, fresh, strict=True):
             assert torch.equal(k1, k2) and torch.equal(v1, v2)
-    with pytest.raises(ValueError, match="contiguous CPU float32"):
+    with pytest.raises(ValueError, match="contiguous CPU tensors of torch.float32"):
         native.layer_table([{**packed[0], "k_cache": caches[0][0][:, :1], "v_cache": caches[0][1]}])
+    mixed = {**packed[0], "o": kernels.pack_weight(layers[0]["o"].to(torch.float16 if dtype != torch.float16
+                                                                        else torch.bfloat16))}
+    with pytest.raises(ValueError, match="projections must share one of"):
+        native.layer_table([{**mixed, "k_cache": caches[0][0], "v_cache": caches[0][1]}])

@@ -1,6 +1,6 @@
 """The fused CPU kernels of ``kernels.c``: built once with the machine's C compiler, loaded through ctypes.
 
-Why ctypes and a plain C file rather than a PyTorch C++ extension: the kernels only need raw fp32 pointers, a
+Why ctypes and a plain C file rather than a PyTorch C++ extension: the kernels only need raw pointers, a
 plain C file compiles in about a second (a torch extension takes a minute of template-heavy headers and pins the
 build to one torch ABI), and a ctypes call costs ~2 us, less than a dispatcher op. The library links the same
 OpenMP runtime torch has loaded (``libgomp.so.1`` is resolved to torch's copy by its soname), so its parallel
@@ -10,6 +10,10 @@ The library is built lazily on first use (``scripts/bootstrap.sh`` and the runti
 ``$ENDPOINTCTL_NATIVE_DIR`` (default ``~/.cache/endpointctl/native``), named by a hash of the source and flags so
 an edited kernel is rebuilt. Without a compiler, on CUDA, or with ``ENDPOINTCTL_NATIVE_KERNELS=0``, the runner
 keeps its PyTorch forward: the kernels are an optimisation, never a requirement.
+
+Arithmetic is fp32 throughout; the products' weights may be fp32, bf16 or fp16 (:data:`WEIGHT_TYPES`), widened to
+fp32 in registers as they are read, so 16-bit weights halve the bytes a decode step streams without changing
+how anything is summed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ _I = ctypes.c_int
 _P = ctypes.c_void_p
 PANEL = 16
 """Output columns per packed weight panel (kernels.c's PANEL)."""
+WEIGHT_TYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+"""The products' weight dtypes and kernels.c's codes for them (WT_F32, WT_BF16, WT_F16)."""
 
 
 class NativeBuildError(RuntimeError):
@@ -43,7 +49,9 @@ def enabled_by_env() -> bool:
     return os.environ.get("ENDPOINTCTL_NATIVE_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-ISA_FLAGS = {"avx512": ["-mavx512f", "-mavx2", "-mfma"], "avx2": ["-mavx2", "-mfma"], "generic": []}
+# F16C (fp16 -> fp32 in one instruction) came with the first AVX2 CPUs; the portable build converts in C.
+ISA_FLAGS = {"avx512": ["-mavx512f", "-mavx2", "-mfma", "-mf16c"], "avx2": ["-mavx2", "-mfma", "-mf16c"],
+             "generic": []}
 
 
 def supported_isas() -> list[str]:
@@ -117,30 +125,40 @@ class LayerTable(ctypes.Structure):
     The pointers are only valid while the tensors they came from live: the runner keeps both (see
     ``layer_table``) and rebuilds the table when its caches grow."""
 
-    _fields_ = [(name, _P) for name in ("ln1", "ln2", "qkv", "qkv_bias", "o", "o_bias", "gate_up", "down",
-                                         "k_cache", "v_cache")]
+    _fields_ = [*((name, _P) for name in ("ln1", "ln2", "qkv", "qkv_bias", "o", "o_bias", "gate_up", "down",
+                                           "k_cache", "v_cache")),
+                ("wtype", _I)]
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
+PROJECTIONS = ("qkv", "o", "gate_up", "down")
+
+
+def _ptr(t: torch.Tensor | None, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> int | None:
     if t is None:
         return None
-    if not t.is_contiguous() or t.device.type != "cpu" or t.dtype != torch.float32:
-        raise ValueError("native kernels need contiguous CPU float32 tensors")
+    if not t.is_contiguous() or t.device.type != "cpu" or t.dtype not in dtypes:
+        raise ValueError(f"native kernels need contiguous CPU tensors of {', '.join(map(str, dtypes))}")
     return t.data_ptr()
 
 
 def layer_table(layers: list[dict[str, torch.Tensor | None]]) -> ctypes.Array:
-    """An ``ek_layer[]`` for ``layers``: dicts with LayerTable's field names (projections packed, biases may be
-    None)."""
+    """An ``ek_layer[]`` for ``layers``: dicts with LayerTable's field names (projections packed, all four of one
+    of WEIGHT_TYPES; biases may be None; everything else float32)."""
     table = (LayerTable * len(layers))()
     for entry, layer in zip(table, layers, strict=True):
-        for name, _ in LayerTable._fields_:
-            setattr(entry, name, _ptr(layer[name]))
+        dtypes = {layer[name].dtype for name in PROJECTIONS}
+        if len(dtypes) != 1 or not dtypes <= WEIGHT_TYPES.keys():
+            raise ValueError(f"a layer's projections must share one of {list(WEIGHT_TYPES)}, not {dtypes}")
+        (dtype,) = dtypes
+        for name, _ in LayerTable._fields_[:-1]:
+            setattr(entry, name, _ptr(layer[name], (dtype,) if name in PROJECTIONS else (torch.float32,)))
+        entry.wtype = WEIGHT_TYPES[dtype]
     return table
 
 
 class NativeKernels:
-    """Typed wrappers over the library's functions; tensors must be contiguous CPU fp32 (int32 for indices)."""
+    """Typed wrappers over the library's functions; tensors must be contiguous CPU fp32 (int32 for indices, packed
+    weights of WEIGHT_TYPES)."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -153,35 +171,33 @@ class NativeKernels:
         self._silu_mul.argtypes = [_P, _P, _I, _I, _I]
         self._attention = lib.ek_attention
         self._attention.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _F, _P, _I]
-        self._pack = lib.ek_pack_weight
-        self._pack.argtypes = [_P, _P, _I, _I]
         self._linear = lib.ek_linear
-        self._linear.argtypes = [_P, _P, _P, _P, _I, _I, _I, _I]
+        self._linear.argtypes = [_P, _P, _I, _P, _P, _I, _I, _I, _I]
         self._forward = lib.ek_forward
         self._forward.argtypes = [_P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I,
                                   _I, _I, _F, _F, _I]
-        for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._pack, self._linear,
-                   self._forward):
+        for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._linear, self._forward):
             fn.restype = None
 
-    def pack_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
-        """``weight`` (out, in) in the panel layout :meth:`linear` reads, or None where the shape does not fit it
-        (out features not a multiple of 16)."""
+    @staticmethod
+    def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
+        """``weight`` (out, in) in the panel layout :meth:`linear` reads, (out / 16, in, 16) flattened, in its own
+        dtype (one of WEIGHT_TYPES); None where it does not fit (out features not a multiple of 16, another
+        dtype)."""
         n, k = weight.shape
-        if n % PANEL or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        if n % PANEL or weight.dtype not in WEIGHT_TYPES or weight.device.type != "cpu":
             return None
-        weight = weight.contiguous()
-        packed = torch.empty(n * k, dtype=torch.float32)
-        self._pack(weight.data_ptr(), packed.data_ptr(), n, k)
-        return packed
+        # detach: a packed copy of a parameter must not keep the parameter alive through an autograd graph.
+        return weight.detach().reshape(n // PANEL, PANEL, k).transpose(1, 2).contiguous().view(-1)
 
     def linear(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int,
                threads: int) -> torch.Tensor:
-        """``x @ W.T + bias`` for ``x`` of a multiple of 4 rows (decode's padded batch)."""
+        """``x @ W.T + bias`` for fp32 ``x`` of a multiple of 4 rows (decode's padded batch), in fp32 whatever the
+        packed weight's dtype."""
         rows, k = x.shape
         y = x.new_empty((rows, out_features))
-        self._linear(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
-                     out_features, k, threads)
+        self._linear(_ptr(x), _ptr(packed, tuple(WEIGHT_TYPES)), WEIGHT_TYPES[packed.dtype], _ptr(bias),
+                     y.data_ptr(), rows, out_features, k, threads)
         return y
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor,

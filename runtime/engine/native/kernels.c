@@ -1,4 +1,4 @@
-/* CPU kernels for the lean decoder's forward, prefill and decode (fp32).
+/* CPU kernels for the lean decoder's forward, prefill and decode: fp32 arithmetic over fp32, bf16 or fp16 weights.
  *
  * Why these exist: at the tiny model's size a decode step is mostly fixed cost. Between its four matrix products a
  * layer ran ~60 small PyTorch ops (norms, RoPE, cache writes, attention as batched GEMMs, softmax, SiLU), each a
@@ -12,7 +12,14 @@
  * that row's own length: a sequence's results are bit-identical whatever else shares the step, which is what makes
  * greedy output the same alone and in a batch. Vectors are GCC vector extensions, so the same source builds for
  * AVX2+FMA (8 lanes in one register) and for a baseline x86-64 or another architecture.
+ *
+ * The products' weights may be 16-bit (bf16 or fp16, see WT_*): widened to fp32 in registers as they are loaded,
+ * then the same FMA chains as over fp32 weights. Everything else (activations, norms, attention, the KV cache)
+ * is fp32 whatever the weights are.
  */
+#if defined(__AVX2__) || defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -38,6 +45,58 @@ static inline float hsum8(v8f v) {
 
 static inline v8f select8(v8i mask, v8f a, v8f b) { /* mask lanes are -1 or 0; C has no vector ?: */
     return (v8f)((mask & (v8i)a) | (~mask & (v8i)b));
+}
+
+/* Weight types of the products (the ``wt`` arguments): fp32, or 16 bits widened to fp32 in registers.
+ *
+ * Why 16-bit weights: a decode step reads every weight once, and at a few rows it is bound by that read, so
+ * half the bytes is up to twice the speed (and half the memory). Widening is exact (every bf16 and fp16 value is an
+ * fp32 value) and the accumulation is the one over fp32 weights, chain for chain: a model's 16-bit weights give
+ * exactly the bits its fp32 forward gives over the same weights rounded to 16 bits. */
+enum { WT_F32 = 0, WT_BF16 = 1, WT_F16 = 2 };
+
+typedef uint16_t v8h __attribute__((vector_size(16), aligned(2)));
+typedef uint32_t v8u __attribute__((vector_size(32), aligned(4)));
+
+/* bf16 is the high half of an fp32. (Intrinsics where there are: GCC builds the vector-extension form out of
+ * 128-bit pieces.) */
+static inline v8f bf16x8(const uint16_t *p) {
+#if defined(__AVX2__)
+    return (v8f)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+#else
+    return (v8f)(__builtin_convertvector(*(const v8h *)p, v8u) << 16);
+#endif
+}
+
+/* fp16: F16C's vcvtph2ps where the build has it (AVX2, AVX-512); otherwise the same exact conversion in integer
+ * arithmetic (F. Giesen's half_to_float): move exponent and mantissa into fp32's places and rebias the exponent;
+ * infinities and NaNs get fp32's maximum exponent; zeros and subnormals are renormalised by one exact
+ * subtraction. */
+static inline v8f f16x8(const uint16_t *p) {
+#if defined(__F16C__)
+    return (v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    const v8u h = __builtin_convertvector(*(const v8h *)p, v8u);
+    const v8u em = (h & 0x7fffu) << 13, exp = em & (0x7c00u << 13);
+    v8u u = em + ((127u - 15u) << 23);
+    u += (v8u)(exp == (0x7c00u << 13)) & ((128u - 16u) << 23);
+    const v8u tiny = (v8u)((v8f)(u + (1u << 23)) - splat8(0x1p-14f)); /* only meant for exp == 0 */
+    const v8u small = (v8u)(exp == 0u);
+    u = (small & tiny) | (~small & u);
+    return (v8f)(u | ((h & 0x8000u) << 16));
+#endif
+}
+
+/* 8 weights at element i of a packed panel, as fp32 (wt is a constant wherever this is inlined). */
+static inline __attribute__((always_inline)) v8f loadw8(const void *w, size_t i, const int wt) {
+    if (wt == WT_BF16) return bf16x8((const uint16_t *)w + i);
+    if (wt == WT_F16) return f16x8((const uint16_t *)w + i);
+    return load8((const float *)w + i);
+}
+
+/* Element i of a packed weight of type wt. */
+static inline const void *weight_at(const void *w, size_t i, int wt) {
+    return (const char *)w + i * (wt == WT_F32 ? sizeof(float) : sizeof(uint16_t));
 }
 
 /* Pairwise sums within each input: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7] (AVX's vhaddps). */
@@ -307,7 +366,7 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
     }
 }
 
-/* Small-M matrix product y = x @ W.T (+ bias) over a weight packed by ek_pack_weight.
+/* Small-M matrix product y = x @ W.T (+ bias) over a packed weight (fp32 or 16-bit, see WT_*).
  *
  * Why not oneDNN for these: a decode step multiplies a few rows by every weight, so it is bound by streaming
  * the weights, and oneDNN's kernels reached ~8 GB/s at 4 rows here (memory gives 20-30). This kernel streams each
@@ -315,14 +374,7 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
  * in vector accumulators. Each output element is one FMA chain over k in order, whatever the number of rows, so
  * results are row-invariant by construction. Prefill's thousands of rows use the same kernel, blocked for L2. */
 #define PANEL 16
-
-/* w (n, k) row-major -> packed (n / 16, k, 16); n must be a multiple of 16. */
-void ek_pack_weight(const float *w, float *packed, int n, int k) {
-    for (int p = 0; p < n / PANEL; p++)
-        for (int kk = 0; kk < k; kk++)
-            for (int j = 0; j < PANEL; j++)
-                packed[((size_t)p * k + kk) * PANEL + j] = w[((size_t)p * PANEL + j) * k + kk];
-}
+/* Packed layout: w (n, k) row-major -> (n / 16, k, 16), n a multiple of 16 (packed once, by native.pack_weight). */
 
 /* Micro-tiles: rows r..r+R-1 of x times one 16-column panel, R accumulator pairs. R = 6 (12 accumulators + 2
  * weights + 1 broadcast fill 15 of AVX2's 16 registers: enough independent FMA chains to cover the FMA latency on
@@ -339,26 +391,28 @@ void ek_pack_weight(const float *w, float *packed, int n, int k) {
         store8(y + (size_t)(i) * n + LANES, a##i##1 + b1);                                                         \
     } while (0)
 
-static inline void tile6(const float *x, const float *wp, v8f b0, v8f b1, float *y, int n, int k) {
+static inline __attribute__((always_inline)) void tile6(const float *x, const void *wp, const int wt, v8f b0, v8f b1,
+                                                       float *y, int n, int k) {
     v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
         a40 = a00, a41 = a00, a50 = a00, a51 = a00;
     for (int kk = 0; kk < k; kk++) {
-        v8f w0 = load8(wp + (size_t)kk * PANEL), w1 = load8(wp + (size_t)kk * PANEL + LANES);
+        v8f w0 = loadw8(wp, (size_t)kk * PANEL, wt), w1 = loadw8(wp, (size_t)kk * PANEL + LANES, wt);
         ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3); ROW_FMA(4); ROW_FMA(5);
     }
     ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3); ROW_STORE(4); ROW_STORE(5);
 }
 
-static inline void tile4(const float *x, const float *wp, v8f b0, v8f b1, float *y, int n, int k) {
+static inline __attribute__((always_inline)) void tile4(const float *x, const void *wp, const int wt, v8f b0, v8f b1,
+                                                       float *y, int n, int k) {
     v8f a00 = splat8(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
     for (int kk = 0; kk < k; kk++) {
-        v8f w0 = load8(wp + (size_t)kk * PANEL), w1 = load8(wp + (size_t)kk * PANEL + LANES);
+        v8f w0 = loadw8(wp, (size_t)kk * PANEL, wt), w1 = loadw8(wp, (size_t)kk * PANEL + LANES, wt);
         ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3);
     }
     ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3);
 }
 
-/* x (m, k) with m a multiple of 4, packed from ek_pack_weight, y (m, n). bias may be NULL.
+/* x (m, k) with m a multiple of 4, packed (of type wt), y (m, n). bias may be NULL.
  * Work is split into tiles of (a block of rows) x (one panel), rows blocked so a block of x stays in L2 while
  * every panel passes over it (without blocking, prefill's thousands of rows were re-read from L3 per panel).
  * Within a block rows go six at a time, four where six does not fit (any multiple of 4 is a sum of 6s and 4s);
@@ -381,15 +435,23 @@ static inline v16f load16(const float *p) { return *(const v16f *)p; }
 static inline void store16(float *p, v16f v) { *(v16f *)p = v; }
 static inline v16f splat16(float x) { return (v16f){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
+static inline __attribute__((always_inline)) v16f loadw16(const void *w, size_t i, const int wt) {
+    const __m256i *h = (const __m256i *)((const uint16_t *)w + i);
+    if (wt == WT_BF16) return (v16f)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(h)), 16);
+    if (wt == WT_F16) return (v16f)_mm512_cvtph_ps(_mm256_loadu_si256(h));
+    return load16((const float *)w + i);
+}
+
 /* Rows r..r+R-1 of x times panels wp0 and (if wp1) wp1; constant R after inlining, so the accumulator arrays live
  * in registers. */
-static inline __attribute__((always_inline)) void tile16(const int R, const float *x, const float *wp0,
-                                                        const float *wp1, v16f b0, v16f b1, float *y, int n, int k) {
+static inline __attribute__((always_inline)) void tile16(const int R, const float *x, const void *wp0,
+                                                        const void *wp1, const int wt, v16f b0, v16f b1, float *y,
+                                                        int n, int k) {
     v16f a0[12], a1[12];
     for (int i = 0; i < R; i++) a0[i] = a1[i] = splat16(0.0f);
     if (wp1) {
         for (int kk = 0; kk < k; kk++) {
-            v16f w0 = load16(wp0 + (size_t)kk * PANEL), w1 = load16(wp1 + (size_t)kk * PANEL);
+            v16f w0 = loadw16(wp0, (size_t)kk * PANEL, wt), w1 = loadw16(wp1, (size_t)kk * PANEL, wt);
 #pragma GCC unroll 12
             for (int i = 0; i < R; i++) {
                 v16f s = splat16(x[(size_t)i * k + kk]);
@@ -403,7 +465,7 @@ static inline __attribute__((always_inline)) void tile16(const int R, const floa
         }
     } else {
         for (int kk = 0; kk < k; kk++) {
-            v16f w0 = load16(wp0 + (size_t)kk * PANEL);
+            v16f w0 = loadw16(wp0, (size_t)kk * PANEL, wt);
 #pragma GCC unroll 12
             for (int i = 0; i < R; i++) a0[i] += splat16(x[(size_t)i * k + kk]) * w0;
         }
@@ -411,8 +473,9 @@ static inline __attribute__((always_inline)) void tile16(const int R, const floa
     }
 }
 
-static void linear_body(const float *x, const float *packed, const float *bias, float *y, int m, int n, int k,
-                        int nthreads) {
+static inline __attribute__((always_inline)) void linear_body_wt(const float *x, const void *packed, const int wt,
+                                                                const float *bias, float *y, int m, int n, int k,
+                                                                int nthreads) {
     const int panels = n / PANEL, pairs = (panels + 1) / 2;
     int block;
     const int blocks = linear_tiles(m, n, k, &block) / panels, tiles = blocks * pairs;
@@ -421,8 +484,8 @@ static void linear_body(const float *x, const float *packed, const float *bias, 
     for (int tile = 0; tile < tiles; tile++) {
         const int p = tile % pairs * 2, first = tile / pairs * block;
         const int last = first + block < m ? first + block : m;
-        const float *wp0 = packed + (size_t)p * k * PANEL;
-        const float *wp1 = p + 1 < panels ? wp0 + (size_t)k * PANEL : NULL;
+        const void *wp0 = weight_at(packed, (size_t)p * k * PANEL, wt);
+        const void *wp1 = p + 1 < panels ? weight_at(wp0, (size_t)k * PANEL, wt) : NULL;
         v16f b0 = splat16(0.0f), b1 = splat16(0.0f);
         if (bias) {
             b0 = load16(bias + p * PANEL);
@@ -433,21 +496,22 @@ static void linear_body(const float *x, const float *packed, const float *bias, 
             const float *xr = x + (size_t)r * k;
             float *yr = y + (size_t)r * n + p * PANEL;
             if (left == 12 || left >= 16) {
-                tile16(12, xr, wp0, wp1, b0, b1, yr, n, k);
+                tile16(12, xr, wp0, wp1, wt, b0, b1, yr, n, k);
                 r += 12;
             } else if (left == 8) {
-                tile16(8, xr, wp0, wp1, b0, b1, yr, n, k);
+                tile16(8, xr, wp0, wp1, wt, b0, b1, yr, n, k);
                 r += 8;
             } else {
-                tile16(4, xr, wp0, wp1, b0, b1, yr, n, k);
+                tile16(4, xr, wp0, wp1, wt, b0, b1, yr, n, k);
                 r += 4;
             }
         }
     }
 }
 #else
-static void linear_body(const float *x, const float *packed, const float *bias, float *y, int m, int n, int k,
-                        int nthreads) {
+static inline __attribute__((always_inline)) void linear_body_wt(const float *x, const void *packed, const int wt,
+                                                                const float *bias, float *y, int m, int n, int k,
+                                                                int nthreads) {
     const int panels = n / PANEL;
     int block;
     const int tiles = linear_tiles(m, n, k, &block);
@@ -459,7 +523,7 @@ static void linear_body(const float *x, const float *packed, const float *bias, 
     for (int tile = 0; tile < tiles; tile++) {
         const int p = tile % panels, first = tile / panels * block;
         const int last = first + block < m ? first + block : m;
-        const float *wp = packed + (size_t)p * k * PANEL;
+        const void *wp = weight_at(packed, (size_t)p * k * PANEL, wt);
         v8f b0 = splat8(0.0f), b1 = splat8(0.0f);
         if (bias) {
             b0 = load8(bias + p * PANEL);
@@ -469,10 +533,10 @@ static void linear_body(const float *x, const float *packed, const float *bias, 
             const int left = last - r;
             float *yr = y + (size_t)r * n + p * PANEL;
             if (left == 6 || left >= 10) {
-                tile6(x + (size_t)r * k, wp, b0, b1, yr, n, k);
+                tile6(x + (size_t)r * k, wp, wt, b0, b1, yr, n, k);
                 r += 6;
             } else {
-                tile4(x + (size_t)r * k, wp, b0, b1, yr, n, k);
+                tile4(x + (size_t)r * k, wp, wt, b0, b1, yr, n, k);
                 r += 4;
             }
         }
@@ -480,10 +544,26 @@ static void linear_body(const float *x, const float *packed, const float *bias, 
 }
 #endif
 
-void ek_linear(const float *x, const float *packed, const float *bias, float *y, int m, int n, int k, int nthreads) {
+/* One copy of the product per weight type, each with its loads resolved at compile time. */
+static void linear_body(const float *x, const void *packed, int wt, const float *bias, float *y, int m, int n, int k,
+                        int nthreads) {
+    switch (wt) {
+    case WT_BF16:
+        linear_body_wt(x, packed, WT_BF16, bias, y, m, n, k, nthreads);
+        break;
+    case WT_F16:
+        linear_body_wt(x, packed, WT_F16, bias, y, m, n, k, nthreads);
+        break;
+    default:
+        linear_body_wt(x, packed, WT_F32, bias, y, m, n, k, nthreads);
+    }
+}
+
+void ek_linear(const float *x, const void *packed, int wt, const float *bias, float *y, int m, int n, int k,
+               int nthreads) {
     int block;
 #pragma omp parallel num_threads(nthreads) if (linear_tiles(m, n, k, &block) > 1)
-    linear_body(x, packed, bias, y, m, n, k, nthreads);
+    linear_body(x, packed, wt, bias, y, m, n, k, nthreads);
 }
 
 /* A barrier for the threads of one forward: spin briefly, then yield the core.
@@ -521,11 +601,16 @@ static void spin_wait(spin_barrier *b, int nth, int *my_sense) {
     }
 }
 
-/* One decoder layer's weights (projections packed by ek_pack_weight; biases may be NULL) and KV caches. */
+/* One decoder layer's weights (projections packed, all four of type wtype; biases may be NULL) and KV caches. */
 typedef struct {
     const float *ln1, *ln2;
-    const float *qkv, *qkv_bias, *o, *o_bias, *gate_up, *down;
+    const void *qkv;
+    const float *qkv_bias;
+    const void *o;
+    const float *o_bias;
+    const void *gate_up, *down;
     float *k_cache, *v_cache;
+    int wtype;
 } ek_layer;
 
 /* The whole decoder stack for `rows` rows (a multiple of 4; the first `real_rows` real), in one call.
@@ -556,7 +641,7 @@ void ek_forward(const ek_layer *layers, int n_layers, const float *final_norm, f
         spin_wait(&barrier, nth, &sense);
         for (int l = 0; l < n_layers; l++) {
             const ek_layer *L = &layers[l];
-            linear_body(h, L->qkv, L->qkv_bias, qkv, rows, width, hidden, nth);
+            linear_body(h, L->qkv, L->wtype, L->qkv_bias, qkv, rows, width, hidden, nth);
             spin_wait(&barrier, nth, &sense);
             attention_write(qkv, rows, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, capacity, nh, nkv,
                             hd, attn);
@@ -564,15 +649,15 @@ void ek_forward(const ek_layer *layers, int n_layers, const float *final_norm, f
             attention_attend(qkv, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, capacity, nh, nkv, hd,
                              scale, attn, scores, q);
             spin_wait(&barrier, nth, &sense);
-            linear_body(attn, L->o, L->o_bias, delta, rows, hidden, nh * hd, nth);
+            linear_body(attn, L->o, L->wtype, L->o_bias, delta, rows, hidden, nh * hd, nth);
             spin_wait(&barrier, nth, &sense);
             add_rms_rows(x, delta, L->ln2, h, rows, hidden, eps);
             spin_wait(&barrier, nth, &sense);
-            linear_body(h, L->gate_up, NULL, gu, rows, 2 * ffn, hidden, nth);
+            linear_body(h, L->gate_up, L->wtype, NULL, gu, rows, 2 * ffn, hidden, nth);
             spin_wait(&barrier, nth, &sense);
             silu_rows(gu, act, rows, ffn);
             spin_wait(&barrier, nth, &sense);
-            linear_body(act, L->down, NULL, delta, rows, hidden, ffn, nth);
+            linear_body(act, L->down, L->wtype, NULL, delta, rows, hidden, ffn, nth);
             spin_wait(&barrier, nth, &sense);
             add_rms_rows(x, delta, l + 1 < n_layers ? layers[l + 1].ln1 : final_norm, h, rows, hidden, eps);
             spin_wait(&barrier, nth, &sense);
