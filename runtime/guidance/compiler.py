@@ -47,7 +47,7 @@ import xgrammar as xgr
 from runtime.guidance.constraint import ConstraintFactory
 from runtime.guidance.deadends import dead_rules
 from runtime.guidance.errors import InvalidGrammarError
-from runtime.guidance.specs import GrammarSpec
+from runtime.guidance.specs import GrammarSpec, canonical_schema
 
 # Canonical JSON layout (see the module docstring).
 ANY_WHITESPACE = False
@@ -69,7 +69,7 @@ def schema_ebnf(schema: Any, *, param: str) -> str:
     """A JSON Schema as an EBNF grammar in the canonical layout (for embedding in structural tags)."""
     check_schema(schema, param=param)
     try:
-        return _ebnf(json.dumps(schema, sort_keys=True))
+        return _ebnf(canonical_schema(schema))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise InvalidGrammarError(f"invalid schema: {engine_message(exc)}", param=param) from exc
 

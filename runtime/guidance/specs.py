@@ -9,8 +9,10 @@ Two dialects reach us:
   object) or ``{"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}`` — what
   ``client.chat.completions.parse(response_format=Model)`` and LangChain's ``with_structured_output`` send.
 
-The spec's :attr:`GrammarSpec.key` is a canonical string (schema re-serialised with sorted keys), so two
-requests with the same schema written differently share one compiled grammar in the cache.
+The spec's :attr:`GrammarSpec.key` is a canonical string (the schema re-serialised with its keywords sorted), so
+two requests with the same schema written with its keywords in another order share one compiled grammar in the
+cache. The members of each ``properties`` keep the schema's order: the grammar writes the properties in that order
+(as OpenAI's structured outputs do), so it is part of what the schema asks for, not spelling.
 
 A schema sent as a string is parsed as strictly as a request body (:mod:`runtime.jsonbody`, same MAX_JSON_DEPTH):
 the body's own checks cannot see inside a string.
@@ -34,7 +36,7 @@ ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """What to constrain the output to; ``value`` is canonical (schemas as sorted, compact JSON)."""
+    """What to constrain the output to; ``value`` is canonical (schemas as compact JSON: :func:`canonical_schema`)."""
 
     kind: GrammarKind
     value: str
@@ -49,7 +51,34 @@ class GrammarSpec:
 
 
 def canonical_json(value: Any) -> str:
+    """Compact JSON with every object's keys sorted: for values whose key order means nothing."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_schema(schema: Any) -> str:
+    """A JSON Schema as compact JSON, keywords sorted, the members of every ``properties`` in the schema's order.
+
+    Why not :func:`canonical_json`: xgrammar generates an object's properties in the order the schema lists them,
+    so sorting them rewrites the request. Asked for ``{"city", "celsius"}`` (what ``chat.completions.parse`` sends
+    for a pydantic model with those fields, in that order), a real model had to write ``"celsius"`` before it had
+    named the city, and then wrote ``"city": ")"``.
+    """
+    return json.dumps(_keywords_sorted(schema), separators=(",", ":"), ensure_ascii=False)
+
+
+def _keywords_sorted(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_keywords_sorted(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key in sorted(node):
+        value = node[key]
+        if key == "properties" and isinstance(value, dict):  # name -> subschema, in generation order
+            out[key] = {name: _keywords_sorted(sub) for name, sub in value.items()}
+        else:
+            out[key] = _keywords_sorted(value)
+    return out
 
 
 def _schema_value(value: Any, *, param: str, max_json_depth: int) -> Any:
@@ -69,7 +98,7 @@ def _schema_value(value: Any, *, param: str, max_json_depth: int) -> Any:
 
 def json_schema_spec(schema: Any, *, param: str, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarSpec:
     schema = _schema_value(schema, param=param, max_json_depth=max_json_depth)
-    return GrammarSpec("json_schema", canonical_json(schema))
+    return GrammarSpec("json_schema", canonical_schema(schema))
 
 
 def from_tgi_grammar(grammar: Any, *, param: str = "grammar",

@@ -18,10 +18,31 @@ PROMPTS = ["Describe the item.", "hello", "def main():", "Reply in JSON please",
 def test_cache_hits_share_the_compiled_grammar(compiler):
     spec = json_schema_spec(SCHEMAS[0], param="grammar")
     first = compiler.compile(spec)
-    reordered = json_schema_spec(json.loads(json.dumps(SCHEMAS[0], sort_keys=True)), param="grammar")
-    assert compiler.compile(reordered) is first
+    keywords_reordered = dict(reversed(SCHEMAS[0].items()))  # the same schema, its keywords written the other way
+    assert list(keywords_reordered) != list(SCHEMAS[0])
+    assert compiler.compile(json_schema_spec(keywords_reordered, param="grammar")) is first
     assert (compiler.stats.misses, compiler.stats.hits) == (1, 1)
     assert compiler.stats.compile_seconds > 0
+
+
+def test_properties_are_written_in_the_order_the_schema_lists_them(compiler):
+    """xgrammar writes an object's properties in the schema's order, which is the client's choice (OpenAI's
+    structured outputs keep it), so the canonical form keeps it. Sorted, SmolLM2 asked for a pydantic model's
+    {city, celsius, sky} had to write the temperature first and then named the city ")"."""
+
+    def schema(*names: str) -> dict:
+        return {"type": "object", "properties": {n: {"type": "integer"} for n in names}, "required": list(names)}
+
+    zulu_first = json_schema_spec(schema("zulu", "alpha"), param="grammar")
+    assert list(zulu_first.schema()["properties"]) == ["zulu", "alpha"]
+    assert compiler.factory(zulu_first)().accept_text('{"zulu": 1, "alpha": 2}')
+    assert not compiler.factory(zulu_first)().accept_text('{"alpha": 2')
+    assert zulu_first.key != json_schema_spec(schema("alpha", "zulu"), param="grammar").key
+    # Nested objects too, and a property that happens to be called "properties" is a name, not a keyword.
+    nested = json_schema_spec({"type": "object", "required": ["properties"], "properties": {
+        "properties": schema("zulu", "alpha")}}, param="grammar")
+    assert compiler.factory(nested)().accept_text('{"properties": {"zulu": 1, "alpha": 2}}')
+    assert not compiler.factory(nested)().accept_text('{"properties": {"alpha"')
 
 
 def test_lru_evicts_least_recently_used(tiny_lm):

@@ -128,6 +128,16 @@ def test_named_function_only(compiler):
     assert not complete(matcher(compiler, plan), "text")
 
 
+def test_arguments_are_written_in_the_order_the_parameters_list_them(compiler):
+    """As in response_format schemas: the client's property order is the order the call's arguments come in."""
+    unit_first = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "city": {"type": "string"}},
+        "required": ["unit", "city"]}}}
+    plan = plan_tools([unit_first], "required")
+    assert complete(matcher(compiler, plan), call("f", '{"unit": "c", "city": "Oslo"}'))
+    assert not matcher(compiler, plan).accept_text('<tool_call>\n{"name": "f", "arguments": {"city"')
+
+
 def test_arguments_never_hold_raw_control_characters(compiler):
     """RFC 8259 forbids U+0000-U+001F unescaped in a string; the length-bounded ``city`` must refuse them too."""
     plan = plan_tools(TOOLS, {"type": "function", "function": {"name": "get_weather"}})
