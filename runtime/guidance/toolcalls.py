@@ -88,10 +88,14 @@ class ToolCallStream:
         return text, deltas
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
-        """End of generation: flush held-back text (an unfinished trigger is just content)."""
+        """End of generation: flush held-back text (before any call, an unfinished trigger is just content).
+
+        After a call the tool grammar allows nothing but more calls, so text held back then (``<tool``, or a
+        trigger whose header never completed) is the start of a next call that ``max_tokens`` cut off: markup,
+        not content."""
         text = ""
-        if self._state == "text" and self.calls and not self._buf.strip():
-            self._buf = ""
+        if self.calls and self._state in ("text", "header"):
+            self._buf, self._state = "", "text"
         if self._state == "text" and self._buf:
             text, self._buf = self._buf, ""
         elif self._state == "header" and self._buf:

@@ -21,6 +21,7 @@ TEXTS = [
     call("add", '{"a": 1, "b": 2}') + "\n" + call("search", TRICKY),
     "Let me look.\n" + call("now", "{}"),
     "less < than and <tool not a call",
+    call("add", '{"a": 1, "b": 2}') + '\n<tool_call>\n{"name": "ad',  # the next call cut off by max_tokens
 ]
 
 
@@ -64,6 +65,14 @@ def test_text_that_only_looks_like_a_trigger_is_content():
     assert parse_tool_calls(TEXTS[4]).content == TEXTS[4]
     assert parse_tool_calls("ends with <tool").content == "ends with <tool"
     assert parse_tool_calls("<tool_call> then no header").content == "<tool_call> then no header"
+
+
+def test_the_cut_off_start_of_a_next_call_is_not_content():
+    """After a call the grammar allows only more calls, so an answer that max_tokens cut off inside the next call's
+    trigger or header leaves no markup in content (SmolLM2 with tool_choice "required" ended on content "<tool")."""
+    for tail in ("\n<tool", "\n<tool_call>", '\n<tool_call>\n{"name": "ad'):
+        parsed = parse_tool_calls(call("add", '{"a": 1, "b": 2}') + tail)
+        assert (parsed.content, [c.name for c in parsed.tool_calls]) == ("", ["add"]), tail
 
 
 def test_truncated_call_is_reported_incomplete():
