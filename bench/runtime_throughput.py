@@ -9,10 +9,12 @@ single-stream tokens/s (8 sequential requests); for ours also the decode batch s
 drafts proposed and accepted at 32 clients (from /metrics),
 and the single stream's n-gram speculation (drafts, acceptance, tokens per decode step) next to the same single
 stream on a server started with SPECULATE=0 (same text required).
-Greedy outputs of both servers are compared token for token. ``--dtype float32,bfloat16,float16`` measures our
-server once per DTYPE in the same run (on CPU the 16-bit ones keep the weights in 16 bits and compute in fp32: a
-decode step streams half the bytes) and prints each one's figures, resident memory and single-stream memory
-ceiling side by side; the first DTYPE is the one compared with the naive server and run without speculation.
+Greedy outputs of both servers are compared token for token. ``--dtype float32,bfloat16,float16`` runs our server
+once per DTYPE in the same run (on CPU the 16-bit ones keep the weights in 16 bits and compute in fp32: a decode
+step streams half the bytes), all started together and measured in turn, ``--rounds`` times interleaved (medians:
+on a shared machine the load shifts within minutes), and prints each one's figures, resident memory and
+single-stream memory ceiling side by side; the first DTYPE is the one compared with the naive server and run
+without speculation.
 
 Reading the figures: at this shape every request prefills about as many tokens (64-80) as it generates (64), so
 prefill is close to half the work; at ~19 MFLOP per prompt token and ~25 MFLOP per generated token the whole run
@@ -29,7 +31,7 @@ httpx's ``aiter_lines`` spent ~340 us of CPU per event (1.3-1.5 CPU-s per 4,096-
 aiohttp ~100 us. Every event is still parsed as JSON and timestamped on arrival.
 
 Prints one JSON object. Usage: ``python bench/runtime_throughput.py [--requests 64] [--clients 32]
-[--dtype float32,bfloat16,float16]``.
+[--dtype float32,bfloat16,float16 [--rounds 5]]``.
 """
 
 from __future__ import annotations
@@ -236,30 +238,35 @@ def _measure(url: str, prompts, single_prompts, args, *, with_metrics: bool) -> 
     return out
 
 
-def _dtype_table(by_dtype: dict[str, dict], machine: dict, costs: dict, prompts: list[list[int]],
-                 new_tokens: int) -> dict:
-    """Our server per DTYPE, side by side: throughput, latency, memory, the single-stream memory ceiling at that
-    weight width, and the ratios to the first DTYPE (whose greedy text the others are compared with: 16-bit weights
-    are rounded weights, so their text may differ from fp32's after a while)."""
+def _dtype_table(by_dtype: dict[str, dict], rounds: dict[str, dict[str, list[float]]], machine: dict,
+                 costs: dict, prompts: list[list[int]], new_tokens: int) -> dict:
+    """Our server per DTYPE, side by side: throughput and single stream (medians over the interleaved rounds, and
+    each round's figure), latency of the first round, memory, the single-stream memory ceiling at that weight
+    width, and the ratios of the medians to the first DTYPE's (whose greedy text the others are compared with:
+    16-bit weights are rounded weights, so their text may part from fp32's after a while)."""
     from machine import ceilings
 
-    first = next(iter(by_dtype.values()))
+    first, first_rounds = next(iter(by_dtype.values())), next(iter(rounds.values()))
     table = {}
     for dtype, r in by_dtype.items():
         width = 4 if dtype == "float32" else 2
         ceiling = ceilings(machine, costs, [len(p) for p in prompts], new_tokens, dtype_bytes=width)
+        median = {key: round(statistics.median(values), 1) for key, values in rounds[dtype].items()}
         table[dtype] = {
             "kernels": r.get("kernels"),
-            "tokens_per_s": r["tokens_per_s"],
-            "single_stream_tokens_per_s": r["single_stream_tokens_per_s"],
+            "tokens_per_s": median["tokens_per_s"],
+            "single_stream_tokens_per_s": median["single_stream_tokens_per_s"],
+            "rounds": rounds[dtype],
             "ttft_p50_s": r["ttft_p50_s"], "ttft_p99_s": r["ttft_p99_s"],
             "itl_p50_s": r["itl_p50_s"], "itl_p99_s": r["itl_p99_s"],
             "decode_steps": r.get("decode_steps"),
             "rss_mib": r["rss_mib"],
             "memory_ceiling_single_stream_tokens_per_s": ceiling["memory_ceiling_single_stream_tokens_per_s"],
             "greedy_alone_equals_batched": r["greedy_alone_equals_batched"],
-            "tokens_per_s_ratio": round(r["tokens_per_s"] / first["tokens_per_s"], 2),
-            "single_stream_ratio": round(r["single_stream_tokens_per_s"] / first["single_stream_tokens_per_s"], 2),
+            "tokens_per_s_ratio": round(median["tokens_per_s"] / statistics.median(first_rounds["tokens_per_s"]),
+                                        2),
+            "single_stream_ratio": round(median["single_stream_tokens_per_s"]
+                                         / statistics.median(first_rounds["single_stream_tokens_per_s"]), 2),
             "same_text_as_first": f"{sum(a == b for a, b in zip(r['texts'], first['texts'], strict=True))}"
                                   f"/{len(first['texts'])}",
         }
@@ -276,6 +283,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32",
                         help="our server's DTYPE, or several comma-separated (float32,bfloat16,float16), each "
                              "measured in turn; the first is compared with the naive server and without speculation")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with several --dtype: measure them this many times, interleaved (medians reported)")
     args = parser.parse_args()
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     if not dtypes or set(dtypes) - {"float32", "bfloat16", "float16"} or len(set(dtypes)) < len(dtypes):
@@ -302,16 +311,28 @@ def main() -> None:
     costs = model_costs(AutoConfig.from_pretrained(model_dir))
     report["machine"] = {**machine, **ceilings(machine, costs, [len(p) for p in prompts], args.max_tokens)}
     env = {"MODEL_ID": str(model_dir), "HOSTNAME": "127.0.0.1"}
-    by_dtype = {}
-    for dtype in dtypes:
-        port = _free_port()
-        with _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "DTYPE": dtype}, port) as (url, pid):
+    by_dtype, rounds = {}, {}
+    with contextlib.ExitStack() as servers:  # all up at once (idle ones cost no CPU), measured in turn
+        started = {}
+        for dtype in dtypes:
+            port = _free_port()
+            started[dtype] = servers.enter_context(
+                _server([sys.executable, "-m", "runtime"], {**env, "PORT": str(port), "DTYPE": dtype}, port))
+        for dtype, (url, pid) in started.items():
             by_dtype[dtype] = _measure(url, prompts, single_prompts, args, with_metrics=True)
             by_dtype[dtype]["rss_mib"] = _rss_mib(pid)
+            rounds[dtype] = {"tokens_per_s": [by_dtype[dtype]["tokens_per_s"]],
+                             "single_stream_tokens_per_s": [by_dtype[dtype]["single_stream_tokens_per_s"]]}
+        for _ in range(args.rounds - 1 if len(dtypes) > 1 else 0):
+            for dtype, (url, _) in started.items():
+                load = asyncio.run(_load(url, prompts, clients=args.clients, max_tokens=args.max_tokens))
+                single = asyncio.run(_single(url, single_prompts, max_tokens=args.max_tokens))
+                rounds[dtype]["tokens_per_s"].append(load["tokens_per_s"])
+                rounds[dtype]["single_stream_tokens_per_s"].append(single["tokens_per_s"])
     ours = by_dtype[dtypes[0]]
     report["ours"] = ours
     if len(dtypes) > 1:
-        report["by_dtype"] = _dtype_table(by_dtype, report["machine"], costs, prompts, args.max_tokens)
+        report["by_dtype"] = _dtype_table(by_dtype, rounds, report["machine"], costs, prompts, args.max_tokens)
     # The same server without n-gram speculation (SPECULATE=0), single stream only: what the drafts are worth on
     # this text. (At 32 clients no rows are free for drafts, so the throughput run is unaffected.)
     port = _free_port()
