@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body
-from tests.fixtures.models import write_gguf
+from tests.fixtures.models import FRANCE_QUESTION, write_gguf
 
 pytestmark = [pytest.mark.slow, pytest.mark.realmodel]
 
@@ -38,5 +38,5 @@ def test_gguf_repositories_run_or_fail_with_the_reason(make_stack, tmp_path: Pat
     running = api.wait_state("gguf-smollm2", "running", timeout=300)
     client = openai.OpenAI(base_url=running["status"]["url"] + "/v1/", api_key=ADMIN_TOKEN, max_retries=0, timeout=120)
     reply = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, messages=[
-        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}])
+        {"role": "user", "content": FRANCE_QUESTION}])
     assert "Paris" in reply.choices[0].message.content, reply

@@ -6,7 +6,8 @@ dequantization that is off. Here the model must answer a question correctly, its
 `apply_chat_template`'s, and the same model served straight from its GGUF file must say exactly the same.
 
 The model is built once per machine (tests/fixtures/models.py: `endpointctl dev model`'s code path) and one server
-on it is shared by the module's tests.
+on it is shared by the session's real-model tests; `base_url` points this module's clients (tests/runtime/conftest.py)
+at it.
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.models import RuntimeServer, start_runtime_server
+from tests.fixtures.models import (
+    FRANCE_QUESTION,
+    RuntimeServer,
+    chat_prompt,
+    chat_prompt_ids,
+    start_runtime_server,
+)
 
 pytestmark = [pytest.mark.realmodel]
-
-QUESTION = "What is the capital of France? Answer in one sentence."
 
 # Varied on purpose: a fact, verse, a system prompt, translation, arithmetic, advice, a multi-turn chat, a summary,
 # another language, code.
 CONVERSATIONS = [
-    [{"role": "user", "content": QUESTION}],
+    [{"role": "user", "content": FRANCE_QUESTION}],
     [{"role": "user", "content": "Write a haiku about the sea."}],
     [{"role": "system", "content": "You are a terse assistant."},
      {"role": "user", "content": "List three primary colors."}],
@@ -41,42 +46,32 @@ NEW_TOKENS = 20
 
 
 @pytest.fixture(scope="module")
-def tokenizer(real_model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(real_model_dir)
+def base_url(real_model_server: RuntimeServer) -> str:
+    return real_model_server.base_url
 
 
-@pytest.fixture(scope="module")
-def http(real_model_server: RuntimeServer):
-    with httpx.Client(base_url=real_model_server.base_url, timeout=120.0) as client:
-        yield client
-
-
-def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+@pytest.fixture
+def tokenizer(real_model_tokenizer):
+    return real_model_tokenizer
 
 
 def _generate_ids(http: httpx.Client, tokenizer, messages: list[dict], n: int) -> list[int]:
     """Greedy tokens from TGI's /generate on the rendered chat prompt (details give the ids)."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    resp = http.post("/generate", json={"inputs": text, "parameters": {"max_new_tokens": n, "details": True}})
+    resp = http.post("/generate", json={"inputs": chat_prompt(tokenizer, messages),
+                                        "parameters": {"max_new_tokens": n, "details": True}})
     assert resp.status_code == 200, resp.text
     return [t["id"] for t in resp.json()["details"]["tokens"]]
 
 
-def test_it_answers_the_capital_of_france_through_the_openai_sdk(real_model_server: RuntimeServer) -> None:
-    import openai
-
-    client = openai.OpenAI(base_url=f"{real_model_server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    reply = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32,
-                                           messages=[{"role": "user", "content": QUESTION}])
+def test_it_answers_the_capital_of_france_through_the_openai_sdk(openai_client) -> None:
+    reply = openai_client.chat.completions.create(model="tgi", temperature=0, max_tokens=32,
+                                           messages=[{"role": "user", "content": FRANCE_QUESTION}])
     answer = reply.choices[0].message.content
     assert "Paris" in answer, answer
     assert answer[0].isupper() and answer.rstrip().endswith("."), answer  # a sentence, not a fragment
     assert reply.choices[0].finish_reason == "stop"  # it ended by itself (EOS), well before max_tokens
-    stream = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, stream=True,
-                                            messages=[{"role": "user", "content": QUESTION}])
+    stream = openai_client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, stream=True,
+                                                   messages=[{"role": "user", "content": FRANCE_QUESTION}])
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == answer
 
 
@@ -86,10 +81,10 @@ def test_the_chat_prompt_is_apply_chat_template_exactly(http: httpx.Client, toke
     for messages in conversations:
         resp = http.post("/tokenize", json={"messages": messages})
         assert resp.status_code == 200, resp.text
-        assert resp.json()["tokens"] == _prompt_ids(tokenizer, messages), messages
+        assert resp.json()["tokens"] == chat_prompt_ids(tokenizer, messages), messages
     # The chat route itself counts the same prompt (no BOS added twice, no template applied twice).
     resp = http.post("/v1/chat/completions", json={"messages": CONVERSATIONS[2], "max_tokens": 1})
-    assert resp.json()["usage"]["prompt_tokens"] == len(_prompt_ids(tokenizer, CONVERSATIONS[2]))
+    assert resp.json()["usage"]["prompt_tokens"] == len(chat_prompt_ids(tokenizer, CONVERSATIONS[2]))
 
 
 @pytest.mark.slow
@@ -102,7 +97,7 @@ def test_greedy_output_is_transformers_generate_alone_and_batched(real_model_dir
     model = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
     expected = []
     for messages in CONVERSATIONS:
-        ids = torch.tensor([_prompt_ids(tokenizer, messages)])
+        ids = torch.tensor([chat_prompt_ids(tokenizer, messages)])
         with torch.inference_mode():
             out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
         expected.append(out[0, ids.shape[1]:].tolist())
@@ -115,8 +110,7 @@ def test_greedy_output_is_transformers_generate_alone_and_batched(real_model_dir
     async def batched() -> list[list[int]]:
         async with httpx.AsyncClient(base_url=real_model_server.base_url, timeout=120) as client:
             async def one(messages: list[dict]) -> list[int]:
-                text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                resp = await client.post("/generate", json={"inputs": text, "parameters": {
+                resp = await client.post("/generate", json={"inputs": chat_prompt(tokenizer, messages), "parameters": {
                     "max_new_tokens": NEW_TOKENS, "details": True}})
                 assert resp.status_code == 200, resp.text
                 return [t["id"] for t in resp.json()["details"]["tokens"]]
@@ -142,7 +136,7 @@ def test_a_repository_of_only_the_gguf_file_is_served_the_same(real_model_gguf_d
         assert "serving" in gguf_server.log() and "(the only .gguf file), dequantized" in gguf_server.log()
         with httpx.Client(base_url=gguf_server.base_url, timeout=120) as gguf_http:
             reply = gguf_http.post("/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 32, "temperature": 0}).json()
+                "messages": [{"role": "user", "content": FRANCE_QUESTION}], "max_tokens": 32, "temperature": 0}).json()
             assert "Paris" in reply["choices"][0]["message"]["content"], reply
             for messages in CONVERSATIONS[1:4]:
                 assert _generate_ids(gguf_http, tokenizer, messages, 12) == _generate_ids(http, tokenizer, messages, 12)
