@@ -1,10 +1,14 @@
-"""Assorted JSON Schemas (nested objects, arrays, enums, numeric bounds, required fields, patterns) shared by the
-library tests and the live-server tests. Lengths are bounded so a random model finishes within the token budget;
-everything else is left to the grammar."""
+"""Assorted JSON Schemas (nested objects, arrays, enums, numeric bounds, required fields, patterns), regexes, tools
+and a pydantic model, shared by the library tests and the live-server tests (tiny and real model). Lengths are
+bounded so a random model finishes within the token budget; everything else is left to the grammar."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, Field
 
 SCHEMAS: list[dict[str, Any]] = [
     {
@@ -104,3 +108,49 @@ REGEXES: list[str] = [
     r"\d{4}-\d{2}-\d{2}",
     r"#[0-9a-f]{6}",
 ]
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 10}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two digits",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}, "b": {"type": "integer", "minimum": 0, "maximum": 9}},
+                "required": ["a", "b"],
+            },
+        },
+    },
+]
+TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+def check_tool_calls(tool_calls, *, names=tuple(TOOL_SCHEMAS)) -> None:
+    """OpenAI SDK tool calls: at least one, each of a known function, its arguments a JSON string its schema
+    validates, ids unique."""
+    assert tool_calls
+    for call in tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert call.function.name in names
+        assert isinstance(call.function.arguments, str)
+        jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
+    assert len({c.id for c in tool_calls}) == len(tool_calls)
+
+
+class Reading(BaseModel):
+    city: str = Field(max_length=10)
+    celsius: int = Field(ge=-30, le=45)
+    sky: Literal["clear", "cloudy", "rain"]

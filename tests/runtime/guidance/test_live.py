@@ -10,53 +10,15 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
 
 import httpx
 import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.runtime.guidance.schemas import REGEXES, SCHEMAS
+from tests.runtime.guidance.schemas import REGEXES, SCHEMAS, TOOL_SCHEMAS, TOOLS, Reading, check_tool_calls
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather in a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string", "maxLength": 10}, "unit": {"enum": ["celsius", "fahrenheit"]}},
-                "required": ["city", "unit"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "add",
-            "description": "Add two digits",
-            "parameters": {
-                "type": "object",
-                "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}, "b": {"type": "integer", "minimum": 0, "maximum": 9}},
-                "required": ["a", "b"],
-            },
-        },
-    },
-]
-TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-def check_tool_calls(tool_calls, *, names=tuple(TOOL_SCHEMAS)) -> None:
-    assert tool_calls
-    for call in tool_calls:
-        assert call.type == "function" and call.id.startswith("call_")
-        assert call.function.name in names
-        assert isinstance(call.function.arguments, str)
-        jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
-    assert len({c.id for c in tool_calls}) == len(tool_calls)
 
 
 # ------------------------------------------------------------------------------------------------ grammars
@@ -294,12 +256,6 @@ def test_conversation_with_tool_results_is_accepted(openai_client):
 
 
 # --------------------------------------------------------------------------------- structured output: SDKs
-
-
-class Reading(BaseModel):
-    city: str = Field(max_length=10)
-    celsius: int = Field(ge=-30, le=45)
-    sky: Literal["clear", "cloudy", "rain"]
 
 
 def test_openai_sdk_parse_returns_a_pydantic_object(openai_client):
