@@ -1,9 +1,12 @@
-"""huggingface_hub's InferenceClient against a live runtime: chat_completion and TGI text_generation."""
+"""huggingface_hub's InferenceClient against a live runtime: chat_completion and TGI text_generation, on the tiny
+model and (the answer, streamed and not) on the real one."""
 
 from __future__ import annotations
 
 import pytest
 from huggingface_hub import InferenceClient
+
+from tests.fixtures.models import FRANCE_QUESTION, RuntimeServer, chat_prompt
 
 
 @pytest.fixture
@@ -63,3 +66,26 @@ def test_text_generation_sampling_seed(client: InferenceClient):
     assert a.details.seed == 5
     c = client.text_generation("x =", max_new_tokens=10, do_sample=True, details=True)
     assert isinstance(c.details.seed, int)
+
+
+@pytest.mark.realmodel
+class TestOnTheRealModel:
+    """The same client against the session's SmolLM2-135M-Instruct server."""
+
+    @pytest.fixture
+    def base_url(self, real_model_server: RuntimeServer) -> str:
+        return real_model_server.base_url
+
+    def test_chat_completion_answers_the_question(self, client: InferenceClient):
+        messages = [{"role": "user", "content": FRANCE_QUESTION}]
+        out = client.chat_completion(messages=messages, max_tokens=32, temperature=0)
+        answer = out.choices[0].message.content
+        assert "Paris" in answer and out.choices[0].finish_reason == "stop", out
+        chunks = client.chat_completion(messages=messages, max_tokens=32, temperature=0, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+
+    def test_text_generation_answers_the_question(self, client: InferenceClient, real_model_tokenizer):
+        prompt = chat_prompt(real_model_tokenizer, [{"role": "user", "content": FRANCE_QUESTION}])
+        out = client.text_generation(prompt, max_new_tokens=32, details=True)
+        assert "Paris" in out.generated_text and out.details.finish_reason == "eos_token", out
+        assert "".join(client.text_generation(prompt, max_new_tokens=32, stream=True)) == out.generated_text
