@@ -1,6 +1,8 @@
 """The whole lifecycle through huggingface_hub's own HfApi, the OpenAI SDK and the gateway, with real replicas.
 
-Runs on the embedded default (SQLite, embedded broker) and on real PostgreSQL + Redis started by the suite.
+Runs on the embedded default (SQLite, embedded broker) and on real PostgreSQL + Redis started by the suite, on the
+random tiny model (speed); one endpoint on the real model (SmolLM2-135M-Instruct) shows that what comes back through
+the gateway is the model's real answer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from tests.e2e.conftest import ADMIN_TOKEN, Api, replica_processes, wait_until
+from tests.fixtures.models import FRANCE_QUESTION
 
 pytestmark = [pytest.mark.slow]
 
@@ -114,3 +117,29 @@ def test_full_lifecycle_with_hfapi_and_openai(backend, make_stack, hf_api, tiny_
     assert gone.value.response.status_code == 404
     wait_until(lambda: not any(replica_processes(stack.data_dir).values()), timeout=30, what="no process left")
     assert raw.http.get("/v2/endpoint/admin").json()["items"] == []
+
+
+@pytest.mark.realmodel
+def test_the_chat_answer_through_the_gateway_is_a_real_sentence(make_stack, hf_api, real_model_dir):
+    stack = make_stack()
+    api = hf_api(stack.url)
+    endpoint = api.create_inference_endpoint(
+        "e2e-real", repository=str(real_model_dir), framework="pytorch", task="text-generation", accelerator="cpu",
+        vendor="aws", region="us-east-1", instance_size="x1", instance_type="intel-icl", type="authenticated",
+        env={"MAX_TOTAL_TOKENS": "1024"},
+    )
+    endpoint.wait(timeout=300, refresh_every=1)
+    assert endpoint.url == f"{stack.url}/endpoints/admin/e2e-real"
+
+    client = openai.OpenAI(base_url=endpoint.url + "/v1/", api_key=ADMIN_TOKEN, max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": FRANCE_QUESTION}]
+    reply = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, messages=messages)
+    answer = reply.choices[0].message.content
+    assert "Paris" in answer and answer[0].isupper() and answer.rstrip().endswith("."), answer  # a sentence
+    assert reply.choices[0].finish_reason == "stop"  # ended by the model, not by max_tokens
+    chunks = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, messages=messages, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+    # huggingface_hub's InferenceClient through the same gateway route.
+    hub_reply = endpoint.client.chat_completion(messages=messages, max_tokens=32, temperature=0)
+    assert hub_reply.choices[0].message.content == answer
+    endpoint.delete()
