@@ -126,9 +126,9 @@ def _seed(database_url: str, data_dir: Path, n: int) -> str:
     """Migrate and store n endpoints through the service layer; returns a user token for namespace `bench`."""
     from controlplane import migrate
     from controlplane.auth import Principal
-    from controlplane.catalog import load_catalog
-    from controlplane.core.config import Settings
-    from controlplane.db import dispose_engines, session_factory
+    from common.catalog import load_catalog
+    from common.config import Settings
+    from common.db import dispose_engines, session_factory
     from controlplane.schemas import EndpointCreate
     from controlplane.services.endpoints import EndpointService
     from controlplane.services.tokens import TokenService

@@ -118,7 +118,7 @@ class Stack:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None,
                  admin_token: str | None = None, worker_concurrency: int = 4,
                  extra_env: dict[str, str] | None = None) -> None:
-        from controlplane.core.config import Settings
+        from common.config import Settings
 
         self.host, self.port = host, port
         self.data_dir = Path(data_dir or Settings().data_dir).expanduser().resolve()

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from controlplane.core.config import get_settings
+from common.config import get_settings
 
 log = logging.getLogger("controlplane")
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return 0
     if args.command == "rotate-secrets":
-        from controlplane.crypto import SecretsKeyError, keyring_for, rotate_all
-        from controlplane.db import get_engine
+        from common.crypto import SecretsKeyError, keyring_for, rotate_all
+        from common.db import get_engine
 
         try:
             changed = rotate_all(get_engine(settings), keyring_for(settings))

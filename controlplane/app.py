@@ -8,9 +8,9 @@ from fastapi import FastAPI
 
 from controlplane.api import errors
 from controlplane.api.routes import auth, endpoints, health, providers
-from controlplane.catalog import load_catalog
-from controlplane.core.config import Settings, get_settings
-from controlplane.db import session_factory
+from common.catalog import load_catalog
+from common.config import Settings, get_settings
+from common.db import session_factory
 from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
 from controlplane.services.enqueue import Enqueue, make_enqueuer

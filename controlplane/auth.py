@@ -32,8 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.core.config import Settings, get_settings
-from controlplane.models import ApiToken, Membership, Namespace, utcnow
+from common.config import Settings, get_settings
+from common.models import ApiToken, Membership, Namespace, utcnow
 
 TOKEN_PREFIX = "epc_"
 _LAST_USED_RESOLUTION = timedelta(minutes=5)

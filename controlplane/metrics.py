@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.models import Endpoint
+from common.models import Endpoint
 
 
 class EndpointCollector:

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 import migrations
-from controlplane.core.config import Settings, get_settings
+from common.config import Settings, get_settings
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from controlplane.core.config import Settings
-from controlplane.db import make_engine
-from controlplane.models import Base
+from common.config import Settings
+from common.db import make_engine
+from common.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -13,7 +13,7 @@ from datetime import timedelta
 from celery import Celery
 
 import worker.embedded_broker  # noqa: F401 - registers the `esqla` transport alias
-from controlplane.core.config import Settings, get_settings
+from common.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

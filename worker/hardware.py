@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controlplane.catalog import load_catalog
-from controlplane.core.config import Settings
+from common.catalog import load_catalog
+from common.config import Settings
 from worker.providers.base import HardwareSpec
 
 

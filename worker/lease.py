@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from controlplane.core.config import Settings
+from common.config import Settings
 
 LEASE_SECONDS = 120
 

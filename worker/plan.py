@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from controlplane.models import DesiredState, EndpointState
+from common.models import DesiredState, EndpointState
 from worker.providers.base import ObservedDeployment
 
 

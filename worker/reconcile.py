@@ -17,13 +17,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.errors import ControlPlaneError
-from controlplane.core.config import Settings
-from controlplane.db import session_scope
-from controlplane.envpolicy import refused_env_name
-from controlplane.gateway.tokens import internal_token
-from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
-from controlplane.redaction import redactor_for
+from common.errors import ControlPlaneError
+from common.config import Settings
+from common.db import session_scope
+from common.envpolicy import refused_env_name
+from common.internal_token import internal_token
+from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from common.redaction import redactor_for
 from worker.hardware import resolve_hardware
 from worker.plan import Action, Desired, Plan, plan
 from worker.providers.base import (

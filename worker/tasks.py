@@ -22,9 +22,9 @@ from celery.signals import worker_ready
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from controlplane.core.config import get_settings
-from controlplane.db import session_factory, session_scope
-from controlplane.models import ClusterCapacity, DesiredState, Endpoint, EndpointState, EventType, record_event
+from common.config import get_settings
+from common.db import session_factory, session_scope
+from common.models import ClusterCapacity, DesiredState, Endpoint, EndpointState, EventType, record_event
 from worker.celery_app import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, app
 from worker.lease import endpoint_lease, _redis
 from worker.providers import get_provider

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from celery.signals import task_postrun, task_prerun, task_received, worker_ready, worker_shutting_down
 
-from controlplane.core.config import get_settings
+from common.config import get_settings
 from worker.celery_app import PROBE, QUEUE, app
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ StateDir = Annotated[Path | None, typer.Option("--state-dir", help="Cluster stat
 
 def _cluster(state_dir: Path | None) -> DevCluster:
     if state_dir is None:
-        from controlplane.core.config import get_settings
+        from common.config import get_settings
 
         state_dir = get_settings().data_dir / "devcluster"
     return DevCluster(state_dir)

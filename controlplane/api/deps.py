@@ -16,9 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.auth import Principal, authenticate_request, authenticate_token, is_metrics_token
-from controlplane.catalog import Catalog
-from controlplane.core.config import Settings
-from controlplane.errors import Forbidden, NotAuthenticated
+from common.catalog import Catalog
+from common.config import Settings
+from common.errors import Forbidden, NotAuthenticated
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota

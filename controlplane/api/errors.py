@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controlplane.errors import ControlPlaneError
+from common.errors import ControlPlaneError
 
 log = logging.getLogger(__name__)
 

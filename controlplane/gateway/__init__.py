@@ -20,8 +20,8 @@ def get_gateway(app):
     gateway = getattr(app.state, "gateway", None)
     if gateway is None:
         from controlplane.auth import authenticate_token
-        from controlplane.core.config import get_settings
-        from controlplane.db import session_factory
+        from common.config import get_settings
+        from common.db import session_factory
         from controlplane.gateway.proxy import Gateway
 
         settings = getattr(app.state, "settings", None) or get_settings()

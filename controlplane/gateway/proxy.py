@@ -40,12 +40,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.auth import authenticate_request
-from controlplane.core.config import Settings
+from common.config import Settings
 from controlplane.gateway.routing import EndpointDirectory, EndpointView
-from controlplane.gateway.tokens import is_internal_token
+from common.internal_token import is_internal_token
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
-from controlplane.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 from controlplane.services.enqueue import Enqueue, make_enqueuer
 from controlplane.services.validation import MAX_NAME, NAME_RE, NAMESPACE_RE
 

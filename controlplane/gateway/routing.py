@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.models import Endpoint
+from common.models import Endpoint
 
 TTL = 0.5
 MAX_ENTRIES = 10_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from controlplane.core.config import Settings
+from common.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from controlplane.core.config import Settings
-from controlplane.errors import ServiceUnavailable
-from controlplane.models import Endpoint
-from controlplane.redaction import redactor_for
+from common.config import Settings
+from common.errors import ServiceUnavailable
+from common.models import Endpoint
+from common.redaction import redactor_for
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controlplane.catalog import Catalog
-from controlplane.errors import QuotaExceeded
-from controlplane.models import DesiredState, Endpoint
+from common.catalog import Catalog
+from common.errors import QuotaExceeded
+from common.models import DesiredState, Endpoint
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controlplane.auth import Principal, display_prefix, hash_token, new_token, outlast_token_caches
-from controlplane.core.config import Settings, get_settings
-from controlplane.errors import Conflict, Forbidden, InvalidSpec, NotFound
-from controlplane.models import ApiToken, Membership, Namespace, NamespaceKind, utcnow
+from common.config import Settings, get_settings
+from common.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from common.models import ApiToken, Membership, Namespace, NamespaceKind, utcnow
 from controlplane.services.validation import check_namespace
 
 

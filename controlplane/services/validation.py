@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.catalog import Catalog
-from controlplane.envpolicy import refused_env_name
-from controlplane.errors import InvalidSpec, RefusedSpec
+from common.catalog import Catalog
+from common.envpolicy import refused_env_name
+from common.errors import InvalidSpec, RefusedSpec
 from controlplane.schemas import DEFAULT_HEALTH_ROUTE, IMAGE_VARIANTS, EndpointCreate
 
 # Matched with fullmatch: `$` would also accept a trailing newline.

@@ -1,4 +1,4 @@
-"""Model secrets and registry credentials encrypted at rest (controlplane/crypto.py).
+"""Model secrets and registry credentials encrypted at rest (common/crypto.py).
 
 The columns stay JSON; each value becomes one Fernet token string. Rows written before are encrypted here;
 the downgrade writes them back as plain JSON objects.
@@ -10,7 +10,7 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
-from controlplane.crypto import PREFIX, keyring_for
+from common.crypto import PREFIX, keyring_for
 
 revision = "0003"
 down_revision = "0002"
@@ -21,8 +21,8 @@ _endpoints = sa.table("endpoints", sa.column("id", sa.Integer), sa.column("secre
                       sa.column("image_credentials", sa.JSON))
 
 
-def _keyring():  # noqa: ANN202 - controlplane.crypto.Keyring
-    from controlplane.core.config import get_settings
+def _keyring():  # noqa: ANN202 - common.crypto.Keyring
+    from common.config import get_settings
 
     settings = op.get_context().config.attributes.get("settings") or get_settings()
     return keyring_for(settings)

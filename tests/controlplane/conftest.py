@@ -22,7 +22,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane.core.config import Settings
+from common.config import Settings
 from tests.fixtures.services import PostgresServer, RedisServer, free_port
 
 ADMIN_TOKEN = "admin-bootstrap-token-for-tests"
@@ -55,7 +55,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        from controlplane.db import dispose_engines
+        from common.db import dispose_engines
 
         dispose_engines()
         server.drop_database(url)
@@ -193,8 +193,8 @@ def set_status(settings: Settings) -> Callable[..., None]:
     """Write status columns as the worker would (tests have no worker)."""
     from sqlalchemy import update
 
-    from controlplane.db import session_factory
-    from controlplane.models import Endpoint
+    from common.db import session_factory
+    from common.models import Endpoint
 
     def _set(namespace: str, name: str, **columns: object) -> None:
         with session_factory(settings)() as session:

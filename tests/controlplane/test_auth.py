@@ -9,8 +9,8 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from controlplane.db import session_factory
-from controlplane.models import ApiToken, Endpoint, Event
+from common.db import session_factory
+from common.models import ApiToken, Endpoint, Event
 from tests.controlplane.conftest import Api, payload
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane.catalog import load_catalog, parse_catalog
-from controlplane.core.config import Settings
-from controlplane.errors import CatalogError, InvalidSpec
+from common.catalog import load_catalog, parse_catalog
+from common.config import Settings
+from common.errors import CatalogError, InvalidSpec
 from tests.controlplane.conftest import ADMIN_TOKEN, payload
 
 CUSTOM = """
@@ -73,7 +73,7 @@ def test_override_by_configuration(tmp_path: Path) -> None:
 
 
 def test_observed_cluster_capacity_drives_status_and_quota() -> None:
-    from controlplane.catalog import load_catalog
+    from common.catalog import load_catalog
 
     catalog = load_catalog(None)
     seen = {"nvidia-l4": {"allocatable": 8, "used": 4, "max_allocatable_per_node": 4, "max_free_per_node": 2}}

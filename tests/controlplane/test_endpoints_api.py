@@ -6,8 +6,8 @@ import re
 
 from sqlalchemy import delete, select
 
-from controlplane.db import session_factory
-from controlplane.models import Endpoint, Event
+from common.db import session_factory
+from common.models import Endpoint, Event
 from tests.controlplane.conftest import Api, payload, reconcile_ids
 
 Z_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controlplane.app import create_app
-from controlplane.core.config import Settings
+from common.config import Settings
 from tests.controlplane.conftest import ADMIN_TOKEN, Api, payload, reconcile_ids
 from tests.fixtures.services import RedisServer, free_port
 

@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from controlplane import migrate
-from controlplane.core.config import Settings
-from controlplane.models import Base
+from common.config import Settings
+from common.models import Base
 from tests.controlplane.conftest import ROOT, start_live_server, stop_live_server
 from tests.fixtures.services import RedisServer
 

@@ -301,7 +301,7 @@ def _chunked(data: bytes, piece: int = 100_000):
 @SQLITE_ONLY
 async def test_the_gateway_forgets_names_nobody_has(settings, monkeypatch) -> None:
     """What the gateway caches about endpoints (absent ones included) stays bounded however many names are tried."""
-    from controlplane.db import session_factory
+    from common.db import session_factory
     from controlplane.gateway import routing
 
     monkeypatch.setattr(routing, "MAX_ENTRIES", 50)

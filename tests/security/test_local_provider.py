@@ -191,9 +191,9 @@ def test_memory_short_is_reported_with_how_much(providers, tmp_path):
 
 def _rewrite_env(stack, name: str, extra_env: dict[str, str]) -> None:
     """Change the stored spec as only a bug or a row from an older version could: around the API's validation."""
-    from controlplane.core.config import Settings
-    from controlplane.db import make_engine
-    from controlplane.models import Endpoint
+    from common.config import Settings
+    from common.db import make_engine
+    from common.models import Endpoint
 
     engine = make_engine(Settings(data_dir=stack.data_dir))
     try:

@@ -13,9 +13,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from controlplane.core.config import Settings
-from controlplane.crypto import KEY_FILE, SecretsKeyError, keyring_for, rotate_all
-from controlplane.redaction import MASK, Redactor, redactor_for
+from common.config import Settings
+from common.crypto import KEY_FILE, SecretsKeyError, keyring_for, rotate_all
+from common.redaction import MASK, Redactor, redactor_for
 from tests.controlplane.conftest import Api, payload
 from tests.e2e.conftest import Api as StackApi
 from tests.e2e.conftest import create_body
@@ -53,7 +53,7 @@ def test_redactor_masks_every_form_of_a_value() -> None:
 
 
 def _raw_endpoint_columns(settings: Settings) -> list[str]:
-    from controlplane.db import get_engine
+    from common.db import get_engine
 
     with get_engine(settings).connect() as conn:
         rows = conn.execute(text("SELECT CAST(secrets AS TEXT), CAST(image_credentials AS TEXT) FROM endpoints"))
@@ -79,8 +79,8 @@ def test_secrets_and_registry_passwords_are_encrypted_at_rest(api: Api) -> None:
     key_file = api.settings.data_dir / KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # The worker's side reads them back as they were sent.
-    from controlplane.db import session_factory
-    from controlplane.models import Endpoint
+    from common.db import session_factory
+    from common.models import Endpoint
 
     with session_factory(api.settings)() as session:
         row = session.query(Endpoint).filter_by(name="enc").one()
@@ -89,7 +89,7 @@ def test_secrets_and_registry_passwords_are_encrypted_at_rest(api: Api) -> None:
 
 
 def test_key_rotation_re_encrypts_and_a_wrong_key_is_a_clear_error(api: Api) -> None:
-    from controlplane.db import make_engine
+    from common.db import make_engine
 
     assert api.http.post("/v2/endpoint/admin", json=_custom_image_body("rot"), headers=api.admin).status_code == 201
     old = (api.settings.data_dir / KEY_FILE).read_text().strip()
@@ -133,7 +133,7 @@ def test_migration_encrypts_rows_written_in_plain_text(tmp_path: Path) -> None:
 def test_the_gateway_never_reads_the_secret_columns(api: Api) -> None:
     """Routing needs no secret: a process whose key cannot open them (here: another key) still routes the endpoint,
     and no request through the gateway pays a decryption."""
-    from controlplane.db import make_engine
+    from common.db import make_engine
     from controlplane.gateway.routing import _load
     from sqlalchemy.orm import sessionmaker
 

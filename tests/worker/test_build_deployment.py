@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from controlplane.core.config import Settings
-from controlplane.models import Endpoint
+from common.config import Settings
+from common.models import Endpoint
 from worker.reconcile import build_deployment
 
 

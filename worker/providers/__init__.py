@@ -6,7 +6,7 @@ import os
 import shlex
 import threading
 
-from controlplane.core.config import Settings, get_settings
+from common.config import Settings, get_settings
 from worker.providers.base import Provider
 
 _providers: dict[tuple, Provider] = {}

@@ -15,7 +15,7 @@ at start-up, and `antigravity` then runs `BROWSER` as a command. So:
   variable that reaches a replica cannot configure its interpreter.
 
 Tenant names that change how a loader or library runs code (`LD_PRELOAD`, ...) are refused by the API and dropped by
-the reconciler before a `DesiredDeployment` exists (`controlplane/envpolicy.py`); the flags above hold without it.
+the reconciler before a `DesiredDeployment` exists (`common/envpolicy.py`); the flags above hold without it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path
 from controlplane.api.responses import FastJSONResponse
 
 from controlplane.api.deps import Context, ContextDep
-from controlplane.models import ApiToken
+from common.models import ApiToken
 from controlplane.schemas import ErrorBody, TokenCreate, TokenCreated, TokensPublic, WhoAmI, iso_z
 from controlplane.services.tokens import TokenService
 

@@ -9,7 +9,7 @@ from controlplane.api.responses import FastJSONResponse
 from sqlalchemy import select
 
 from controlplane.api.deps import ContextDep
-from controlplane.models import ClusterCapacity, DesiredState, Endpoint
+from common.models import ClusterCapacity, DesiredState, Endpoint
 
 # Capacity the worker observed longer ago than this is not shown (the worker or the cluster may be gone).
 CAPACITY_MAX_AGE = timedelta(minutes=5)

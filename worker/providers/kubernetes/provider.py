@@ -26,7 +26,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from controlplane.core.config import Settings
+from common.config import Settings
 from worker.providers.base import (
     DesiredDeployment,
     ObservedDeployment,

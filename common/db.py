@@ -20,8 +20,8 @@ import orjson
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.core.config import Settings, get_settings
-from controlplane.crypto import bind_keyring, keyring_for
+from common.config import Settings, get_settings
+from common.crypto import bind_keyring, keyring_for
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from controlplane.crypto import EncryptedJSON
+from common.crypto import EncryptedJSON
 
 
 def utcnow() -> datetime:
@@ -139,7 +139,7 @@ class Endpoint(Base):
     # "cacheHttpResponses", "healthRoute", "privateService"}; registry credentials keep only the username.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Write-only: model.secrets (env name -> value). Never serialized into a response, an event or a log line.
-    # Encrypted at rest (controlplane/crypto.py), like the credentials below.
+    # Encrypted at rest (common/crypto.py), like the credentials below.
     secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)
     # Write-only: custom image registry credentials {"username", "password"}.
     image_credentials: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON, default=None)

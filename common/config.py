@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     # Bootstrap admin: its token owns the admin namespace.
     admin_token: str | None = None
     admin_namespace: str = "admin"
-    # Fernet keys for model secrets and registry credentials at rest (controlplane/crypto.py); comma-separated,
+    # Fernet keys for model secrets and registry credentials at rest (common/crypto.py); comma-separated,
     # the first encrypts. Unset: a key generated 0600 in the data directory.
     secrets_key: str | None = None
 

@@ -11,7 +11,7 @@ import os
 import secrets
 from functools import lru_cache
 
-from controlplane.core.config import Settings
+from common.config import Settings
 
 
 @lru_cache(maxsize=4)

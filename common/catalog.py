@@ -1,6 +1,6 @@
 """The hardware catalog: which (vendor, region, instanceType, instanceSize) combinations endpoints may ask for.
 
-Loaded from the YAML shipped in `controlplane/data/hardware.yaml`, or from `ENDPOINTCTL_HARDWARE_CATALOG`.
+Loaded from the YAML shipped in `common/data/hardware.yaml`, or from `ENDPOINTCTL_HARDWARE_CATALOG`.
 The API validates compute requests against it and serves it at `GET /v2/provider/{namespace}`; the Kubernetes
 provider maps entries to GPU counts and node selectors (`gpuProduct`, `nodeSelector`).
 """
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controlplane.errors import CatalogError, InvalidSpec
+from common.errors import CatalogError, InvalidSpec
 
 InstanceStatus = Literal["available", "low_availability", "not_available", "reserved", "deprecated"]
 
@@ -150,7 +150,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> Catalog:
 def load_catalog(path: Path | None = None) -> Catalog:
     """The catalog at `path`, or the shipped default; cached, since it only changes with a restart."""
     if path is None:
-        text = resources.files("controlplane").joinpath("data/hardware.yaml").read_text()
+        text = resources.files("common").joinpath("data/hardware.yaml").read_text()
         return parse_catalog(text, source="(shipped default)")
     try:
         text = Path(path).read_text()

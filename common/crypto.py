@@ -102,7 +102,7 @@ def bind_keyring(dialect: Any, keyring: Keyring) -> None:
 def _keyring(dialect: Any) -> Keyring:
     keyring = _bound.get(dialect)
     if keyring is None:
-        from controlplane.core.config import get_settings
+        from common.config import get_settings
 
         keyring = _bound[dialect] = keyring_for(get_settings())
     return keyring
