@@ -25,7 +25,8 @@ from sqlalchemy.exc import OperationalError
 from common.config import get_settings
 from common.db import session_factory, session_scope
 from common.models import ClusterCapacity, DesiredState, Endpoint, EndpointState, EventType, record_event
-from worker.celery_app import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, app
+from common.queue import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, enqueue_reconcile
+from worker.celery_app import app
 from worker.lease import endpoint_lease, _redis
 from worker.providers import get_provider
 from worker.providers.base import ProviderError, ProviderTemporaryError
@@ -51,7 +52,7 @@ def schedule_requeue(endpoint_id: int, delay: float) -> None:
             if _requeue_marks.get(endpoint_id, 0) > now:
                 return
             _requeue_marks[endpoint_id] = now + delay
-    app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE, countdown=delay)
+    enqueue_reconcile(app, endpoint_id, countdown=delay)
 
 
 @app.task(name=RECONCILE, bind=True, autoretry_for=(ProviderTemporaryError, OperationalError),
@@ -82,7 +83,7 @@ def resync_all() -> int:
             log.warning("removing provider objects %s: no endpoint owns them", key)
             provider.delete(key)
     for endpoint_id in ids:
-        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+        enqueue_reconcile(app, endpoint_id)
     return len(ids)
 
 
@@ -124,7 +125,7 @@ def scale_idle_to_zero() -> list[int]:
                          message=f"no traffic for {int(idle.total_seconds())}s (scaleToZeroTimeout {timeout} min)")
             scaled.append(endpoint.id)
     for endpoint_id in scaled:
-        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+        enqueue_reconcile(app, endpoint_id)
     return scaled
 
 
@@ -202,7 +203,7 @@ def autoscale() -> dict[int, int]:
                                      f"(target {threshold:g} per replica): {current} → {want} replicas")
                 changes[endpoint_id] = want
     for endpoint_id in changes:
-        app.send_task(RECONCILE, args=[endpoint_id], queue=QUEUE)
+        enqueue_reconcile(app, endpoint_id)
     return changes
 
 

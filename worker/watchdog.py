@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from celery.signals import task_postrun, task_prerun, task_received, worker_ready, worker_shutting_down
 
 from common.config import get_settings
-from worker.celery_app import PROBE, QUEUE, app
+from common.queue import PROBE, QUEUE
+from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 

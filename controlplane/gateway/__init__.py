@@ -28,7 +28,7 @@ def get_gateway(app):
         metrics = getattr(app.state, "metrics", None)
         gateway = app.state.gateway = Gateway(settings, session_factory(settings), authenticate_token,
                                               registry=metrics.registry if metrics else None,
-                                              enqueue=getattr(app.state, "enqueue", None))
+                                              enqueue=app.state.enqueue)
     return gateway
 
 

@@ -46,7 +46,7 @@ from common.internal_token import is_internal_token
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
-from controlplane.services.enqueue import Enqueue, make_enqueuer
+from controlplane.services.enqueue import Enqueue
 from controlplane.services.validation import MAX_NAME, NAME_RE, NAMESPACE_RE
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,11 @@ class UpstreamRelay:
 
 class Gateway:
     def __init__(self, settings: Settings, factory: sessionmaker[Session], authenticate, registry=None, *,
-                 enqueue: Enqueue | None = None) -> None:
+                 enqueue: Enqueue) -> None:
         self.settings = settings
         self.factory = factory
         self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
-        self.enqueue = enqueue or make_enqueuer(settings)  # the API's hand-off to the worker, for wakes
+        self.enqueue = enqueue  # the app's port to the worker (app.state.enqueue), for wakes
         self.directory = EndpointDirectory(factory)
         self.pool = UpstreamPool()  # keep-alive connections to replicas; no read timeout (see upstream.py)
         self._activity_written: dict[int, float] = {}

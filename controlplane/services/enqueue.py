@@ -1,36 +1,31 @@
-"""How the API hands an endpoint to the worker: a Celery `reconcile` message, after the write has committed.
+"""The API's port to the worker: `Enqueue`, called with an endpoint id after its write has committed.
 
-The process-wide Celery app in `worker.celery_app` is used when the app's settings name the same broker;
-an app built with other settings (tests, embedding) gets its own Celery app for its broker. Either way a failed
-send is logged and swallowed: the desired state is already stored and the worker's periodic resync finds it.
+`create_app` injects one (`make_enqueuer` by default, a fake in tests and embeddings) and every caller — the
+endpoint service and the gateway's wakes — uses that one. The message is produced by `common.queue`, so the API
+never imports the worker; a failed send is logged and swallowed there, since the worker's resync repairs it.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
 from collections.abc import Callable
+from functools import partial
+
+from celery import Celery
 
 from common.config import Settings
-
-log = logging.getLogger(__name__)
+from common.queue import enqueue_reconcile, make_celery
 
 Enqueue = Callable[[int], bool]
 
+_producers: dict[str, Celery] = {}
+_lock = threading.Lock()
+
 
 def make_enqueuer(settings: Settings) -> Enqueue:
-    from worker import celery_app
-
-    if celery_app.app.conf.broker_url == settings.broker_url:
-        return celery_app.enqueue_reconcile
-    app = celery_app.make_celery(settings)
-
-    def enqueue(endpoint_id: int) -> bool:
-        try:
-            app.send_task(celery_app.RECONCILE, args=[endpoint_id], queue=celery_app.QUEUE, retry=True,
-                          retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
-        except Exception as exc:  # noqa: BLE001 - every broker failure means "resync will do it"
-            log.warning("could not enqueue reconcile(%s): %s; the periodic resync will pick it up", endpoint_id, exc)
-            return False
-        return True
-
-    return enqueue
+    """A producer per broker URL and process: Celery apps keep a connection pool each."""
+    with _lock:
+        app = _producers.get(settings.broker_url)
+        if app is None:
+            app = _producers[settings.broker_url] = make_celery(settings)
+    return partial(enqueue_reconcile, app)

@@ -38,4 +38,4 @@ class Transport(SQLATransport):
     polling_interval = 0.1
 
 
-TRANSPORT_ALIASES.setdefault("esqla", "worker.embedded_broker:Transport")
+TRANSPORT_ALIASES.setdefault("esqla", "common.embedded_broker:Transport")
