@@ -298,14 +298,6 @@ class DevCluster:
     def node_names(self) -> list[str]:
         return list(self._require_state().node_names)
 
-    def metrics_text(self) -> str:
-        """The API server's Prometheus metrics (e.g. `apiserver_request_total`)."""
-        state = self._require_state()
-        with self._http() as client:
-            resp = client.get(f"{state.server}/metrics")
-            resp.raise_for_status()
-            return resp.text
-
     def env(self) -> dict[str, str]:
         """Environment that points endpointctl's Kubernetes provider at this cluster."""
         return {"ENDPOINTCTL_PROVIDER": "kubernetes", "KUBECONFIG": str(self.kubeconfig)}
