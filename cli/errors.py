@@ -2,14 +2,15 @@
 
     CliError                  one clear line on stderr, exit code `exit_code` (1 unless said otherwise)
     ├── ConfigError           a bad or unreadable config file / setting
-    ├── ControlPlaneUnreachable  connection refused, DNS, TLS, timeout talking to the control plane
-    ├── ApiError              the control plane answered 4xx/5xx; `status` and the server's `error` message
     ├── WaitFailed            `wait` saw `failed` / `updateFailed`
     ├── WaitTimeout           `wait` ran out of time (exit code 124, like coreutils `timeout`)
-    └── MissingComponent      a verb whose implementation lives in a package that is not installed / not written
+    ├── MissingComponent      a verb whose implementation lives in a module that is not there
+    └── MissingExtra          a verb whose dependencies come with an extra that is not installed
 
-`cli.main.main` is the single place that turns these into output and an exit code; commands only raise.
-Exceptions of the libraries we call (httpx, openai) are translated into these at the boundary (`raise ... from`).
+The HTTP client's errors are `controlplane.client.ControlPlaneError`s (the SDK raises the same ones): unreachable,
+an error status with the server's message, an invalid name (exit code 2). `cli.main.main` is the single place that
+turns all of these into output and an exit code; commands only raise. Exceptions of the other libraries we call
+(openai) are translated into these at the boundary (`raise ... from`).
 """
 
 from __future__ import annotations
@@ -34,18 +35,6 @@ class ConfigError(CliError):
     """The config file or a setting in it is not usable."""
 
 
-class ControlPlaneUnreachable(CliError):
-    """No HTTP answer at all from the control plane (refused, unresolvable, timed out)."""
-
-
-class ApiError(CliError):
-    """The control plane answered with an error status; the message is the server's own `error` text."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class WaitFailed(CliError):
     """The endpoint reached a terminal failure state while we waited."""
 
@@ -58,3 +47,13 @@ class WaitTimeout(CliError):
 
 class MissingComponent(CliError):
     """A verb backed by a module that is not available in this installation."""
+
+
+class MissingExtra(CliError):
+    """A verb that needs dependencies of an extra (`server`, `kubernetes`, `runtime`) this installation lacks."""
+
+    def __init__(self, verb: str, extras: tuple[str, ...]) -> None:
+        names = " and ".join(extras)
+        super().__init__(f"{verb} needs the {names} extra{'s' if len(extras) > 1 else ''}: "
+                         f"pip install 'endpointctl[{','.join(extras)}]'")
+        self.extras = extras

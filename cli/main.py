@@ -1,6 +1,7 @@
 """Entry point of the `endpointctl` console script: builds the app and is the one place errors become exit codes.
 
-Commands raise `CliError`s; here they become one line on stderr and the error's exit code. Usage errors stay
+Commands raise `CliError`s, and the HTTP client (shared with the SDK) raises `ControlPlaneError`s; here they become
+one line on stderr and an exit code. Usage errors stay
 Click's (exit 2, with the usage line). Anything unexpected is still one line (the traceback only with
 ENDPOINTCTL_DEBUG=1), because a CLI that dumps a stack trace tells the user nothing they can act on.
 """
@@ -16,6 +17,7 @@ from cli.app import app
 from cli.commands import chat, config, dev, endpoints, hardware, logs, tokens  # noqa: F401  (registers the verbs)
 from cli.errors import CliError
 from cli.output import err
+from controlplane.client import ControlPlaneError, InvalidName
 
 
 def _fail(text: str, code: int) -> None:
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(exc.message, exc.exit_code)
+    except ControlPlaneError as exc:
+        if debug:
+            raise
+        _fail(exc.message, 2 if isinstance(exc, InvalidName) else 1)
     except BrokenPipeError:
         # The reader went away (`endpointctl list -o json | head -1`): stop quietly, as `cat` would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,9 +1,9 @@
-"""Turns `create` / `update` options into the v2 wire body, with no I/O so it can be tested on its own.
+"""Turns `create` / `update` options into the arguments of the one body builder (`controlplane.bodies`), no I/O.
 
-`create` sends the body huggingface_hub sends (always `compute`, `model`, `provider`, `type`, `name`; optional
-keys only when set). `update` mirrors the same nesting but carries only the options the user gave, because the
-API merges a PUT field by field. Hardware left unspecified on `create` is picked from the control plane's own
-catalog (`pick_compute`), so `endpointctl create NAME --repository R` works on any installation.
+The SDK calls the same builder, so `endpointctl create` and `create_inference_endpoint` send the same body for the
+same choices. What is the CLI's own lives here: flag checks that name the flag, and the defaults a bare
+`endpointctl create NAME --repository R` needs: hardware left unspecified is picked from the control plane's own
+catalog (`pick_compute`), so it works on any installation.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cli.errors import CliError
+from controlplane import bodies
 
 
 class EndpointType(str, enum.Enum):
@@ -84,22 +85,12 @@ class EndpointOptions:
             raise CliError("--image-port and --health-route describe a custom image; give --image-url too", exit_code=2)
 
 
-def _image(opts: EndpointOptions) -> dict[str, Any]:
+def _custom_image(opts: EndpointOptions) -> dict[str, Any] | None:
+    """`--image-url/--image-port/--health-route` as the SDK's `custom_image` argument."""
     if opts.image_url is None:
-        return {"huggingface": {}}
-    custom: dict[str, Any] = {"url": opts.image_url}
-    if opts.image_port is not None:
-        custom["port"] = opts.image_port
-    if opts.health_route is not None:
-        custom["healthRoute"] = opts.health_route
-    return {"custom": custom}
-
-
-def _measure(opts: EndpointOptions) -> dict[str, float | None] | None:
-    """`{"pendingRequests": 1.5}`-style autoscaling measure; a threshold alone means pending requests."""
-    if opts.scaling_metric is None and opts.scaling_threshold is None:
         return None
-    return {opts.scaling_metric or ScalingMetric.pendingRequests.value: opts.scaling_threshold}
+    given = (("url", opts.image_url), ("port", opts.image_port), ("healthRoute", opts.health_route))
+    return {key: value for key, value in given if value is not None}
 
 
 def pick_compute(catalog: dict[str, Any], opts: EndpointOptions) -> tuple[str, str, dict[str, Any]]:
@@ -152,68 +143,26 @@ def create_body(name: str, opts: EndpointOptions, *, catalog: dict[str, Any] | N
         accelerator = accelerator or compute.get("accelerator")
         instance_type = instance_type or compute.get("instanceType")
         instance_size = instance_size or compute.get("instanceSize")
-    scaling: dict[str, Any] = {
-        "minReplica": 1 if opts.min_replica is None else opts.min_replica,
-        "maxReplica": opts.max_replica if opts.max_replica is not None else max(1, opts.min_replica or 1),
-        "scaleToZeroTimeout": opts.scale_to_zero_timeout,
-    }
-    measure = _measure(opts)
-    if measure:
-        scaling["measure"] = measure
-    model: dict[str, Any] = {
-        "repository": opts.repository,
-        "revision": opts.revision,
-        "framework": opts.framework or "pytorch",
-        "image": _image(opts),
-    }
-    if opts.task:
-        model["task"] = opts.task
-    if opts.env:
-        model["env"] = opts.env
-    if opts.secrets:
-        model["secrets"] = opts.secrets
-    body: dict[str, Any] = {
-        "name": name,
-        "type": opts.type or "authenticated",
-        "compute": {
-            "accelerator": accelerator,
-            "instanceType": instance_type,
-            "instanceSize": instance_size,
-            "scaling": scaling,
-        },
-        "model": model,
-        "provider": {"vendor": vendor, "region": region},
-    }
-    if opts.tags:
-        body["tags"] = opts.tags
-    return body
+    min_replica = 1 if opts.min_replica is None else opts.min_replica
+    return bodies.create_body(
+        name, repository=opts.repository, framework=opts.framework or "pytorch", accelerator=accelerator,
+        instance_size=instance_size, instance_type=instance_type, region=region, vendor=vendor,
+        min_replica=min_replica, max_replica=opts.max_replica if opts.max_replica is not None else max(1, min_replica),
+        scaling_metric=opts.scaling_metric, scaling_threshold=opts.scaling_threshold,
+        scale_to_zero_timeout=opts.scale_to_zero_timeout, revision=opts.revision, task=opts.task or None,
+        custom_image=_custom_image(opts), env=opts.env, secrets=opts.secrets, type=opts.type or "authenticated",
+        tags=opts.tags or None)
 
 
 def update_body(opts: EndpointOptions) -> dict[str, Any]:
     """The PUT body: only what was given, in the same nesting as create (the API merges field by field)."""
     opts.check()
-    body: dict[str, Any] = {}
-    compute = {k: v for k, v in (("accelerator", opts.accelerator), ("instanceType", opts.instance_type),
-                                 ("instanceSize", opts.instance_size)) if v is not None}
-    scaling = {k: v for k, v in (("minReplica", opts.min_replica), ("maxReplica", opts.max_replica),
-                                 ("scaleToZeroTimeout", opts.scale_to_zero_timeout), ("measure", _measure(opts))) if v is not None}
-    if scaling:
-        compute["scaling"] = scaling
-    if compute:
-        body["compute"] = compute
-    model = {k: v for k, v in (("repository", opts.repository), ("revision", opts.revision), ("framework", opts.framework),
-                               ("task", opts.task), ("env", opts.env), ("secrets", opts.secrets)) if v is not None}
-    if opts.image_url is not None:
-        model["image"] = _image(opts)
-    if model:
-        body["model"] = model
-    provider = {k: v for k, v in (("vendor", opts.vendor), ("region", opts.region)) if v is not None}
-    if provider:
-        body["provider"] = provider
-    if opts.type is not None:
-        body["type"] = opts.type
-    if opts.tags is not None:
-        body["tags"] = opts.tags
+    body = bodies.update_body(
+        accelerator=opts.accelerator, instance_size=opts.instance_size, instance_type=opts.instance_type,
+        min_replica=opts.min_replica, max_replica=opts.max_replica, scale_to_zero_timeout=opts.scale_to_zero_timeout,
+        scaling_metric=opts.scaling_metric, scaling_threshold=opts.scaling_threshold, repository=opts.repository,
+        revision=opts.revision, framework=opts.framework, task=opts.task, env=opts.env, secrets=opts.secrets,
+        custom_image=_custom_image(opts), vendor=opts.vendor, region=opts.region, type=opts.type, tags=opts.tags)
     if not body:
         raise CliError("nothing to update: give at least one option (see `endpointctl update --help`)", exit_code=2)
     return body

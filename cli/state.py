@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from cli import config
-from cli.client import ControlPlaneClient
 from cli.errors import CliError
 from cli.output import OutputFormat
+from controlplane.client import ControlPlaneClient
 
 
 @dataclass

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cli.client import ControlPlaneClient
-from cli.errors import ControlPlaneUnreachable, WaitFailed, WaitTimeout
+from cli.errors import WaitFailed, WaitTimeout
 from cli.output import err, replicas
+from controlplane.client import ControlPlaneClient, ControlPlaneUnreachable, EndpointctlHTTPError
 
 # How long `wait` keeps polling through connection failures before it gives up.
 UNREACHABLE_GRACE = 30.0
@@ -92,15 +92,13 @@ def wait_for_running(
 
 def wait_for_deletion(client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0) -> None:
     """Poll until the endpoint is gone (404)."""
-    from cli.errors import ApiError
-
     deadline = None if timeout is None else time.monotonic() + timeout
     with err.status(f"waiting for {name} to be deleted…", spinner="dots"):
         while True:
             try:
                 ep = client.get_endpoint(namespace, name)
-            except ApiError as exc:
-                if exc.status == 404:
+            except EndpointctlHTTPError as exc:
+                if exc.status_code == 404:
                     return
                 raise
             now = time.monotonic()

@@ -6,10 +6,17 @@
                                          vendor="aws")
     endpoint.wait(timeout=600).openai_client().chat.completions.create(...)
 
-Configured by `ENDPOINTCTL_URL` / `ENDPOINTCTL_TOKEN` or the `url=` / `token=` arguments. Errors:
+Configured by `ENDPOINTCTL_URL` / `ENDPOINTCTL_TOKEN` or the `url=` / `token=` arguments. HTTP goes through
+`controlplane.client.ControlPlaneClient` and bodies are built by `controlplane.bodies`, the same the CLI uses, so
+the two cannot send different bodies for the same call. Needs no extra: `pip install endpointctl` is enough.
+Errors:
 
-    EndpointctlHTTPError            an error answer from the control plane (`status_code`, `message`)
-    InferenceEndpointError          (huggingface_hub's) the endpoint failed to deploy or update
+    ControlPlaneError               (controlplane.client) anything the HTTP client raises
+    ├── ControlPlaneUnreachable     no HTTP answer from the control plane
+    ├── EndpointctlHTTPError        an error answer from the control plane (`status_code`, `message`)
+    └── InvalidName                 also a ValueError: a name that cannot be a path segment
+    InferenceEndpointError          the endpoint failed to deploy or update (a subclass of huggingface_hub's
+    │                               when that is installed, so `except` clauses written for it still catch)
     └── InferenceEndpointTimeoutError   also a TimeoutError: `wait()` ran out of time
 """
 
@@ -22,58 +29,30 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from huggingface_hub.errors import InferenceEndpointError, InferenceEndpointTimeoutError
+
+from controlplane.bodies import create_body, update_body
+from controlplane.client import DEFAULT_URL, ControlPlaneClient, ControlPlaneError, EndpointctlHTTPError
 
 if TYPE_CHECKING:
     import openai
     from huggingface_hub import AsyncInferenceClient, InferenceClient
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+try:  # Ours derive from huggingface_hub's when it is installed, so code written against it catches ours too.
+    from huggingface_hub.errors import InferenceEndpointError as _HubEndpointError
+except ImportError:  # the bare install: nobody can be catching huggingface_hub's class
+    _HubEndpointError = Exception
 
 
-class EndpointctlHTTPError(Exception):
-    """The control plane answered with an error; `message` is its `error` string."""
+class InferenceEndpointError(_HubEndpointError):
+    """The endpoint failed to deploy or update, or has no URL yet."""
 
-    def __init__(self, status_code: int, message: str, *, response: httpx.Response | None = None) -> None:
-        super().__init__(f"{status_code}: {message}")
-        self.status_code = status_code
-        self.message = message
-        self.response = response
+
+class InferenceEndpointTimeoutError(InferenceEndpointError, TimeoutError):
+    """`wait()` ran out of time."""
 
 
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-class ControlPlaneClient:
-    """A thin HTTP client for the v2 API; one per (url, token)."""
-
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
-        self.url = (url or os.environ.get("ENDPOINTCTL_URL") or DEFAULT_URL).rstrip("/")
-        self.token = token if token is not None else os.environ.get("ENDPOINTCTL_TOKEN")
-        self._http = httpx.Client(timeout=timeout)
-
-    def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def request(self, method: str, path: str, *, json: Any = None) -> Any:
-        response = self._http.request(method, self.url + path, json=json, headers=self.headers())
-        if response.status_code >= 400:
-            try:
-                message = str(response.json().get("error") or response.text)
-            except ValueError:
-                message = response.text
-            raise EndpointctlHTTPError(response.status_code, message, response=response)
-        return response.json() if response.content else None
-
-    def whoami(self) -> dict[str, Any]:
-        return self.request("GET", "/api/whoami-v2")
-
-    def namespace(self, namespace: str | None) -> str:
-        return namespace or self.whoami()["name"]
-
-    def close(self) -> None:
-        self._http.close()
 
 
 _clients: dict[tuple[str, str | None], ControlPlaneClient] = {}
@@ -87,6 +66,10 @@ def _client(url: str | None, token: str | None) -> ControlPlaneClient:
     if client is None:
         client = _clients[resolved] = ControlPlaneClient(*resolved)
     return client
+
+
+def _namespace(api: ControlPlaneClient, namespace: str | None) -> str:
+    return namespace or api.whoami()["name"]
 
 
 @dataclass
@@ -137,9 +120,6 @@ class InferenceEndpoint:
         self.raw = raw
         self._populate()
         return self
-
-    def _path(self, suffix: str = "") -> str:
-        return f"/v2/endpoint/{self.namespace}/{self.name}{suffix}"
 
     # --- clients -------------------------------------------------------------------------------------------
     def _require_url(self) -> str:
@@ -194,7 +174,7 @@ class InferenceEndpoint:
             self.fetch()
 
     def fetch(self) -> InferenceEndpoint:
-        return self._replace(self._api.request("GET", self._path()))
+        return self._replace(self._api.get_endpoint(self.namespace, self.name))
 
     def update(self, *, accelerator: str | None = None, instance_size: str | None = None,
                instance_type: str | None = None, min_replica: int | None = None, max_replica: int | None = None,
@@ -206,83 +186,29 @@ class InferenceEndpoint:
                scaling_metric: str | None = None, scaling_threshold: float | None = None,
                domain: str | None = None, path: str | None = None, cache_http_responses: bool | None = None,
                tags: list[str] | None = None) -> InferenceEndpoint:
-        payload = _update_payload(**{k: v for k, v in locals().items() if k != "self"}, current=self.raw)
-        return self._replace(self._api.request("PUT", self._path(), json=payload))
+        changes = {k: v for k, v in locals().items() if k != "self"}
+        body = update_body(**changes, current_image=self.raw["model"].get("image"))
+        return self._replace(self._api.update_endpoint(self.namespace, self.name, body))
 
     def pause(self) -> InferenceEndpoint:
-        return self._replace(self._api.request("POST", self._path("/pause")))
+        return self._replace(self._api.action(self.namespace, self.name, "pause"))
 
     def resume(self, running_ok: bool = True) -> InferenceEndpoint:
         try:
-            return self._replace(self._api.request("POST", self._path("/resume")))
+            return self._replace(self._api.action(self.namespace, self.name, "resume"))
         except EndpointctlHTTPError as exc:
             if running_ok and exc.status_code == 400 and "already running" in exc.message:
                 return self.fetch()
             raise
 
     def scale_to_zero(self) -> InferenceEndpoint:
-        return self._replace(self._api.request("POST", self._path("/scale-to-zero")))
+        return self._replace(self._api.action(self.namespace, self.name, "scale-to-zero"))
 
     def delete(self) -> None:
-        self._api.request("DELETE", self._path())
+        self._api.delete_endpoint(self.namespace, self.name)
 
     def events(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        return self._api.request("GET", self._path(f"/events?limit={int(limit)}"))["items"]
-
-
-def _image(custom_image: dict, username: str | None = None, password: str | None = None) -> dict:
-    image = {"custom": dict(custom_image)} if "url" in custom_image else dict(custom_image)
-    if password is not None and username is None:
-        raise ValueError("`container_registry_password` requires `container_registry_username`.")
-    if username is not None:
-        if not isinstance(image.get("custom"), dict):
-            raise ValueError("Container registry credentials can only be set for a custom container image.")
-        creds = {"username": username, **({"password": password} if password is not None else {})}
-        image["custom"] = {**image["custom"], "credentials": creds}
-    return image
-
-
-def _update_payload(*, current: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {}
-
-    def put(section: str, key: str, value: Any, sub: str | None = None) -> None:
-        if value is None:
-            return
-        target = payload.setdefault(section, {})
-        if sub:
-            target = target.setdefault(sub, {})
-        target[key] = value
-
-    put("compute", "accelerator", kw["accelerator"])
-    put("compute", "instanceSize", kw["instance_size"])
-    put("compute", "instanceType", kw["instance_type"])
-    put("compute", "maxReplica", kw["max_replica"], "scaling")
-    put("compute", "minReplica", kw["min_replica"], "scaling")
-    put("compute", "scaleToZeroTimeout", kw["scale_to_zero_timeout"], "scaling")
-    if kw["scaling_metric"]:
-        put("compute", "measure", {kw["scaling_metric"]: kw["scaling_threshold"]}, "scaling")
-    for key in ("repository", "framework", "revision", "task", "env", "secrets"):
-        put("model", key, kw[key])
-    put("model", "command", kw["container_command"])
-    put("model", "args", kw["container_args"])
-    if kw["custom_image"] is not None:
-        put("model", "image", _image(kw["custom_image"]))
-    if kw["tensor_parallel_size"] is not None or kw["data_parallel_size"] is not None:
-        image = payload.get("model", {}).get("image") or current["model"]["image"]
-        (variant, body), = image.items()
-        body = dict(body)
-        if kw["tensor_parallel_size"] is not None:
-            body["tensorParallelSize"] = kw["tensor_parallel_size"]
-        if kw["data_parallel_size"] is not None:
-            body["dataParallelSize"] = kw["data_parallel_size"]
-        put("model", "image", {variant: body})
-    put("route", "domain", kw["domain"])
-    put("route", "path", kw["path"])
-    if kw["cache_http_responses"] is not None:
-        payload["cacheHttpResponses"] = kw["cache_http_responses"]
-    if kw["tags"] is not None:
-        payload["tags"] = kw["tags"]
-    return payload
+        return self._api.events(self.namespace, self.name, limit=int(limit))["items"]
 
 
 # --- module-level functions with huggingface_hub's signatures (plus `url=`) ------------------------------------
@@ -301,50 +227,26 @@ def create_inference_endpoint(
 ) -> InferenceEndpoint:
     """Create an endpoint (it starts `pending`; `.wait()` for it). `type="protected"` is accepted as
     `authenticated`; `account_id` is ignored, as in huggingface_hub."""
+    body = create_body(
+        name, repository=repository, framework=framework, accelerator=accelerator, instance_size=instance_size,
+        instance_type=instance_type, region=region, vendor=vendor, private_link_account_id=private_link_account_id,
+        private_link_region=private_link_region, min_replica=min_replica, max_replica=max_replica,
+        scaling_metric=scaling_metric, scaling_threshold=scaling_threshold,
+        scale_to_zero_timeout=scale_to_zero_timeout, revision=revision, task=task, custom_image=custom_image,
+        container_registry_username=container_registry_username,
+        container_registry_password=container_registry_password, container_command=container_command,
+        container_args=container_args, env=env, secrets=secrets, type=type, domain=domain, path=path,
+        cache_http_responses=cache_http_responses, tags=tags)
     api = _client(url, token)
-    namespace = api.namespace(namespace)
-    if custom_image is None:
-        if container_registry_username is not None or container_registry_password is not None:
-            raise ValueError("`custom_image` is required when setting container registry credentials.")
-        image: dict[str, Any] = {"huggingface": {}}
-    else:
-        image = _image(custom_image, container_registry_username, container_registry_password)
-    payload: dict[str, Any] = {
-        "compute": {"accelerator": accelerator, "instanceSize": instance_size, "instanceType": instance_type,
-                    "scaling": {"maxReplica": max_replica, "minReplica": min_replica,
-                                "scaleToZeroTimeout": scale_to_zero_timeout}},
-        "model": {"framework": framework, "repository": repository, "revision": revision, "image": image},
-        "name": name, "provider": {"region": region, "vendor": vendor}, "type": str(type),
-    }
-    if private_link_account_id is not None:
-        payload["privateService"] = {"accountId": private_link_account_id, "region": private_link_region}
-    if scaling_metric:
-        payload["compute"]["scaling"]["measure"] = {str(scaling_metric): scaling_threshold}
-    model = payload["model"]
-    if task is not None:
-        model["task"] = task
-    if container_command is not None:
-        model["command"] = container_command
-    if container_args is not None:
-        model["args"] = container_args
-    if env:
-        model["env"] = env
-    if secrets:
-        model["secrets"] = secrets
-    if domain is not None or path is not None:
-        payload["route"] = {k: v for k, v in (("domain", domain), ("path", path)) if v is not None}
-    if cache_http_responses is not None:
-        payload["cacheHttpResponses"] = cache_http_responses
-    if tags is not None:
-        payload["tags"] = tags
-    return InferenceEndpoint(namespace, api.request("POST", f"/v2/endpoint/{namespace}", json=payload), api)
+    namespace = _namespace(api, namespace)
+    return InferenceEndpoint(namespace, api.create_endpoint(namespace, body), api)
 
 
 def get_inference_endpoint(name: str, *, namespace: str | None = None, token: str | None = None,
                            url: str | None = None) -> InferenceEndpoint:
     api = _client(url, token)
-    namespace = api.namespace(namespace)
-    return InferenceEndpoint(namespace, api.request("GET", f"/v2/endpoint/{namespace}/{name}"), api)
+    namespace = _namespace(api, namespace)
+    return InferenceEndpoint(namespace, api.get_endpoint(namespace, name), api)
 
 
 def list_inference_endpoints(namespace: str | None = None, *, token: str | None = None,
@@ -355,10 +257,10 @@ def list_inference_endpoints(namespace: str | None = None, *, token: str | None 
         me = api.whoami()
         namespaces = [me["name"], *(org["name"] for org in me.get("orgs", []))]
     else:
-        namespaces = [api.namespace(namespace)]
+        namespaces = [_namespace(api, namespace)]
     out: list[InferenceEndpoint] = []
     for ns in namespaces:
-        out += [InferenceEndpoint(ns, raw, api) for raw in api.request("GET", f"/v2/endpoint/{ns}")["items"]]
+        out += [InferenceEndpoint(ns, raw, api) for raw in api.list_endpoints(ns)]
     return out
 
 
@@ -385,11 +287,11 @@ def scale_to_zero_inference_endpoint(name: str, *, namespace: str | None = None,
 def delete_inference_endpoint(name: str, *, namespace: str | None = None, token: str | None = None,
                               url: str | None = None) -> None:
     api = _client(url, token)
-    namespace = api.namespace(namespace)
-    api.request("DELETE", f"/v2/endpoint/{namespace}/{name}")
+    api.delete_endpoint(_namespace(api, namespace), name)
 
 
-__all__ = ["ControlPlaneClient", "EndpointctlHTTPError", "InferenceEndpoint", "InferenceEndpointError",
-           "InferenceEndpointTimeoutError", "create_inference_endpoint", "delete_inference_endpoint",
-           "get_inference_endpoint", "list_inference_endpoints", "pause_inference_endpoint",
-           "resume_inference_endpoint", "scale_to_zero_inference_endpoint", "update_inference_endpoint"]
+__all__ = ["ControlPlaneClient", "ControlPlaneError", "EndpointctlHTTPError", "InferenceEndpoint",
+           "InferenceEndpointError", "InferenceEndpointTimeoutError", "create_inference_endpoint",
+           "delete_inference_endpoint", "get_inference_endpoint", "list_inference_endpoints",
+           "pause_inference_endpoint", "resume_inference_endpoint", "scale_to_zero_inference_endpoint",
+           "update_inference_endpoint"]

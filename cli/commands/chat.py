@@ -58,7 +58,7 @@ def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream
     except openai.APIConnectionError as exc:
         raise CliError(f"cannot reach the endpoint at {client.base_url}: {exc.__cause__ or exc}") from exc
     except openai.APIStatusError as exc:
-        from cli.client import error_message
+        from controlplane.client import error_message
 
         raise CliError(f"the endpoint answered {exc.status_code}: {error_message(exc.response)}") from exc
     sys.stdout.write("\n")

@@ -9,9 +9,9 @@ import typer
 
 from cli import config
 from cli.app import app
-from cli.client import ControlPlaneClient
 from cli.output import OutputFormat, emit_data, message, out, table
 from cli.state import OutputOpt, get_state
+from controlplane.client import ControlPlaneClient
 
 config_app = typer.Typer(help="Show or change the config file (url, token, namespace).", no_args_is_help=True)
 app.add_typer(config_app, name="config", rich_help_panel="Setup")

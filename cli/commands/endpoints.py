@@ -7,11 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from cli.app import app
-from cli.errors import ApiError, CliError
+from cli.errors import CliError
 from cli.output import OutputFormat, emit_data, message, out, show_endpoint, show_endpoints, table
 from cli.spec import Accelerator, EndpointOptions, EndpointType, ScalingMetric, create_body, needs_catalog, parse_pairs, update_body
 from cli.state import NamespaceOpt, OutputOpt, get_state
 from cli.waiting import wait_for_deletion, wait_for_running
+from controlplane.client import EndpointctlHTTPError
 
 NameArg = Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Then wait until the endpoint is running.")]
@@ -136,8 +137,8 @@ def list_(
         for ns in filter(None, namespaces):
             try:
                 endpoints.extend(state.client.list_endpoints(ns))
-            except ApiError as exc:
-                if exc.status not in (401, 403, 404):
+            except EndpointctlHTTPError as exc:
+                if exc.status_code not in (401, 403, 404):
                     raise
     else:
         endpoints = state.client.list_endpoints(state.resolve_namespace(namespace))
@@ -237,9 +238,9 @@ def resume(
     verb = "resume requested"
     try:
         ep = state.client.action(ns, name, "resume")
-    except ApiError as exc:
+    except EndpointctlHTTPError as exc:
         # The API's (and Hugging Face's) answer for a running endpoint; not an error for the user.
-        if exc.status != 400 or "already running" not in exc.message:
+        if exc.status_code != 400 or "already running" not in exc.message:
             raise
         ep, verb = state.client.get_endpoint(ns, name), "is already running"
     _after_change(ctx, ep, ns, name, state.fmt(output), verb=verb, wait=wait, timeout=timeout, interval=interval)

@@ -1,28 +1,71 @@
-"""A small httpx client for the control plane's REST API (the Inference Endpoints v2 wire format).
+"""The one HTTP client of the control plane's v2 API, shared by the Python SDK (`controlplane.sdk`) and the CLI.
 
-It owns the boundary between HTTP and the CLI: transport failures become `ControlPlaneUnreachable` and error
-statuses become `ApiError` carrying the server's own message (the API's error bodies hold an `error` string;
-FastAPI's default `detail` and huggingface_hub's `X-Error-Message` header are understood too). Commands never see
-an httpx exception.
+It owns the boundary between HTTP and its callers: httpx's exceptions never leave it. It imports httpx and the
+standard library only, so `pip install endpointctl` without an extra can use it. Errors:
+
+    ControlPlaneError               anything this client raises
+    ├── ControlPlaneUnreachable     no HTTP answer: refused, unresolvable, TLS, timed out, or a URL that is not one
+    ├── EndpointctlHTTPError        an error status; `status_code` and the server's own `message`
+    └── InvalidName                 also a ValueError: a name or namespace that cannot be one path segment
+
+The API's error bodies hold an `error` string; FastAPI's `detail`, the OpenAI envelope and huggingface_hub's
+`X-Error-Message` header are read too, so a proxy or another server in front still gives a readable message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from cli.errors import ApiError, CliError, ControlPlaneUnreachable
+DEFAULT_URL = "http://127.0.0.1:8000"
 
-USER_AGENT = "endpointctl-cli"
+
+def _user_agent() -> str:
+    try:
+        return f"endpointctl/{version('endpointctl')}"
+    except PackageNotFoundError:
+        return "endpointctl"
+
+
+class ControlPlaneError(Exception):
+    """Base of what `ControlPlaneClient` raises; `message` is one line a person can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ControlPlaneUnreachable(ControlPlaneError):
+    """No HTTP answer at all from the control plane."""
+
+
+class EndpointctlHTTPError(ControlPlaneError):
+    """The control plane answered with an error status; `message` is its explanation (its `error` string)."""
+
+    def __init__(self, status_code: int, message: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.response = response
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message}"
+
+
+class InvalidName(ControlPlaneError, ValueError):
+    """A name or namespace that cannot be sent as one path segment."""
 
 
 def _segment(value: str) -> str:
     """Quote one path segment, so a name with '/' or '?' cannot address another route."""
     if not value or value in (".", "..") or "/" in value:
-        raise CliError(f"invalid name {value!r}: names and namespaces cannot be empty, '.', '..' or contain '/'", exit_code=2)
+        raise InvalidName(f"invalid name {value!r}: names and namespaces cannot be empty, '.', '..' or contain '/'")
     return quote(value, safe="")
 
 
@@ -74,20 +117,30 @@ def _from_our_api(response: httpx.Response) -> bool:
     return isinstance(body, dict) and isinstance(body.get("error"), str)
 
 
-class ControlPlaneClient:
-    """Typed calls to the control plane; every method returns decoded JSON or raises a `CliError`."""
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
-    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+
+class ControlPlaneClient:
+    """Typed calls to the v2 API; one per (url, token), holding one connection pool.
+
+    Every method returns decoded JSON or raises a `ControlPlaneError`.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.token = token or None
         if not self.url.startswith(("http://", "https://")):
             raise ControlPlaneUnreachable(f"invalid control-plane URL {url!r}: it must start with http:// or https://")
-        headers = {"user-agent": USER_AGENT}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
         try:
-            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+            self._http = httpx.Client(base_url=self.url, headers={"user-agent": _user_agent(), **self.headers()},
+                                      timeout=timeout)
         except httpx.InvalidURL as exc:
             raise ControlPlaneUnreachable(f"invalid control-plane URL {url!r}: {exc}") from exc
+
+    def headers(self) -> dict[str, str]:
+        """The authorization header, for requests that go elsewhere with the same token (an endpoint's URL)."""
+        return {"authorization": f"Bearer {self.token}"} if self.token else {}
 
     def close(self) -> None:
         self._http.close()
@@ -118,7 +171,7 @@ class ControlPlaneClient:
             if response.status_code in (404, 405) and not _from_our_api(response):
                 # An unknown route: our API always names what is missing, so this is the wrong server (or URL).
                 message = f"{method} {path}: {message} — is {self.url} an endpointctl control plane?"
-            raise ApiError(response.status_code, message)
+            raise EndpointctlHTTPError(response.status_code, message, response=response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -128,7 +181,9 @@ class ControlPlaneClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiError(response.status_code, f"the control plane sent a response that is not JSON ({method} {path})") from exc
+            raise EndpointctlHTTPError(
+                response.status_code, f"the control plane sent a response that is not JSON ({method} {path})",
+                response=response) from exc
 
     @staticmethod
     def _ep(namespace: str, name: str | None = None) -> str:
@@ -149,11 +204,13 @@ class ControlPlaneClient:
     def get_endpoint(self, namespace: str, name: str) -> dict[str, Any]:
         return self._json("GET", self._ep(namespace, name))
 
-    def create_endpoint(self, namespace: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._json("POST", self._ep(namespace), json=payload)
+    def create_endpoint(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a body built by `controlplane.bodies.create_body`."""
+        return self._json("POST", self._ep(namespace), json=body)
 
-    def update_endpoint(self, namespace: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._json("PUT", self._ep(namespace, name), json=payload)
+    def update_endpoint(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT a body built by `controlplane.bodies.update_body`; the API merges it field by field."""
+        return self._json("PUT", self._ep(namespace, name), json=body)
 
     def delete_endpoint(self, namespace: str, name: str) -> None:
         self.request("DELETE", self._ep(namespace, name))
@@ -172,10 +229,11 @@ class ControlPlaneClient:
     def stream_logs(self, namespace: str, name: str, **params: Any) -> Iterator[str]:
         """Follow the logs: the server keeps the response open and sends lines as replicas write them."""
         try:
-            with self._http.stream("GET", f"{self._ep(namespace, name)}/logs", params=_clean(params), timeout=httpx.Timeout(30.0, read=None)) as response:
+            with self._http.stream("GET", f"{self._ep(namespace, name)}/logs", params=_clean(params),
+                                   timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise ApiError(response.status_code, error_message(response))
+                    raise EndpointctlHTTPError(response.status_code, error_message(response), response=response)
                 yield from response.iter_lines()
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
@@ -198,7 +256,3 @@ class ControlPlaneClient:
 
     def revoke_token(self, token_id: str) -> None:
         self.request("DELETE", f"/api/tokens/{_segment(token_id)}")
-
-
-def _clean(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if v is not None}
