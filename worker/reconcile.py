@@ -218,10 +218,10 @@ def reconcile_endpoint(factory: sessionmaker[Session], provider: Provider, setti
             if endpoint is None:
                 return Outcome(None, None)
             endpoint.observed = _observed_doc(endpoint.observed, observed, p, desired.spec_revision)
-        healthy = probe_health(settings, endpoint) if getattr(provider, "verify_through_gateway", True) else True
+        healthy = probe_health(settings, endpoint) if provider.verify_through_gateway else True
         p = plan(desired, observed, health_ok=healthy)
 
-    return _write_status(factory, settings, endpoint_id, generation, observed, p, deployment)
+    return _write_status(factory, settings, provider, endpoint_id, generation, observed, p, deployment)
 
 
 def _with_replicas(deployment: DesiredDeployment, replicas: int) -> DesiredDeployment:
@@ -243,8 +243,9 @@ def _record_invalid(session: Session, endpoint: Endpoint, message: str) -> Outco
     return Outcome(None, endpoint.state)
 
 
-def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_id: int, generation: int,
-                  observed: ObservedDeployment, p: Plan, deployment: DesiredDeployment | None) -> Outcome:
+def _write_status(factory: sessionmaker[Session], settings: Settings, provider: Provider, endpoint_id: int,
+                  generation: int, observed: ObservedDeployment, p: Plan,
+                  deployment: DesiredDeployment | None) -> Outcome:
     now = datetime.now(UTC)
     with session_scope(factory) as session:
         endpoint = session.get(Endpoint, endpoint_id)
@@ -260,7 +261,7 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_i
         conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         conditions = redact.conditions(conditions)
         new_observed = _observed_doc(endpoint.observed, observed, p, endpoint.spec_revision)
-        _notices(session, endpoint, deployment, new_observed, settings)
+        _notices(session, endpoint, deployment, new_observed, provider)
         changed = (endpoint.state != p.state or endpoint.message != message or endpoint.url != url
                    or endpoint.ready_replicas != p.ready_replicas or endpoint.target_replicas != p.replicas
                    or endpoint.observed != new_observed or endpoint.observed_generation != generation)
@@ -285,7 +286,7 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, endpoint_i
 
 
 def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment | None, observed_doc: dict,
-             settings: Settings) -> None:
+             provider: Provider) -> None:
     """One-time events per spec revision about how the provider interprets the spec (on this host)."""
     if deployment is None:
         return
@@ -297,17 +298,8 @@ def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment
     if refused:
         record_event(session, endpoint, type=EventType.WARNING, reason="EnvRefused",
                      message=f"not passed to the replicas (set by the platform only): {', '.join(refused)}")
-    if settings.provider != "local":
-        return
-    if "custom" in deployment.image:
-        url = deployment.image["custom"].get("url")
-        record_event(session, endpoint, type=EventType.NORMAL, reason="CustomImageNotRunnable",
-                     message=f"no container engine on the local provider: running the bundled runtime with the env of "
-                             f"image {url} instead")
-    if deployment.hardware.accelerator == "gpu":
-        record_event(session, endpoint, type=EventType.NORMAL, reason="LocalHardware",
-                     message=f"{deployment.hardware.instance_type} {deployment.hardware.instance_size} requested; the local "
-                             f"provider runs on this host's devices (CUDA when present, CPU otherwise)")
+    for notice in provider.spec_notices(deployment):
+        record_event(session, endpoint, type=EventType.NORMAL, reason=notice.reason, message=notice.message)
 
 
 def all_endpoint_ids(factory: sessionmaker[Session]) -> list[int]:

@@ -212,13 +212,12 @@ def refresh_capacity() -> dict[str, dict[str, int]] | None:
     """Store the cluster's accelerators per instance type for the catalog (providers that can tell: Kubernetes)."""
     settings = get_settings()
     provider = get_provider(settings)
-    usage_of = getattr(provider, "accelerator_usage", None)
-    if usage_of is None:
-        return None
     try:
-        usage = usage_of()
+        usage = provider.accelerator_usage()
     except ProviderError as exc:
         log.info("cluster capacity unavailable: %s", exc)
+        return None
+    if usage is None:
         return None
     now = datetime.now(UTC)
     with session_scope(session_factory(settings)) as session:

@@ -124,9 +124,20 @@ class ObservedDeployment:
         return sum(1 for r in self.replicas if r.ready)
 
 
+@dataclass(frozen=True)
+class SpecNotice:
+    """How a provider will run a spec differently from what it says (recorded once per spec revision as an event)."""
+
+    reason: str
+    message: str
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
+    # Whether `running` waits for a health check through the gateway: a local replica is only "ready" by its
+    # supervisor's word, a Kubernetes pod's readiness probe has already fetched the health route.
+    verify_through_gateway: bool
 
     def observe(self, key: str) -> ObservedDeployment:
         """Current state of the endpoint's replicas; must be cheap (served from a cache/informer if possible)."""
@@ -143,3 +154,11 @@ class Provider(Protocol):
 
     def list_keys(self) -> list[str]:
         """Keys of every endpoint the provider currently has objects for (to find orphans)."""
+
+    def accelerator_usage(self) -> dict[str, dict[str, int]] | None:
+        """`{instance_type: {"allocatable", "used", "max_allocatable_per_node"?, "max_free_per_node"?}}` for the
+        catalog's quota and status, or None where the provider cannot tell (the catalog keeps its static figures)."""
+
+    def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
+        """Where this provider runs `desired` differently from what it asks (an image it cannot run, hardware it
+        does not have); empty when it runs it as written."""

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.logreader.local import REPLICAS_DIR, LocalLogReader, tail_lines
 from worker.providers.base import (
     DesiredDeployment,
     FailureReason,
@@ -36,6 +37,7 @@ from worker.providers.base import (
     ProviderPermanentError,
     ProviderTemporaryError,
     ReplicaStatus,
+    SpecNotice,
 )
 from worker.providers.capacity import Free, LocalCapacity, Need, fitting, free_capacity, replica_need, shortage_message
 from worker.providers.local_replica import pid_alive, write_json_atomic
@@ -64,30 +66,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tail_lines(path: Path, n: int) -> list[str]:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            data = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-n:]
-
-
 def looks_like_local_path(repository: str) -> bool:
     return repository.startswith(("/", "./", "../", "~")) or os.path.exists(repository)
 
 
 class LocalProvider:
     name = "local"
+    # A supervisor calls a replica ready when its health route answers on loopback; `running` also needs the
+    # route through the gateway, exactly as clients will use it.
+    verify_through_gateway = True
 
     def __init__(self, data_dir: Path, *, owner_pid: int | None = None, python: str | None = None,
                  host: str = "127.0.0.1", max_failures: int = 3, runtime_command: list[str] | None = None,
                  forkserver: str | None = None, capacity: LocalCapacity | None = None) -> None:
-        self.root = Path(data_dir) / "local-replicas"
+        self.root = Path(data_dir) / REPLICAS_DIR
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._log_reader = LocalLogReader(data_dir)
         self.owner_pid = owner_pid
         self.python = python or sys.executable
         self.host = host
@@ -258,40 +252,28 @@ class LocalProvider:
         shutil.rmtree(self._dir(key), ignore_errors=True)
 
     def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
-        directory = self._dir(key)
-        files = sorted(directory.glob("r*.log"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
-        multi = len(files) > 1
-        for path in files:
-            for line in tail_lines(path, tail):
-                yield f"[{path.stem}] {line}" if multi else line
-        if not follow:
-            return
-        offsets = {p: p.stat().st_size for p in files}
-        quiet_since = time.monotonic()
-        while directory.is_dir():
-            for path in sorted(directory.glob("r*.log")):
-                offset = offsets.get(path, 0)
-                try:
-                    size = path.stat().st_size
-                except OSError:
-                    continue
-                if size > offset:
-                    with path.open("rb") as fh:
-                        fh.seek(offset)
-                        chunk = fh.read(size - offset).decode("utf-8", "replace")
-                    offsets[path] = size
-                    quiet_since = time.monotonic()
-                    for line in chunk.splitlines():
-                        yield f"[{path.stem}] {line}"
-            if time.monotonic() - quiet_since > 1.0:
-                # An empty item is a heartbeat: it writes nothing, but it hands control back to the consumer, so a
-                # follower whose client has left is noticed within a second instead of holding a thread forever.
-                quiet_since = time.monotonic()
-                yield ""
-            time.sleep(0.25)
+        return self._log_reader.logs(key, tail=tail, follow=follow)
 
     def list_keys(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def accelerator_usage(self) -> None:
+        """This host is not a pool of instance types: the catalog keeps its static figures."""
+        return None
+
+    def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
+        notices = []
+        if "custom" in desired.image:
+            url = desired.image["custom"].get("url")
+            notices.append(SpecNotice("CustomImageNotRunnable",
+                                      f"no container engine on the local provider: running the bundled runtime with "
+                                      f"the env of image {url} instead"))
+        if desired.hardware.accelerator == "gpu":
+            notices.append(SpecNotice("LocalHardware",
+                                      f"{desired.hardware.instance_type} {desired.hardware.instance_size} requested; "
+                                      f"the local provider runs on this host's devices (CUDA when present, CPU "
+                                      f"otherwise)"))
+        return notices
 
     def shutdown_all(self) -> None:
         """Stop every replica this data directory knows of (used when `endpointctl up` exits)."""

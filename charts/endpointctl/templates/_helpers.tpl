@@ -13,6 +13,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.serviceAccount.create -}}{{ default (include "endpointctl.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
+{{/* The API's own ServiceAccount: reads pods and their logs, nothing else (templates/rbac.yaml). */}}
+{{- define "endpointctl.apiServiceAccountName" -}}
+{{- if .Values.apiServiceAccount.create -}}{{ default (printf "%s-api" (include "endpointctl.fullname" .)) .Values.apiServiceAccount.name }}{{- else -}}{{ default "default" .Values.apiServiceAccount.name }}{{- end -}}
+{{- end -}}
+
 {{/* The Secret holding the scrape token (key `token`): the user's, or the one templates/metrics-secret.yaml makes. */}}
 {{- define "endpointctl.metricsSecretName" -}}
 {{- default (printf "%s-metrics" (include "endpointctl.fullname" .)) .Values.metrics.token.existingSecret -}}

@@ -19,18 +19,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from common.kube_names import GROUP, LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGED_BY, RUNTIME_CONTAINER
 from worker.providers.base import DesiredDeployment, ProviderPermanentError
 
-GROUP = "endpointctl.io"
-LABEL_ENDPOINT = f"{GROUP}/endpoint"  # the key: selects everything of one endpoint
 LABEL_ENDPOINT_ID = f"{GROUP}/endpoint-id"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "endpointctl"
 ANNOTATION_REVISION = f"{GROUP}/revision"
 ANNOTATION_APPLIED = f"{GROUP}/applied-hash"
 ANNOTATION_NAMESPACE = f"{GROUP}/namespace"
 ANNOTATION_NAME = f"{GROUP}/name"
-RUNTIME_CONTAINER = "runtime"
 DOWNLOAD_CONTAINER = "model-download"
 REPOSITORY_PATH = "/repository"
 GPU_RESOURCE = "nvidia.com/gpu"

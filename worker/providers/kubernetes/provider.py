@@ -22,17 +22,19 @@ from dataclasses import dataclass
 
 import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from common.config import Settings
+from common.logreader import LogReadError
+from common.logreader.kubernetes import KubernetesLogReader, api_client_from_settings
 from worker.providers.base import (
     DesiredDeployment,
     ObservedDeployment,
     ProviderError,
     ProviderPermanentError,
     ProviderTemporaryError,
+    SpecNotice,
 )
 from worker.providers.kubernetes import status as status_map
 from worker.providers.kubernetes.cache import Reflector
@@ -42,7 +44,6 @@ from worker.providers.kubernetes.manifests import (
     LABEL_ENDPOINT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
-    RUNTIME_CONTAINER,
     Manifests,
     RenderOptions,
     owner_reference,
@@ -105,6 +106,7 @@ class KubernetesProvider:
         self.verify_through_gateway = verify_through_gateway
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
+        self._log_reader = KubernetesLogReader(api_client, self.namespace)
         self._create_namespace = create_namespace
         self.sync_timeout = SYNC_TIMEOUT
         # key -> (applied hash, Deployment generation, Secret and Service resourceVersions) of our last apply.
@@ -131,16 +133,7 @@ class KubernetesProvider:
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesProvider:
         try:
-            if settings.kubeconfig:
-                api_client = k8s_config.new_client_from_config(config_file=str(settings.kubeconfig),
-                                                               context=settings.k8s_context)
-            else:
-                try:
-                    configuration = k8s.Configuration()
-                    k8s_config.load_incluster_config(client_configuration=configuration)
-                    api_client = k8s.ApiClient(configuration)
-                except ConfigException:
-                    api_client = k8s_config.new_client_from_config(context=settings.k8s_context)
+            api_client = api_client_from_settings(settings)
         except (ConfigException, OSError) as exc:
             raise ProviderPermanentError(f"no usable Kubernetes configuration (KUBECONFIG or in-cluster): {exc}") from exc
         return cls(api_client, options_from_settings(settings), field_manager=settings.k8s_field_manager,
@@ -284,29 +277,14 @@ class KubernetesProvider:
 
     def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
         self._synced(self.pods)
-        pods = sorted(self.pods.by_index(key), key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        for pod in pods:
-            name = pod["metadata"]["name"]
-            try:
-                resp = self.core.read_namespaced_pod_log(name, self.namespace, container=RUNTIME_CONTAINER,
-                                                         tail_lines=tail, follow=follow, _preload_content=False)
-            except ApiException as exc:
-                if exc.status in (400, 404):  # container not started yet / pod gone
-                    continue
-                raise _translate(exc, f"reading logs of {name}") from exc
-            except urllib3.exceptions.HTTPError as exc:
-                raise _translate(exc, f"reading logs of {name}") from exc
-            try:
-                buffer = b""
-                for chunk in resp.stream(4096):
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        yield f"[{name}] {line.decode(errors='replace')}"
-                if buffer:
-                    yield f"[{name}] {buffer.decode(errors='replace')}"
-            finally:
-                resp.release_conn()
+        try:
+            yield from self._log_reader.pod_logs(self.pods.by_index(key), tail=tail, follow=follow)
+        except LogReadError as exc:
+            raise _translate(exc.__cause__ or exc, f"reading logs of {key}") from exc
+
+    def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
+        """The cluster runs the image, the hardware and the env as the spec says."""
+        return []
 
     def list_keys(self) -> list[str]:
         self._synced(self.deployments, self.pods, self.secrets, self.services)
