@@ -33,8 +33,8 @@ log = logging.getLogger("endpointctl.up")
 # What the forkserver imports once for every replica: the runtime's own modules and what its model loader pulls in
 # lazily (a module missing here only costs its import time in each replica).
 DEFAULT_PRELOAD = ",".join([
-    "torch", "transformers", "uvicorn", "runtime.server", "runtime.engine.loader", "runtime.openai.serving",
-    "runtime.tgi.serving", "transformers.models.llama.modeling_llama", "transformers.models.auto.modeling_auto",
+    "torch", "transformers", "uvicorn", "runtime.app", "runtime.engine.loader", "runtime.openai.routes",
+    "runtime.tgi.routes", "transformers.models.llama.modeling_llama", "transformers.models.auto.modeling_auto",
     "transformers.models.auto.tokenization_auto", "safetensors.torch",
 ])
 

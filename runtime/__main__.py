@@ -1,5 +1,5 @@
 """``python -m runtime``: serve MODEL_ID over HTTP (TGI-style env vars or the matching flags)."""
 
-from runtime.server import main
+from runtime.launch import main
 
 raise SystemExit(main())

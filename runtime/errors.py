@@ -1,4 +1,4 @@
-"""Typed errors of the runtime; one exception handler per app (runtime/server.py) maps them to HTTP.
+"""Typed errors of the runtime; one exception handler per app (runtime/app.py) maps them to HTTP.
 
 The same error renders as OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}`` on ``/v1/*``
 routes and as TGI's ``{"error", "error_type"}`` on TGI routes; handlers never build error JSON themselves.

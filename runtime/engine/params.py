@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from runtime.engine.constraints import ConstraintFactory
+from runtime.engine.constraint_protocol import ConstraintFactory
 
 GREEDY_BELOW_TEMPERATURE = 1e-5
 
@@ -47,7 +47,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     prompt_logprobs: bool = False
-    # Grammar hook (see runtime.engine.constraints); set by protocol layers, never by clients directly.
+    # Grammar hook (see runtime.engine.constraint_protocol); set by protocol layers, never by clients directly.
     constraint_factory: ConstraintFactory | None = None
 
     @property

@@ -20,12 +20,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from runtime.engine.constraints import TokenConstraint
+from runtime.engine.constraint_protocol import TokenConstraint
 from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from runtime.engine.model import ModelRunner, pad_rows
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
@@ -58,14 +58,8 @@ class EngineStats:
     max_batch_size_reached: int = 0
     steps: int = 0
     decode_batch_sum: int = 0
-    prefills: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
-    last_forward_s: float = 0.0
-    last_decode_s: float = 0.0
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
-    batch_size_histogram: dict[int, int] = field(default_factory=dict)
 
 
 class Sequence:
@@ -283,11 +277,7 @@ class Engine:
                     seq.constraint = seq.params.constraint_factory()
             first_slot = len(self._running)
             slots = list(range(first_slot, first_slot + len(admitted)))
-            t0 = time.perf_counter()
             logits = self.runner.prefill(slots, [s.prompt_ids for s in admitted])
-            self.stats.last_forward_s = time.perf_counter() - t0
-            self.stats.prefills += 1
-            self.stats.prompt_tokens += sum(len(s.prompt_ids) for s in admitted)
             self._running.extend(admitted)
             self._advance(admitted, logits, events)
             self._evict()
@@ -304,10 +294,8 @@ class Engine:
         running = self._running
         b = len(running)
         self.stats.max_batch_size_reached = max(self.stats.max_batch_size_reached, b)
-        self.stats.batch_size_histogram[b] = self.stats.batch_size_histogram.get(b, 0) + 1
         self.stats.decode_batch_sum += b
         drafts = self._drafts(running)
-        t0 = time.perf_counter()
         if drafts is None:
             logits = self.runner.decode([s.output_ids[-1] for s in running], [s.length - 1 for s in running])
         else:
@@ -319,7 +307,6 @@ class Engine:
                 positions += range(seq.length - 1, seq.length + len(draft))
                 slots += [slot] * (1 + len(draft))
             logits = self.runner.decode(tokens, positions, slots)
-        self.stats.last_decode_s = self.stats.last_forward_s = time.perf_counter() - t0
         self.stats.steps += 1
         if drafts is None:
             self._advance(running, logits, events)
@@ -387,7 +374,6 @@ class Engine:
                 events.append((seq.stream, self._append(seq, token, None, None)))
                 accepted += 1
             self.stats.spec_accepted_tokens += accepted
-            self.stats.generated_tokens += accepted
             # Only the first draft of a step decides whether a paid row was worth it; decay keeps it recent.
             seq.spec_proposed = seq.spec_proposed * SPEC_DECAY + 1
             seq.spec_accepted = seq.spec_accepted * SPEC_DECAY + (1 if accepted else 0)
@@ -398,7 +384,6 @@ class Engine:
             if seq.stream.cancelled:
                 continue
             events.append((seq.stream, self._append(seq, res.token_id, res.logprob, res.top)))
-        self.stats.generated_tokens += len(seqs)
 
     def _append(self, seq: Sequence, token: int, logprob: float | None, top: list[tuple[int, float]] | None) -> TokenEvent:
         p = seq.params

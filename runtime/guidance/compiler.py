@@ -1,14 +1,12 @@
 """Compile grammar specs to xgrammar grammars for one tokenizer, with an LRU cache keyed by canonical spec.
 
-Why xgrammar (0.2.8): measured on the tiny model's 8,192-token byte-level BPE vocabulary with a JSON schema,
-its per-token mask costs ≈ 18 µs (median) against ≈ 111 µs for llguidance 1.9.1; outlines-core 0.2.14 was
-faster (≈ 7 µs) but does not enforce integer ``minimum``/``maximum``, so a random model never finished — it
-fails the "constraint holds by construction" bar. Verified here on the same tokenizer: xgrammar enforces
-numeric bounds, enums, required fields, ``maxLength``/``maxItems``, string ``pattern`` and plain regexes; its
-structural tags express tool calling ("free text, or tool calls after a trigger") directly; it ships a CPU
-kernel to apply the packed bitmask; and it was already a pinned dependency, so nothing extra is installed.
-Our own check on the tiny tokenizer (a busy shared 2-core host): compile of a typical schema ≈ 5-15 ms cold,
-≈ 0.1 ms from the cache; one mask ≈ 50 µs, sixteen masks in one batched call ≈ 43 µs (bench/guidance.py).
+Why xgrammar: the constraint must hold by construction. xgrammar enforces numeric bounds, enums, required fields,
+``maxLength``/``maxItems``, string ``pattern`` and plain regexes (tests/runtime/guidance check each); outlines-core,
+whose masks were cheaper, does not enforce integer ``minimum``/``maximum``, so a random model never finished;
+llguidance's masks cost several times xgrammar's on the tiny model's byte-level vocabulary. xgrammar's structural
+tags express tool calling ("free text, or tool calls after a trigger") directly; it ships a CPU kernel to apply
+the packed bitmask; and it was already a pinned dependency, so nothing extra is installed.
+``python bench/guidance.py`` measures what it costs here: compile time cold and cached, the mask work per step.
 
 Choices that keep random and real models finishing:
 
@@ -38,13 +36,13 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 import xgrammar as xgr
 
-from runtime.guidance.constraint import ConstraintFactory
+from runtime.guidance.xgrammar_constraint import GrammarConstraintFactory
 from runtime.guidance.deadends import dead_rules
 from runtime.guidance.errors import InvalidGrammarError
 from runtime.guidance.specs import GrammarSpec, canonical_schema
@@ -76,7 +74,7 @@ def schema_ebnf(schema: Any, *, param: str) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _check_canonical(schema_json: str) -> None:
-    # Memoised (valid schemas only: a raise is not cached); the metaschema check costs ~1 ms per schema.
+    # Memoised (valid schemas only: a raise is not cached): the metaschema check costs more than a cached compile.
     schema = json.loads(schema_json)
     jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
 
@@ -118,13 +116,11 @@ def check_schema(schema: Any, *, param: str) -> None:
 
 @dataclass
 class CompileStats:
-    """Counters the benchmark and /metrics read: cache hits/misses and time spent compiling."""
+    """Cache hits and misses and the time spent compiling, for the tests and whoever profiles a replica."""
 
     hits: int = 0
     misses: int = 0
     compile_seconds: float = 0.0
-    last_compile_seconds: float = 0.0
-    recent: list[float] = field(default_factory=list)
 
 
 class GrammarCompiler:
@@ -187,12 +183,11 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
             self.stats.misses += 1
             self.stats.compile_seconds += elapsed
-            self.stats.last_compile_seconds = elapsed
         return compiled
 
-    def factory(self, spec: GrammarSpec, *, param: str = "grammar") -> ConstraintFactory:
+    def factory(self, spec: GrammarSpec, *, param: str = "grammar") -> GrammarConstraintFactory:
         """Compile (or fetch) ``spec`` and return the per-sequence constraint factory for the engine."""
-        return ConstraintFactory(self.compile(spec, param=param), spec.key)
+        return GrammarConstraintFactory(self.compile(spec, param=param), spec.key)
 
     def _compile_uncached(self, spec: GrammarSpec, *, param: str) -> xgr.CompiledGrammar:
         try:

@@ -15,8 +15,6 @@ from __future__ import annotations
 class GuidanceError(ValueError):
     """Base class: a guidance parameter of the request cannot be honoured."""
 
-    error_type = "validation"
-
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -28,6 +26,4 @@ class InvalidGrammarError(GuidanceError):
 
 
 class ToolError(GuidanceError):
-    """``tools`` / ``tool_choice`` are inconsistent (TGI's ``tool_error``)."""
-
-    error_type = "tool_error"
+    """``tools`` / ``tool_choice`` are inconsistent (TGI's ``tool_error``: ``per_request.api_error`` maps it)."""

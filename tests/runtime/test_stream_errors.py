@@ -10,60 +10,15 @@ import json
 
 import httpx
 import pytest
-import torch
 
-from runtime.config import RuntimeSettings, resolve_limits
-from runtime.engine.loader import LoadedModel
-from runtime.engine.scheduler import Engine, EngineLimits
-from runtime.engine.validation import Validator
-from runtime.server import create_app
-
-
-class FailingRunner:
-    """Prefill works (a fixed next token), the first decode step raises: an engine failure mid-stream."""
-
-    vocab_size = 8192
-    device = torch.device("cpu")
-
-    def __init__(self, *, decode_delay: float = 0.0) -> None:
-        self.decode_delay = decode_delay
-
-    def prefill(self, slots, prompts):
-        logits = torch.zeros(len(prompts), self.vocab_size)
-        logits[:, 300] = 1.0
-        return logits
-
-    def decode(self, tokens, positions):
-        raise RuntimeError("simulated device failure")
-
-    def move_slot(self, src, dst, length):
-        return None
-
-    def release(self, slot):
-        return None
+from tests.runtime.fake_engine import NEXT_TOKEN, FixedRunner, fake_engine_app
 
 
 @pytest.fixture
 async def app_client(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    settings = RuntimeSettings(model_id=str(tiny_model_dir), sse_keepalive_interval=0.05)
-    app = create_app(settings, load=False)
-    state = app.state.runtime
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    limits = resolve_limits(settings, max_position_embeddings=2048, on_gpu=False)
-    engine = Engine(FailingRunner(), tokenizer, limits=EngineLimits(
-        max_batch_size=4, max_batch_prefill_tokens=limits.max_batch_prefill_tokens,
-        max_batch_total_tokens=limits.max_batch_total_tokens, max_total_tokens=limits.max_total_tokens),
-        eos_token_ids=[tokenizer.eos_token_id])
-    engine.start(asyncio.get_running_loop())
-    state.loaded = LoadedModel("generate", tokenizer, limits, "float32", "cpu", None, engine=engine, runner_kind="fake")
-    state.validator = Validator(tokenizer, max_input_tokens=limits.max_input_tokens,
-                                max_total_tokens=limits.max_total_tokens, max_stop_sequences=4, max_top_n_tokens=5)
-    state.ready = True
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runtime") as client:
-        yield client
-    engine.stop()
+    async with fake_engine_app(tiny_model_dir, FixedRunner(fail_decode=True), sse_keepalive_interval=0.05) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runtime") as client:
+            yield client
 
 
 def _events(body: str) -> list[str]:
@@ -88,7 +43,7 @@ async def test_tgi_stream_error_event(app_client):
     events = _events(resp.text)
     last = json.loads(events[-1])
     assert last["error_type"] == "generation" and "simulated" in last["error"]
-    assert json.loads(events[0])["token"]["id"] == 300
+    assert json.loads(events[0])["token"]["id"] == NEXT_TOKEN
 
 
 async def test_non_stream_failure_is_500_envelope(app_client):
@@ -114,16 +69,16 @@ async def test_heartbeats_while_waiting(app_client):
 
 async def test_heartbeat_only_after_a_silent_interval():
     """Events keep postponing the heartbeat; silence for the interval produces one, and cancel stops them."""
-    from runtime import serving
+    from runtime import generation
 
     queue: asyncio.Queue = asyncio.Queue()
-    beat = serving._Heartbeat(queue, 0.5)
+    beat = generation._Heartbeat(queue, 0.5)
     for _ in range(20):  # an event every 50 ms for a second: never 0.5 s of silence
         await asyncio.sleep(0.05)
         beat.touch()
     assert queue.empty()
     await asyncio.sleep(1.2)
-    assert queue.qsize() >= 1 and all(queue.get_nowait() is serving._BEAT for _ in range(queue.qsize()))
+    assert queue.qsize() >= 1 and all(queue.get_nowait() is generation._BEAT for _ in range(queue.qsize()))
     beat.cancel()
     await asyncio.sleep(0.7)
     assert queue.empty()

@@ -1,6 +1,6 @@
-"""Guidance for the protocol layers: one call per request turns its guidance fields into engine terms.
+"""Guidance per request: one call turns a request's guidance fields into engine terms.
 
-The OpenAI and TGI serving modules stay thin: they call :func:`chat_guidance` / :func:`grammar_factory` while
+The OpenAI and TGI routes stay thin: they call :func:`chat_guidance` / :func:`grammar_factory` while
 validating a request (before any generation), render the chat template with the messages and ``tools`` it
 returns, set ``SamplingParams.constraint_factory``, and let :class:`ChatGuidance` shape the answer (tool calls,
 ``finish_reason: "tool_calls"``) and the streamed deltas. Guidance errors become the runtime's typed API errors
@@ -20,7 +20,7 @@ from typing import Any
 from runtime.engine.params import FinishReason
 from runtime.errors import InvalidRequest, RuntimeAPIError, ValidationError
 from runtime.guidance.compiler import GrammarCompiler
-from runtime.guidance.constraint import ConstraintFactory
+from runtime.guidance.xgrammar_constraint import GrammarConstraintFactory
 from runtime.guidance.errors import GuidanceError, ToolError
 from runtime.guidance.specs import GrammarSpec, from_response_format, from_tgi_grammar
 from runtime.guidance.toolcalls import ToolCallStream, parse_tool_calls
@@ -69,7 +69,8 @@ def compiler_for(loaded: Any) -> GrammarCompiler:
         return entry[1]
 
 
-def _factory(loaded: Any, spec: GrammarSpec | None, *, param: str, tgi: bool) -> ConstraintFactory | None:
+def _factory(loaded: Any, spec: GrammarSpec | None, *, param: str,
+             tgi: bool) -> GrammarConstraintFactory | None:
     if spec is None:
         return None
     try:
@@ -79,7 +80,7 @@ def _factory(loaded: Any, spec: GrammarSpec | None, *, param: str, tgi: bool) ->
 
 
 def grammar_factory(loaded: Any, grammar: Any, *,
-                    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> ConstraintFactory | None:
+                    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarConstraintFactory | None:
     """TGI ``parameters.grammar`` → constraint factory (``None`` without a grammar). Raises 422s."""
     try:
         spec = from_tgi_grammar(grammar, param="parameters.grammar", max_json_depth=max_json_depth)
@@ -99,7 +100,7 @@ async def precompile_grammar(loaded: Any, grammar: Any, *, max_json_depth: int =
 
 
 def response_format_factory(loaded: Any, response_format: Any, *,
-                            max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> ConstraintFactory | None:
+                            max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> GrammarConstraintFactory | None:
     """OpenAI ``response_format`` on /v1/completions → constraint factory. Raises 400s."""
     try:
         spec = from_response_format(response_format, max_json_depth=max_json_depth)
@@ -115,7 +116,7 @@ class ChatGuidance:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None  # the chat template's ``tools`` variable
     plan: ToolPlan | None
-    factory: ConstraintFactory | None
+    factory: GrammarConstraintFactory | None
 
     def message(self, text: str, finish: FinishReason | None) -> tuple[dict[str, Any], bool]:
         """The assistant message for a finished choice, and whether it carries tool calls."""

@@ -1,4 +1,5 @@
-"""Per-sequence constrained decoding: the hook grammar engines (xgrammar, llguidance, ...) plug into.
+"""The protocol a grammar engine implements to constrain a sequence's tokens; the engine knows nothing else about
+grammars (``runtime.guidance.xgrammar_constraint`` is the implementation we ship).
 
 The engine knows nothing about grammars. A protocol layer that wants constrained output sets
 ``SamplingParams.constraint_factory`` on the validated request; the scheduler calls the factory once per
@@ -15,8 +16,10 @@ sequence (so ``n=2`` gets two independent matchers) when the sequence joins the 
 3. after accepting, ``is_terminated()`` true ends the sequence with ``finish_reason`` stop (the EOS token the
    grammar may have accepted is not part of the output text).
 
-``rollback(num_tokens)`` undoes accepted tokens; the engine does not call it today (no speculative decoding),
-it is part of the protocol so speculative decoding can be added without changing implementations.
+``rollback(num_tokens)`` undoes accepted tokens. The engine does not call it: n-gram speculation
+(:mod:`runtime.engine.speculation`) drafts only for unconstrained greedy sequences, so a constraint never accepts a
+draft token it would have to take back. It is part of the protocol so that speculation over constrained rows can be
+added without changing implementations.
 
 ``vocab_size`` for the bitmask is the model's logits width (``Engine.vocab_size``), which can be larger than the
 tokenizer's vocabulary; the protocol layer can read ``Engine.tokenizer`` and ``Engine.vocab_size`` to build

@@ -1,4 +1,4 @@
-"""One sequence's grammar state: the :class:`runtime.engine.constraints.TokenConstraint` xgrammar implements.
+"""One sequence's grammar state: the :class:`~runtime.engine.constraint_protocol.TokenConstraint` over xgrammar.
 
 A :class:`GrammarConstraint` wraps an ``xgrammar.GrammarMatcher`` over a compiled grammar that is shared (read
 only) by every sequence using the same schema. ``fill_bitmask`` writes straight into the engine's batch bitmask
@@ -21,11 +21,10 @@ import xgrammar as xgr
 class GrammarConstraint:
     """``TokenConstraint`` over an xgrammar matcher. Not thread-safe: one engine thread drives it."""
 
-    __slots__ = ("_matcher", "grammar_key")
+    __slots__ = ("_matcher",)
 
-    def __init__(self, compiled: xgr.CompiledGrammar, *, grammar_key: str = "") -> None:
+    def __init__(self, compiled: xgr.CompiledGrammar) -> None:
         self._matcher = xgr.GrammarMatcher(compiled)
-        self.grammar_key = grammar_key
 
     @property
     def matcher(self) -> xgr.GrammarMatcher:
@@ -47,17 +46,13 @@ class GrammarConstraint:
         """Advance by a literal string (tests, and jump-forward decoding if ever wanted)."""
         return self._matcher.accept_string(text)
 
-    def is_completed(self) -> bool:
-        """True when the text so far is a complete match (the grammar could stop here)."""
-        return self._matcher.is_completed()
-
     @staticmethod
     def fill_bitmasks(constraints: Sequence[GrammarConstraint], bitmask: Any, indices: Sequence[int]) -> None:
-        """The batch hook ``runtime.engine.constraints.fill_bitmasks`` looks for: all rows in one xgrammar call."""
+        """The batch hook ``constraint_protocol.fill_bitmasks`` looks for: all rows in one xgrammar call."""
         fill_bitmasks(constraints, bitmask, indices)
 
 
-class ConstraintFactory:
+class GrammarConstraintFactory:
     """Builds a fresh :class:`GrammarConstraint` per sequence; set as ``SamplingParams.constraint_factory``."""
 
     __slots__ = ("compiled", "key")
@@ -67,10 +62,10 @@ class ConstraintFactory:
         self.key = key
 
     def __call__(self) -> GrammarConstraint:
-        return GrammarConstraint(self.compiled, grammar_key=self.key)
+        return GrammarConstraint(self.compiled)
 
     def __repr__(self) -> str:
-        return f"ConstraintFactory({self.key[:60]!r})"
+        return f"GrammarConstraintFactory({self.key[:60]!r})"
 
 
 _batch_matcher: xgr.BatchGrammarMatcher | None = None

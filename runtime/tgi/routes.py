@@ -12,21 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from runtime.engine.params import FinishReason, TokenEvent, TopToken
 from runtime.errors import RuntimeAPIError, ValidationError
-from runtime.guidance.serving import grammar_factory, precompile_grammar
-from runtime.serving import (
-    HEARTBEAT,
-    SSE_HEADERS,
-    GenerationRun,
-    RuntimeState,
-    SequenceResult,
-    json_body,
-    parse_body,
-    sse,
-)
+from runtime.generation import GenerationRun, SequenceResult
+from runtime.guidance.per_request import grammar_factory, precompile_grammar
+from runtime.inflight import AdmittedStream
+from runtime.request_body import json_body, parse_body
+from runtime.sse import HEARTBEAT, sse
+from runtime.state import RuntimeState
 from runtime.tgi.protocol import GenerateRequest, token_json
 
 router = APIRouter()
@@ -110,7 +105,7 @@ async def _generate_body(request: Request, state: RuntimeState, loaded, body: Ge
     start = time.monotonic()
     await precompile_grammar(loaded, body.parameters.grammar, max_json_depth=state.settings.max_json_depth)
     valid, best_of = _prepare(state, body)
-    with state.admit():
+    with state.in_flight.admit():
         run = GenerationRun(state, valid, n=best_of)
         results = await run.collect(request)
     special_ids = set(loaded.tokenizer.all_special_ids)
@@ -165,7 +160,7 @@ async def compat_generate(request: Request):
     return JSONResponse([response], headers=headers)
 
 
-def _stream_response(state: RuntimeState, loaded, body: GenerateRequest) -> StreamingResponse:
+def _stream_response(state: RuntimeState, loaded, body: GenerateRequest) -> AdmittedStream:
     p = body.parameters
     if p.best_of is not None and p.best_of > 1:
         raise ValidationError("`best_of` != 1 is not allowed for this endpoint", param="best_of")
@@ -173,16 +168,15 @@ def _stream_response(state: RuntimeState, loaded, body: GenerateRequest) -> Stre
         raise ValidationError("`decoder_input_details` == true is not supported when streaming tokens",
                               param="decoder_input_details")
     valid, _ = _prepare(state, body)
-    with state.admit():
+    with state.in_flight.admit() as slot:
         run = GenerationRun(state, valid, n=1)
-    return StreamingResponse(_stream(state, loaded, run, body), media_type="text/event-stream", headers=SSE_HEADERS)
+        return slot.stream(_stream(loaded, run, body), runs=[run])
 
 
-async def _stream(state: RuntimeState, loaded, run: GenerationRun, body: GenerateRequest) -> AsyncIterator[bytes]:
+async def _stream(loaded, run: GenerationRun, body: GenerateRequest) -> AsyncIterator[bytes]:
     special_ids = set(loaded.tokenizer.all_special_ids)
     prefix = body.inputs if body.parameters.return_full_text else ""
     top_n = body.parameters.top_n_tokens
-    state.in_flight += 1
     try:
         index = 0
         async for batch in run.stream():
@@ -207,5 +201,3 @@ async def _stream(state: RuntimeState, loaded, run: GenerationRun, body: Generat
             yield b"".join(out)
     except RuntimeAPIError as exc:
         yield sse(exc.tgi_body())
-    finally:
-        state.in_flight -= 1

@@ -1,30 +1,30 @@
-"""The runtime HTTP server: app factory, shared routes (health, info, metrics, tokenize), error mapping, launch.
+"""The runtime's ASGI app: :func:`create_app` wires the protocol routers, the routes every replica answers
+(health, info, metrics, tokenize), the middleware (payload limit, access log) and the error mapping.
 
-The port opens at once; the model loads and warms up in a background thread while ``/health`` answers 503, then
-200. SIGTERM/SIGINT stop uvicorn gracefully (open streams get a few seconds) and the process exits 0.
-Routes per protocol live in ``runtime/openai`` and ``runtime/tgi``; this module maps every
+The app answers at once; the model loads and warms up in a background thread while ``/health`` answers 503, then
+200. Routes per protocol live in ``runtime/openai`` and ``runtime/tgi``; this module maps every
 :class:`~runtime.errors.RuntimeAPIError` to HTTP in one place — OpenAI's envelope on ``/v1/*``, TGI's body
-elsewhere.
+elsewhere. Launching it (settings, uvicorn, signals) is :mod:`runtime.launch`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import __version__
-from runtime.config import RuntimeSettings, parse_settings
+from runtime.config import RuntimeSettings
 from runtime.errors import (
     GenerationFailed,
     InvalidRequest,
@@ -37,7 +37,10 @@ from runtime.errors import (
 )
 from runtime.metrics import RuntimeMetrics
 from runtime.openai.protocol import ChatMessage
-from runtime.serving import RuntimeState, json_body, read_json, validate_body
+from runtime.openai.routes import router as openai_router
+from runtime.request_body import json_body, read_json, validate_body
+from runtime.state import RuntimeState
+from runtime.tgi.routes import router as tgi_router
 
 log = logging.getLogger("runtime")
 
@@ -107,6 +110,28 @@ class AccessLogMiddleware:
                 log.info("%s %s %s %.1fms", scope["method"], scope["path"], status, (time.monotonic() - start) * 1000)
 
 
+class _TgiTokenizeRequest(BaseModel):
+    """TGI's shape (answered with offsets); documentation only: the route tells the two apart by ``inputs``."""
+
+    inputs: str
+
+
+class _TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class _DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    tokens: list[int]
+
+
 def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) -> None:
     from runtime.engine.loader import load_model
     from runtime.engine.validation import Validator
@@ -143,7 +168,7 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
                 "queue_size": engine.stats.queue_size,
                 "batch_size": engine.stats.batch_size,
                 "batch_tokens": engine.stats.batch_tokens,
-                "in_flight": state.in_flight,
+                "in_flight": state.in_flight.count,
                 "max_batch": engine.stats.max_batch_size_reached,
                 "steps": engine.stats.steps,
                 "batch_sum": engine.stats.decode_batch_sum,
@@ -186,16 +211,11 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
         # (never a text/plain page) and nothing of the exception's text.
         return error_response(request.url.path, GenerationFailed("Internal server error"))
 
-    from fastapi.exceptions import RequestValidationError
-
     @app.exception_handler(RequestValidationError)
     async def handle_request_validation(request: Request, exc: RequestValidationError):
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in err["loc"] if p != "body") or None
         return error_response(request.url.path, InvalidRequest(f"Invalid value for '{param}': {err['msg']}", param=param))
-
-    from runtime.openai.serving import router as openai_router
-    from runtime.tgi.serving import router as tgi_router
 
     app.include_router(openai_router)
     app.include_router(tgi_router)
@@ -229,7 +249,6 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
             "max_batch_size": limits.max_batch_size if limits else None,
             "max_client_batch_size": settings.max_client_batch_size,
             "speculate": loaded.engine.speculate if loaded is not None and loaded.engine is not None else None,
-            "validation_workers": 1,
             "router": "endpointctl-runtime",
             "engine": loaded.runner_kind if loaded else None,
             "kernels": loaded.kernels if loaded else None,
@@ -285,82 +304,3 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
     app.add_middleware(PayloadLimitMiddleware, limit=settings.payload_limit)
     app.add_middleware(AccessLogMiddleware)
     return app
-
-
-from pydantic import BaseModel, ConfigDict  # noqa: E402
-
-
-class _TgiTokenizeRequest(BaseModel):
-    """TGI's shape (answered with offsets); documentation only: the route tells the two apart by ``inputs``."""
-
-    inputs: str
-
-
-class _TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    add_special_tokens: bool = True
-    add_generation_prompt: bool = True
-    return_token_strs: bool = False
-
-
-class _DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    tokens: list[int]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m runtime`` and ``endpointctl runtime serve``."""
-    import uvicorn
-
-    # OpenMP threads that spin while waiting for work collapse throughput by 10x when the CPU is shared with other
-    # processes (measured: 2 threads, batch 32, loaded 2-core box: 410 ms/step spinning vs 36 ms passive). Must be
-    # set before torch loads its OpenMP runtime; an explicit OMP_WAIT_POLICY wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = parse_settings(argv)
-    except (ValueError, TypeError) as exc:
-        log.error("invalid configuration: %s", exc)
-        return 2
-    app = create_app(settings)
-    log.info("listening on http://%s:%d (model %s)", settings.hostname, settings.port, settings.model_id)
-    config = uvicorn.Config(
-        app,
-        host=settings.hostname,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=settings.keep_alive_timeout,
-        timeout_graceful_shutdown=3,
-    )
-    server = _make_server_class()(config)
-    server.run()
-    return 0
-
-
-def _make_server_class():
-    import signal
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown (exit status -15); a supervisor
-        stopping us on purpose should see a clean exit 0, so we only ask uvicorn to exit."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server

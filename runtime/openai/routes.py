@@ -17,32 +17,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from runtime.engine.params import FinishReason, TokenEvent
+from runtime import __version__
+from runtime.engine.params import TokenEvent
 from runtime.errors import InvalidRequest, RuntimeAPIError, ValidationError
-from runtime.guidance.serving import ChatGuidance, chat_guidance, openai_finish, response_format_factory
+from runtime.generation import GenerationRun, SequenceResult
+from runtime.guidance.per_request import ChatGuidance, chat_guidance, openai_finish, response_format_factory
 from runtime.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from runtime.serving import (
-    HEARTBEAT,
-    SSE_HEADERS,
-    GenerationRun,
-    RuntimeState,
-    SequenceResult,
-    json_body,
-    parse_body,
-    sse,
-)
+from runtime.request_body import json_body, parse_body
+from runtime.sse import HEARTBEAT, sse
+from runtime.state import RuntimeState
 
 router = APIRouter()
 
 MAX_EMBEDDING_INPUTS = 2048
-
-
-def openai_finish_reason(reason: FinishReason | None) -> str | None:
-    if reason is None:
-        return None
-    return "length" if reason is FinishReason.LENGTH else "stop"
 
 
 def _state(request: Request) -> RuntimeState:
@@ -50,8 +39,6 @@ def _state(request: Request) -> RuntimeState:
 
 
 def _fingerprint() -> str:
-    from runtime import __version__
-
     return f"endpointctl-{__version__}"
 
 
@@ -109,9 +96,6 @@ async def create_chat_completion(request: Request):
     prompt_ids = state.validator.tokenize(prompt_text, add_special_tokens=False, param="messages")
     params = body.to_sampling_params()
     params.constraint_factory = guidance.factory
-    extend = getattr(request.app.state, "chat_extensions", None)
-    if extend is not None:  # hook for protocol extensions (grammar/tools) living outside this module
-        extend(body, params, loaded)
     valid = state.validator.validate(
         prompt_ids,
         params,
@@ -120,29 +104,15 @@ async def create_chat_completion(request: Request):
         max_tokens_param="max_tokens",
         request_id=f"chatcmpl-{uuid.uuid4().hex}",
     )
-    with state.admit():
+    with state.in_flight.admit() as slot:
         run = GenerationRun(state, valid, n=body.n)
         created = int(time.time())
         model = body.model or state.model_name
-        if not body.stream:
-            results = await run.collect(request)
-            return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body,
-                                               guidance))
-    # Streaming: the admission slot is held by the generator itself.
-    return StreamingResponse(
-        _admitted(state, _chat_stream(run, created=created, model=model, body=body, guidance=guidance)),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
-
-
-async def _admitted(state: RuntimeState, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    state.in_flight += 1
-    try:
-        async for chunk in source:
-            yield chunk
-    finally:
-        state.in_flight -= 1
+        if body.stream:
+            return slot.stream(_chat_stream(run, created=created, model=model, body=body, guidance=guidance),
+                               runs=[run])
+        results = await run.collect(request)
+    return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body, guidance))
 
 
 def _chat_response(rid: str, created: int, model: str, results: list[SequenceResult], prompt_len: int,
@@ -253,16 +223,13 @@ async def create_completion(request: Request):
         ))
     created = int(time.time())
     model = body.model or state.model_name
-    with state.admit():
+    with state.in_flight.admit() as slot:
         runs = [GenerationRun(state, v, n=body.n) for v in valids]
-        if not body.stream:
-            all_results = await asyncio.gather(*(run.collect(request) for run in runs))
-            return JSONResponse(_completion_response(runs, all_results, created, model, body, state))
-    return StreamingResponse(
-        _admitted(state, _completion_stream(runs[0], created=created, model=model, body=body, state=state)),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+        if body.stream:
+            return slot.stream(_completion_stream(runs[0], created=created, model=model, body=body, state=state),
+                               runs=runs)
+        all_results = await asyncio.gather(*(run.collect(request) for run in runs))
+    return JSONResponse(_completion_response(runs, all_results, created, model, body, state))
 
 
 def _completion_logprobs(events: list[TokenEvent], offset: int) -> dict[str, Any]:
@@ -293,7 +260,7 @@ def _completion_response(runs, all_results, created, model, body: CompletionRequ
                 "index": p_index * body.n + r.index,
                 "text": echo + r.text,
                 "logprobs": _completion_logprobs(r.events, len(echo)) if body.logprobs is not None else None,
-                "finish_reason": openai_finish_reason(r.finish_reason),
+                "finish_reason": openai_finish(r.finish_reason, tool_calls=False),
             })
     return {
         "id": runs[0].request.request_id,
@@ -335,7 +302,7 @@ async def _completion_stream(run: GenerationRun, *, created: int, model: str, bo
                 if body.logprobs is not None:
                     lp = _completion_logprobs(events, text_offset[index])
                     text_offset[index] += sum(len(e.token_text) for e in events)
-                finish = openai_finish_reason(events[-1].finish_reason)
+                finish = openai_finish(events[-1].finish_reason, tool_calls=False)
                 text = "".join(e.text for e in events)
                 if text or lp is not None or finish is not None:
                     out.append(sse(chunk(index, text, finish, lp)))
@@ -379,7 +346,7 @@ async def create_embeddings(request: Request):
             raise ValidationError(
                 f"`input[{i}]` must have less than {embedder.max_input_tokens} tokens. Given: {count}", param="input"
             )
-    with state.admit():
+    with state.in_flight.admit():
         vectors = await asyncio.to_thread(embedder.embed, texts)
     data = []
     for i, vec in enumerate(vectors):
