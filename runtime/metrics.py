@@ -82,9 +82,8 @@ class RuntimeMetrics:
         self.v_success = Counter("vllm:request_success", "Finished requests", ["model_name", "finished_reason"], registry=r)
         self.v_req_prompt = Histogram("vllm:request_prompt_tokens", "Prompt tokens per request", labels, buckets=TOKEN_BUCKETS, registry=r)
         self.v_req_gen = Histogram("vllm:request_generation_tokens", "Generated tokens per request", labels, buckets=TOKEN_BUCKETS, registry=r)
-        self._engine_reader: Callable[[], dict] | None = None
         # Observed once per generated token, on the event loop: resolve the labelled child once (``labels()``
-        # takes a lock and builds a key every call; ~10% of the event loop's samples at 32 streams).
+        # takes a lock and builds a key every call).
         self._itl = self.v_itl.labels(model_name)
 
     def attach_engine(self, read: Callable[[], dict]) -> None:

@@ -1,11 +1,11 @@
 """Model runners: the forward passes the scheduler drives, each owning its KV cache.
 
-Two runners share one interface (:class:`ModelRunner`), selected automatically by :func:`load_runner`:
+Two runners share one interface (:class:`ModelRunner`), selected automatically by :func:`make_runner`:
 
 * :class:`LeanDecoderRunner` for Llama-style decoders (Llama, Mistral, Qwen2): the HF model is loaded the normal
   way (``AutoModelForCausalLM.from_pretrained``) and its weights are reused by a lean forward written here. HF's
-  forward costs ~5 ms of Python per step at batch 1 on the tiny model, which dominates a 16M-parameter model;
-  this forward fuses QKV and gate/up projections and reads/writes a preallocated KV cache of shape
+  forward spends more time in Python per step than a small model spends computing at batch 1; this forward fuses
+  QKV and gate/up projections and reads/writes a preallocated KV cache of shape
   ``(slots, kv_heads, capacity, head_dim)`` per layer, so a sequence joining or leaving the batch costs no
   cache copies beyond moving one slot (compaction keeps running sequences in slots ``0..B-1`` so decode reads
   plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths. On CPU
@@ -72,12 +72,12 @@ class Linear:
     """``y = x @ W.T + b`` through the native kernel (runtime.engine.native) where it is available, otherwise
     through oneDNN with the weight packed once (CPU, fp32), otherwise ``F.linear``.
 
-    Measured on the CI machine's CPU (AMD EPYC, AVX2) over this model's 25 projections: the native kernel streams
-    decode's few rows' weights 1.3-3x faster than oneDNN (4-32 rows: 1.2 vs 3.5 ms, 6.8 vs 8.7 ms) and, with its
-    rows blocked for L2, matches or beats it on prefill's thousands (2,304 rows: 434 vs 478 ms). oneDNN in turn ran
-    decode's small products at 60-125 GFLOP/s where ``F.linear`` (MKL sgemm) ran 8-60. All three give a row the
-    same bits whatever the other rows are (MKL and oneDNN from 2 rows up, see ROW_MULTIPLE; the native kernel by
-    construction), and one runner always uses the same one, so greedy output does not depend on the batch.
+    Why this order: the native kernel streams decode's few rows' weights faster than oneDNN's small-M kernels and,
+    with its rows blocked for L2, keeps up with it on prefill's thousands; oneDNN with the weight packed once in turn
+    runs decode's small products far faster than ``F.linear`` (MKL sgemm). ``ENDPOINTCTL_NATIVE_KERNELS=0`` runs
+    the server without the first (``bench/README.md``). All three give a row the same bits whatever the other rows
+    are (MKL and oneDNN from 2 rows up, see ROW_MULTIPLE; the native kernel by construction), and one runner always
+    uses the same one, so greedy output does not depend on the batch.
     ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears.
 
     ``dtype`` is the activations' (default: the weight's). The native kernels take the weight in its own dtype
@@ -127,11 +127,11 @@ class _Layer:
 
 ROW_MULTIPLE = 4
 """Matrix products run on a multiple of this many rows. Both GEMM libraries pick another kernel (another summation
-order) for a single row; MKL (the fallback) also for 5-7 and 9-11 rows with 2 threads (measured on the CI
-machine's CPU), oneDNN for none other. From 4 rows on, rounded to a multiple of 4, each row's result is the same
-whatever the other rows are. Padding the batch there is what makes greedy output identical alone and inside a
-busy batch. It costs at most 3 dummy rows, which a decode step at small batch (bound by reading the weights)
-hardly notices, and n-gram speculation fills with draft rows (runtime.engine.speculation)."""
+order) for a single row; MKL (the fallback) also for 5-7 and 9-11 rows with 2 threads, oneDNN for none other.
+From 4 rows on, rounded to a multiple of 4, each row's result is the same whatever the other rows are. Padding
+the batch there is what makes greedy output identical alone and inside a busy batch. It costs at most 3 dummy
+rows, which a decode step at small batch (bound by reading the weights) hardly notices, and n-gram speculation
+fills with draft rows (runtime.engine.speculation)."""
 
 
 KV_BLOCK = 64
@@ -151,8 +151,7 @@ def pad_rows(n: int) -> int:
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if x.dtype == torch.float32:
-        # One fused op instead of six (~20 us less per call here); measured bit-identical to the chain below
-        # in fp32, and row-invariant.
+        # One fused op instead of six; bit-identical to the chain below in fp32, and row-invariant.
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
     # Same arithmetic as LlamaRMSNorm (fp32 variance), so outputs match HF's forward.
     dtype = x.dtype
@@ -474,7 +473,7 @@ class LeanDecoderRunner:
             rows = slot_idx[:b]
         nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         # Where each real row's key/value heads go in a cache flattened to (slots * kv heads * capacity, hd): one
-        # index_copy_ per cache and layer (5x cheaper than indexing slot and position separately).
+        # index_copy_ per cache and layer (far cheaper than indexing slot and position separately).
         heads = torch.arange(nkv, device=self.device)
         cache_rows = ((rows[:, None] * nkv + heads[None]) * self.capacity + real_pos[:, None]).reshape(-1)
         # Additive mask, built once per step: 0 up to each row's own position, -inf after (dummy rows see
@@ -492,8 +491,8 @@ class LeanDecoderRunner:
             kc.view(-1, hd).index_copy_(0, cache_rows, qk[:b, nh:].reshape(b * nkv, hd))
             vc.view(-1, hd).index_copy_(0, cache_rows, v[:b].reshape(b * nkv, hd))
             # Attention written out rather than SDPA: SDPA's CPU kernel sums in an order that depends on the
-            # key length and on the batch (measured: a row's output alone differs from the same row in a batch in
-            # the last bits, which can flip a greedy token). Here every (row, kv head) is its own small GEMM with
+            # key length and on the batch (a row's output alone differs from the same row in a batch in the last
+            # bits, which can flip a greedy token). Here every (row, kv head) is its own small GEMM with
             # a fixed reduction over head_dim, and the key span is a multiple of KV_BLOCK so the softmax and
             # the probability-weighted sum see the same blocking whatever the other rows' lengths; masked keys
             # add exact zeros. Grouped-query heads share their KV head without copying it.

@@ -2,7 +2,7 @@
  *
  * Why these exist: at the tiny model's size a decode step is mostly fixed cost. Between its four matrix products a
  * layer ran ~60 small PyTorch ops (norms, RoPE, cache writes, attention as batched GEMMs, softmax, SiLU), each a
- * dispatch of several microseconds and, for attention at 32 rows, a poorly shaped bmm; they took 40% of the step.
+ * dispatch of several microseconds and, for attention at 32 rows, a poorly shaped bmm: a large share of the step.
  * Here each stretch between two matrix products is one kernel, the products themselves (ek_linear) stream
  * packed weights faster than oneDNN's small-M kernels did, and ek_forward runs a whole forward in one call and
  * one parallel region. The ek_* kernels stay callable one by one: the tests check each against PyTorch and the
@@ -11,7 +11,9 @@
  * Every row (and every (row, kv head) of attention) is computed by one thread, in an order that depends only on
  * that row's own length: a sequence's results are bit-identical whatever else shares the step, which is what makes
  * greedy output the same alone and in a batch. Vectors are GCC vector extensions, so the same source builds for
- * AVX2+FMA (8 lanes in one register) and for a baseline x86-64 or another architecture.
+ * AVX-512 (the products' 16-column panels one register each; see the __AVX512F__ section), AVX2+FMA (8 lanes in
+ * one register) and a baseline x86-64 or another architecture; native/__init__.py picks the widest the CPU runs.
+ * Every build computes each output element as the same FMA chain, so the FMA builds give the same bits.
  *
  * The products' weights may be 16-bit (bf16 or fp16, see WT_*): widened to fp32 in registers as they are loaded,
  * then the same FMA chains as over fp32 weights. Everything else (activations, norms, attention, the KV cache)
@@ -369,7 +371,7 @@ void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos,
 /* Small-M matrix product y = x @ W.T (+ bias) over a packed weight (fp32 or 16-bit, see WT_*).
  *
  * Why not oneDNN for these: a decode step multiplies a few rows by every weight, so it is bound by streaming
- * the weights, and oneDNN's kernels reached ~8 GB/s at 4 rows here (memory gives 20-30). This kernel streams each
+ * the weights, and oneDNN's small-M kernels stream them well below the memory's bandwidth. This kernel streams each
  * weight panel once per block of rows: panels of 16 output columns laid out k-major, six (or four) rows at a time
  * in vector accumulators. Each output element is one FMA chain over k in order, whatever the number of rows, so
  * results are row-invariant by construction. Prefill's thousands of rows use the same kernel, blocked for L2. */
@@ -570,8 +572,8 @@ void ek_linear(const float *x, const void *packed, int wt, const float *bias, fl
  *
  * Why not OpenMP's: under OMP_WAIT_POLICY=PASSIVE (which the server needs: idle spinning workers starve the
  * event loop on a shared CPU) every OpenMP barrier puts the waiting thread to sleep in the kernel and the last
- * one in wakes it, ~15-40 us each on this VM; a forward has ~60 of them. Between two phases of one forward the
- * wait is normally a few microseconds of imbalance, so a short spin wins; when the other thread has been
+ * one in wakes it, tens of microseconds each, and a forward has dozens of them. Between two phases of one
+ * forward the wait is normally a few microseconds of imbalance, so a short spin wins; when the other thread has been
  * preempted the spinner yields its core instead of burning it. Outside a forward nobody spins. */
 typedef struct {
     int count, sense;
@@ -617,9 +619,9 @@ typedef struct {
  *
  * Why one call: the runner's Python loop between the kernels above held the GIL ~30 times a step, and over HTTP
  * the event loop thread (serialising a step's 32 SSE events) kept it for milliseconds at a time while the step
- * waited; the glue itself (tensor allocation, ctypes marshalling) cost ~0.4 ms a step too. Called through ctypes
+ * waited; the glue itself (tensor allocation, ctypes marshalling) cost time every step too. Called through ctypes
  * this runs with the GIL released from the embeddings to the final norm. And it is one parallel region, its ~60
- * phases separated by spin_wait instead of ~35 regions each woken from sleep (at 4 rows -17%, 32 rows -6%).
+ * phases separated by spin_wait instead of ~35 regions each woken from sleep.
  *
  * x (rows, hidden): the token embeddings in, the residual stream after; h (rows, hidden): the final-normed hidden
  * states out. Scratch: qkv (rows, (nh + 2 nkv) hd), attn (rows, nh hd), delta (rows, hidden), gu (rows, 2 ffn),
