@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -42,3 +43,16 @@ def test_the_launcher_sets_the_openmp_policy_before_torch_loads():
     code = "import sys, runtime.launch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=RUNTIME.parent)
     assert out.stdout.strip() == "False"
+
+
+DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|this (?:machine|VM|box)\b|on this CPU|measured (?:on|here)\b|\btok/s\b",
+                   re.IGNORECASE)
+
+
+def test_the_runtime_docs_hold_no_dated_measurements():
+    """Figures of one machine on one day rot when the machine changes: the benchmarks print them
+    (``bench/README.md``); the runtime's docs and docstrings say what the code does and why."""
+    sources = [p for p in RUNTIME.rglob("*") if p.suffix in {".py", ".c", ".md"} and "__pycache__" not in p.parts]
+    found = [f"{p.relative_to(RUNTIME)}:{n}: {line.strip()}"
+             for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if DATED.search(line)]
+    assert found == []
