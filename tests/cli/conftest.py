@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.fixtures.processes import free_port, stop_process_group
 
 ENDPOINTCTL = str(Path(sys.executable).with_name("endpointctl"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -68,16 +62,6 @@ def start_controlplane(data_dir: Path, *, token: str, port: int | None = None) -
         stop_process_group(proc)
         raise
     return proc, ControlPlane(url=url, admin_token=token, data_dir=data_dir, log=log)
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -123,14 +107,19 @@ def _base_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def cli(tmp_path: Path, controlplane: ControlPlane) -> Cli:
-    """The CLI pointed at the live control plane as the admin (via the environment)."""
+def cli_for(tmp_path: Path, *, url: str, token: str) -> Cli:
+    """The CLI with its own empty HOME, pointed at `url` with `token` through the environment."""
     home = tmp_path / "home"
     home.mkdir()
     env = _base_env(home)
-    env.update({"ENDPOINTCTL_URL": controlplane.url, "ENDPOINTCTL_TOKEN": controlplane.admin_token})
+    env.update({"ENDPOINTCTL_URL": url, "ENDPOINTCTL_TOKEN": token})
     return Cli(home, env)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, controlplane: ControlPlane) -> Cli:
+    """The CLI pointed at the live control plane as the admin (via the environment)."""
+    return cli_for(tmp_path, url=controlplane.url, token=controlplane.admin_token)
 
 
 @pytest.fixture

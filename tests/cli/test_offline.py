@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.cli.conftest import Cli, free_port
+from tests.cli.conftest import Cli
+from tests.fixtures.processes import free_port
 
 
 def test_help_lists_every_verb(bare_cli: Cli) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import ENDPOINTCTL, Cli, _base_env, free_port, run_in_terminal
+from tests.cli.conftest import ENDPOINTCTL, Cli, _base_env, cli_for, run_in_terminal
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -70,11 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def scli(tmp_path: Path, stack: Stack) -> Cli:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = _base_env(home)
-    env.update({"ENDPOINTCTL_URL": stack.url, "ENDPOINTCTL_TOKEN": stack.token})
-    return Cli(home, env)
+    return cli_for(tmp_path, url=stack.url, token=stack.token)
 
 
 def test_wait_reports_a_failed_deployment(scli: Cli, unique_name: str, tmp_path: Path) -> None:

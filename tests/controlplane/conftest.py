@@ -23,7 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.config import Settings
-from tests.fixtures.services import PostgresServer, RedisServer, free_port
+from tests.fixtures.processes import free_port
+from tests.fixtures.services import PostgresServer, RedisServer
 
 ADMIN_TOKEN = "admin-bootstrap-token-for-tests"
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from controlplane.app import create_app
 from common.config import Settings
 from tests.controlplane.conftest import ADMIN_TOKEN, Api, payload, reconcile_ids
-from tests.fixtures.services import RedisServer, free_port
+from tests.fixtures.processes import free_port
+from tests.fixtures.services import RedisServer
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 

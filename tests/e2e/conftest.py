@@ -4,9 +4,7 @@ separate processes), on the embedded default or on real PostgreSQL + Redis, with
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,14 +12,9 @@ import httpx
 import pytest
 
 from cli.up import Stack
+from tests.fixtures.processes import free_port, wait_until
 
 ADMIN_TOKEN = "epc_e2e-admin-token-0123456789abcdefghijklmnop"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _processes() -> dict[int, tuple[int, bytes, bytes]]:
@@ -74,17 +67,6 @@ def replica_processes(data_dir: Path, endpoint_key: str | None = None) -> dict[s
                 or (endpoint_key is None and ppid in forkservers)):
             runtimes.append(pid)
     return {"supervisors": supervisors, "runtimes": runtimes}
-
-
-def wait_until(predicate: Callable[[], object], *, timeout: float, every: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 class Api:

@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, replica_processes, wait_until
+from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, replica_processes
+from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.slow]
 

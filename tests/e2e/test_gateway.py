@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, wait_until
+from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body
+from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.slow]
 

@@ -16,8 +16,9 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from tests.e2e.conftest import ADMIN_TOKEN, Api, replica_processes, wait_until
+from tests.e2e.conftest import ADMIN_TOKEN, Api, replica_processes
 from tests.fixtures.models import FRANCE_QUESTION
+from tests.fixtures.processes import wait_until
 
 pytestmark = [pytest.mark.slow]
 

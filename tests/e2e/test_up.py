@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, free_port, wait_until
+from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body
+from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.slow]
 

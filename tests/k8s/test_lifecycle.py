@@ -9,7 +9,6 @@ from this machine and answers 503 within its hold timeout.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -20,27 +19,11 @@ from kubernetes import client as k8s
 from cli.up import Stack
 from tests.k8s.test_provider import labelled_objects
 from worker.providers.kubernetes.manifests import ANNOTATION_REVISION
+from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
 ADMIN_TOKEN = "epc_k8s-lifecycle-admin-token-0123456789abcdefgh"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, *, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture
@@ -49,7 +32,7 @@ def k8s_stack(tmp_path, kube_cluster, kube_namespace) -> Iterator[Stack]:
            "ENDPOINTCTL_K8S_NAMESPACE": kube_namespace, "ENDPOINTCTL_K8S_RUNTIME_IMAGE": "ghcr.io/endpointctl/runtime:test",
            "ENDPOINTCTL_RESYNC_INTERVAL": "10", "ENDPOINTCTL_IDLE_CHECK_INTERVAL": "2",
            "ENDPOINTCTL_AUTOSCALE_INTERVAL": "2", "ENDPOINTCTL_CAPACITY_INTERVAL": "2"}
-    stack = Stack(port=_free_port(), data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, extra_env=env,
+    stack = Stack(port=free_port(), data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, extra_env=env,
                   worker_concurrency=4)
     stack.start()
     try:

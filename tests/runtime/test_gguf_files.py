@@ -23,7 +23,8 @@ from runtime.engine.gguf_files import (
     quant_of,
     read_gguf_header,
 )
-from tests.fixtures.models import REPO_ROOT, free_port, write_gguf
+from tests.fixtures.models import REPO_ROOT, write_gguf
+from tests.fixtures.processes import free_port
 
 
 def test_file_names_announce_their_quantization() -> None:

@@ -26,7 +26,8 @@ import httpx
 import pytest
 
 from tests.controlplane.conftest import ADMIN_TOKEN, LiveServer, payload, start_live_server, stop_live_server
-from tests.e2e.conftest import Api, create_body, wait_until
+from tests.e2e.conftest import Api, create_body
+from tests.fixtures.processes import wait_until
 from tests.fixtures.services import RedisServer
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

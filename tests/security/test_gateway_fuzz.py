@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.controlplane.conftest import ADMIN_TOKEN, LiveServer, payload
-from tests.e2e.conftest import wait_until
+from tests.fixtures.processes import wait_until
 from tests.security.test_api_fuzz import _raw
 
 pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]

@@ -19,7 +19,8 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
-from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, replica_processes, wait_until
+from tests.e2e.conftest import ADMIN_TOKEN, Api, create_body, replica_processes
+from tests.fixtures.processes import wait_until
 from worker.providers.base import DesiredDeployment, FailureReason, HardwareSpec
 from worker.providers.capacity import LocalCapacity, host_cpus
 from worker.providers.local import LocalProvider
