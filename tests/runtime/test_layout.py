@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import subprocess
@@ -56,3 +57,27 @@ def test_the_runtime_docs_hold_no_dated_measurements():
     found = [f"{p.relative_to(RUNTIME)}:{n}: {line.strip()}"
              for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if DATED.search(line)]
     assert found == []
+
+
+LAYERS = {
+    "engine": {"engine", "config", "errors"},
+    "guidance": {"guidance", "engine", "errors", "jsonbody"},
+}
+"""What each lower package may import from the runtime: the engine knows no protocol, guidance no route."""
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    return {name.split(".")[1] for name in names if name.startswith("runtime.")}
+
+
+def test_dependencies_point_down_into_guidance_and_the_engine():
+    wrong = {}
+    for package, allowed in LAYERS.items():
+        for path in (RUNTIME / package).rglob("*.py"):
+            extra = _runtime_imports(path) - allowed
+            if extra:
+                wrong[path.relative_to(RUNTIME).as_posix()] = sorted(extra)
+    assert wrong == {}
