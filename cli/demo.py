@@ -10,18 +10,11 @@ process is left.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _runtime_processes(data_dir: Path) -> list[int]:
@@ -44,10 +37,11 @@ def _runtime_processes(data_dir: Path) -> list[int]:
 def demo(keep_data: bool = False) -> int:
     import openai
 
+    from cli.errors import CliError
     from cli.up import Stack
     from controlplane import create_inference_endpoint
-    from cli.errors import CliError
     from runtime.realmodels import SMOLLM2_135M_INSTRUCT, ModelBuildError, cache_root, cached_model
+    from worker.providers.local import free_port
 
     console = Console()
     data_dir = Path(tempfile.mkdtemp(prefix="endpointctl-demo-"))
@@ -64,7 +58,7 @@ def demo(keep_data: bool = False) -> int:
                                                                                   highlight=False))
     except ModelBuildError as exc:
         raise CliError(f"cannot build the demo's model: {exc}") from exc
-    port = _free_port()
+    port = free_port()
     step(f"starting the embedded stack (SQLite, embedded broker, local processes) on port {port}")
     try:
         with Stack(port=port, data_dir=data_dir) as stack:
