@@ -39,16 +39,17 @@ if TYPE_CHECKING:
 
 try:  # Ours derive from huggingface_hub's when it is installed, so code written against it catches ours too.
     from huggingface_hub.errors import InferenceEndpointError as _HubEndpointError
-except ImportError:  # the bare install: nobody can be catching huggingface_hub's class
-    _HubEndpointError = Exception
+    from huggingface_hub.errors import InferenceEndpointTimeoutError as _HubTimeoutError
+except ImportError:  # the bare install: nobody can be catching huggingface_hub's classes
+    _HubEndpointError, _HubTimeoutError = Exception, TimeoutError
 
 
 class InferenceEndpointError(_HubEndpointError):
     """The endpoint failed to deploy or update, or has no URL yet."""
 
 
-class InferenceEndpointTimeoutError(InferenceEndpointError, TimeoutError):
-    """`wait()` ran out of time."""
+class InferenceEndpointTimeoutError(InferenceEndpointError, _HubTimeoutError):
+    """`wait()` ran out of time; also a TimeoutError."""
 
 
 def _parse_time(value: str) -> datetime:

@@ -91,3 +91,13 @@ def test_sdk_errors_and_arguments(sdk_env: LiveServer) -> None:
                                   instance_type="intel-icl", region="us-east-1", vendor="aws",
                                   container_registry_username="u")
     assert controlplane.get_inference_endpoint is get_inference_endpoint
+
+
+def test_sdk_errors_are_caught_by_huggingface_hubs_except_clauses() -> None:
+    """The SDK needs no huggingface_hub, but where it is installed, code written against it catches ours."""
+    from huggingface_hub import errors as hub
+
+    with pytest.raises(hub.InferenceEndpointTimeoutError):
+        raise InferenceEndpointTimeoutError("late")
+    assert issubclass(InferenceEndpointTimeoutError, TimeoutError)
+    assert issubclass(InferenceEndpointError, hub.InferenceEndpointError)
