@@ -3,6 +3,7 @@ says which one in one line. (tests/packaging/test_bare_install.py checks the sam
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -91,3 +92,31 @@ def test_the_extras_are_read_from_the_installed_metadata() -> None:
     assert by_extra is not None
     assert "torch" in by_extra["runtime"] and "sqlalchemy" in by_extra["server"] and by_extra["kubernetes"] == ("kubernetes",)
     assert extras.missing_extras("server", "kubernetes", "runtime") == ()  # this venv has everything
+
+
+RUNTIME_ONLY_MODULES = ("torch", "transformers", "xgrammar", "gguf", "accelerate", "safetensors", "tokenizers",
+                        "huggingface_hub", "jinja2", "jsonschema", "runtime")
+
+
+def test_the_control_plane_image_needs_no_runtime_extra(tmp_path: Path) -> None:
+    """`.[server,kubernetes]` (docker/Dockerfile.controlplane) is enough for the API, the worker and both providers."""
+    script = textwrap.dedent(f"""
+        import importlib, importlib.abc, sys
+        BLOCKED = {RUNTIME_ONLY_MODULES!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, Block())
+        for module in ("controlplane.__main__", "controlplane.app", "controlplane.migrate", "worker.celery_app",
+                       "worker.tasks", "worker.providers.local", "worker.providers.kubernetes.provider",
+                       "cli.main", "cli.up"):
+            importlib.import_module(module)
+        from controlplane.app import create_app
+        create_app()
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_")}
+    env["ENDPOINTCTL_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
