@@ -120,3 +120,25 @@ def test_the_control_plane_image_needs_no_runtime_extra(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+SERVER_ONLY_MODULES = ("sqlalchemy", "alembic", "celery", "kombu", "psycopg", "redis", "httptools", "cryptography",
+                       "kubernetes", "common", "controlplane", "worker")
+
+
+def test_the_runtime_image_needs_no_server_extra() -> None:
+    """`.[runtime]` (docker/Dockerfile.runtime) is enough for `python -m runtime` and its routes and engine."""
+    script = textwrap.dedent(f"""
+        import importlib, importlib.abc, sys
+        BLOCKED = {SERVER_ONLY_MODULES!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, Block())
+        for module in ("runtime.launch", "runtime.app", "runtime.engine.scheduler", "runtime.engine.loader",
+                       "runtime.guidance", "runtime.openai.routes", "runtime.tgi.routes", "runtime.realmodels"):
+            importlib.import_module(module)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
