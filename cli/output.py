@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -108,14 +108,21 @@ def endpoint_row(ep: dict[str, Any]) -> list[Any]:
     ]
 
 
-def show_endpoints(endpoints: list[dict[str, Any]], fmt: OutputFormat) -> None:
+def show_items(items: Sequence[Any], fmt: OutputFormat, *, columns: Sequence[str], row: Callable[[Any], Sequence[Any]],
+               empty: str, data: Any = None) -> None:
+    """How every listing verb shows its list: the data as received for machines (`{"items": ...}` unless `data`
+    says otherwise), a table for people, or one line on stderr when there is nothing."""
     if fmt is not OutputFormat.table:
-        emit_data({"items": endpoints}, fmt)
+        emit_data({"items": list(items)} if data is None else data, fmt)
         return
-    if not endpoints:
-        message("no endpoints")
+    if not items:
+        message(empty)
         return
-    out.print(table(ENDPOINT_COLUMNS, (endpoint_row(ep) for ep in endpoints)))
+    out.print(table(columns, (row(item) for item in items)))
+
+
+def show_endpoints(endpoints: list[dict[str, Any]], fmt: OutputFormat) -> None:
+    show_items(endpoints, fmt, columns=ENDPOINT_COLUMNS, row=endpoint_row, empty="no endpoints")
 
 
 def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from cli.app import app
 from cli.errors import CliError
-from cli.output import OutputFormat, emit_data, message, out, show_endpoint, show_endpoints, table
+from cli.output import OutputFormat, emit_data, message, out, show_endpoint, show_endpoints, show_items
 from cli.spec import Accelerator, EndpointOptions, EndpointType, ScalingMetric, create_body, needs_catalog, parse_pairs, update_body
 from cli.state import NamespaceOpt, OutputOpt, get_state
 from cli.waiting import wait_for_deletion, wait_for_running
@@ -294,19 +294,7 @@ def events(
     items = body.get("items", []) if isinstance(body, dict) else list(body or [])
     if limit is not None:
         items = items[:limit]
-    fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
-        emit_data({"items": items}, fmt)
-        return
-    if not items:
-        message("no events")
-        return
-    rows = []
-    for ev in items:
-        rows.append([
-            ev.get("createdAt") or ev.get("timestamp") or ev.get("time"),
-            ev.get("type") or ev.get("kind"),
-            ev.get("reason"),
-            ev.get("message"),
-        ])
-    out.print(table(("TIME", "TYPE", "REASON", "MESSAGE"), rows))
+    show_items(items, state.fmt(output), columns=("TIME", "TYPE", "REASON", "MESSAGE"),
+               row=lambda ev: [ev.get("createdAt") or ev.get("timestamp") or ev.get("time"), ev.get("type") or ev.get("kind"),
+                               ev.get("reason"), ev.get("message")],
+               empty="no events")

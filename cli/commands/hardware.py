@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.app import app
-from cli.output import OutputFormat, emit_data, message, out, table
+from cli.output import show_items
 from cli.spec import Accelerator
 from cli.state import NamespaceOpt, OutputOpt, get_state
 
@@ -54,11 +54,5 @@ def hardware(
                 ])
         if regions:
             filtered.append({**v, "regions": regions})
-    fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
-        emit_data({"vendors": filtered}, fmt)
-        return
-    if not rows:
-        message("no hardware matches")
-        return
-    out.print(table(("VENDOR", "REGION", "ID", "ACCEL", "TYPE", "SIZE", "#ACCEL", "CPUS", "MEMORY", "GPU MEMORY", "$/H", "STATUS"), rows))
+    show_items(rows, state.fmt(output), data={"vendors": filtered}, row=lambda r: r, empty="no hardware matches",
+               columns=("VENDOR", "REGION", "ID", "ACCEL", "TYPE", "SIZE", "#ACCEL", "CPUS", "MEMORY", "GPU MEMORY", "$/H", "STATUS"))

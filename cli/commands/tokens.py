@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.app import app
-from cli.output import OutputFormat, emit_data, message, out, table
+from cli.output import OutputFormat, emit_data, message, show_items
 from cli.state import OutputOpt, get_state
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -46,16 +46,11 @@ def token_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     state = get_state(ctx)
     body = state.client.list_tokens()
     items = body.get("items", []) if isinstance(body, dict) else list(body or [])
-    fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
-        emit_data({"items": items}, fmt)
-        return
-    if not items:
-        message("no tokens")
-        return
-    rows = [[t.get("id"), t.get("name"), t.get("namespace"), (t.get("prefix") or "") + "…", t.get("createdAt"),
-             t.get("lastUsedAt") or "never", "revoked" if t.get("revoked") else "active"] for t in items]
-    out.print(table(("ID", "NAME", "NAMESPACE", "PREFIX", "CREATED", "LAST USED", "STATUS"), rows))
+    show_items(items, state.fmt(output), columns=("ID", "NAME", "NAMESPACE", "PREFIX", "CREATED", "LAST USED", "STATUS"),
+               row=lambda t: [t.get("id"), t.get("name"), t.get("namespace"), (t.get("prefix") or "") + "…",
+                              t.get("createdAt"), t.get("lastUsedAt") or "never",
+                              "revoked" if t.get("revoked") else "active"],
+               empty="no tokens")
 
 
 @token_app.command("revoke")
