@@ -18,6 +18,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.crypto import EncryptedJSON
+from common.observed import ObservedJSON, ObservedStatus
 
 
 def utcnow() -> datetime:
@@ -156,7 +157,8 @@ class Endpoint(Base):
     ready_replicas: Mapped[int] = mapped_column(Integer, default=0)
     target_replicas: Mapped[int] = mapped_column(Integer, default=0)
     conditions: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the worker last saw of the replicas (common/observed.py): validated whenever it is read or written.
+    observed: Mapped[ObservedStatus] = mapped_column(ObservedJSON, default=ObservedStatus)
 
     last_activity_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

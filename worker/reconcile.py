@@ -23,6 +23,7 @@ from common.db import session_scope
 from common.envpolicy import refused_env_name
 from common.internal_token import internal_token
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from common.observed import ObservedReplica, ObservedStatus
 from common.redaction import redactor_for
 from worker.hardware import resolve_hardware
 from worker.plan import Action, Desired, Plan, plan
@@ -63,7 +64,7 @@ def publishes_url(state: str, endpoint: Endpoint) -> bool:
     as a URL appeared)."""
     if state == EndpointState.RUNNING.value:
         return True
-    return state in STABLE_URL_STATES and (endpoint.observed or {}).get("last_ready_revision") is not None
+    return state in STABLE_URL_STATES and endpoint.observed.last_ready_revision is not None
 
 
 def health_route(endpoint: Endpoint) -> str:
@@ -77,7 +78,7 @@ def desired_view(endpoint: Endpoint) -> Desired:
         min_replicas=endpoint.min_replicas,
         max_replicas=endpoint.max_replicas,
         desired_replicas=endpoint.desired_replicas,
-        last_ready_revision=(endpoint.observed or {}).get("last_ready_revision"),
+        last_ready_revision=endpoint.observed.last_ready_revision,
         current_state=endpoint.state,
     )
 
@@ -148,17 +149,16 @@ def _conditions(previous: list, wanted: dict[str, tuple[bool, str, str | None]],
     return result
 
 
-def _observed_doc(previous: dict, o: ObservedDeployment, p: Plan, spec_revision: int) -> dict:
-    doc = dict(previous or {})
-    doc["replicas"] = [
-        {"name": r.name, "ready": r.ready, "url": r.url, "revision": r.revision, "phase": r.phase, "restarts": r.restarts}
-        for r in o.replicas
-    ]
-    doc["service_url"] = o.service_url
-    doc["revision"] = o.revision
+def _observed_status(previous: ObservedStatus, o: ObservedDeployment, p: Plan, spec_revision: int) -> ObservedStatus:
+    update: dict = {
+        "replicas": tuple(ObservedReplica(name=r.name, ready=r.ready, url=r.url, revision=r.revision, phase=r.phase,
+                                          restarts=r.restarts) for r in o.replicas),
+        "service_url": o.service_url,
+        "revision": o.revision,
+    }
     if p.state == EndpointState.RUNNING.value:
-        doc["last_ready_revision"] = spec_revision
-    return doc
+        update["last_ready_revision"] = spec_revision
+    return previous.model_copy(update=update)
 
 
 def _fault_point(name: str) -> None:
@@ -217,7 +217,7 @@ def reconcile_endpoint(factory: sessionmaker[Session], provider: Provider, setti
             endpoint = session.get(Endpoint, endpoint_id)
             if endpoint is None:
                 return Outcome(None, None)
-            endpoint.observed = _observed_doc(endpoint.observed, observed, p, desired.spec_revision)
+            endpoint.observed = _observed_status(endpoint.observed, observed, p, desired.spec_revision)
         healthy = probe_health(settings, endpoint) if provider.verify_through_gateway else True
         p = plan(desired, observed, health_ok=healthy)
 
@@ -260,8 +260,8 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, provider: 
         message = redact(p.message)
         conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         conditions = redact.conditions(conditions)
-        new_observed = _observed_doc(endpoint.observed, observed, p, endpoint.spec_revision)
-        _notices(session, endpoint, deployment, new_observed, provider)
+        new_observed = _notices(session, endpoint, deployment,
+                                _observed_status(endpoint.observed, observed, p, endpoint.spec_revision), provider)
         changed = (endpoint.state != p.state or endpoint.message != message or endpoint.url != url
                    or endpoint.ready_replicas != p.ready_replicas or endpoint.target_replicas != p.replicas
                    or endpoint.observed != new_observed or endpoint.observed_generation != generation)
@@ -285,21 +285,19 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, provider: 
         return Outcome(p.requeue_after, p.state)
 
 
-def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment | None, observed_doc: dict,
-             provider: Provider) -> None:
-    """One-time events per spec revision about how the provider interprets the spec (on this host)."""
-    if deployment is None:
-        return
-    noticed = observed_doc.get("noticed_revision")
-    if noticed == endpoint.spec_revision:
-        return
-    observed_doc["noticed_revision"] = endpoint.spec_revision
+def _notices(session: Session, endpoint: Endpoint, deployment: DesiredDeployment | None, observed: ObservedStatus,
+             provider: Provider) -> ObservedStatus:
+    """One-time events per spec revision about how the provider interprets the spec (on this host); returns
+    `observed` marked as noticed for this revision."""
+    if deployment is None or observed.noticed_revision == endpoint.spec_revision:
+        return observed
     refused = refused_env_names(endpoint)
     if refused:
         record_event(session, endpoint, type=EventType.WARNING, reason="EnvRefused",
                      message=f"not passed to the replicas (set by the platform only): {', '.join(refused)}")
     for notice in provider.spec_notices(deployment):
         record_event(session, endpoint, type=EventType.NORMAL, reason=notice.reason, message=notice.message)
+    return observed.model_copy(update={"noticed_revision": endpoint.spec_revision})
 
 
 def all_endpoint_ids(factory: sessionmaker[Session]) -> list[int]:

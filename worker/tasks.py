@@ -15,6 +15,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -25,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 from common.config import get_settings
 from common.db import session_factory, session_scope
 from common.models import ClusterCapacity, DesiredState, Endpoint, EndpointState, EventType, record_event
+from common.observed import AutoscaleSample
 from common.queue import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, enqueue_reconcile
 from worker.celery_app import app
 from worker.lease import endpoint_lease, _redis
@@ -153,12 +155,13 @@ def recommend(pending: float, threshold: float, lower: int, upper: int) -> int:
     return min(upper, max(lower, math.ceil(pending / threshold) if pending > 0 else lower))
 
 
-def stabilized(history: list[list[float]], now: float, recommendation: int, current: int, window: float) -> tuple[int, list]:
+def stabilized(history: Sequence[AutoscaleSample], now: float, recommendation: int, current: int,
+               window: float) -> tuple[int, tuple[AutoscaleSample, ...]]:
     """HPA-style: scale up at once, scale down only to the highest recommendation seen within `window`."""
-    history = [h for h in history if now - h[0] <= window] + [[now, recommendation]]
+    history = (*(h for h in history if now - h.at <= window), AutoscaleSample(at=now, replicas=recommendation))
     if recommendation >= current:
         return recommendation, history
-    return max(int(h[1]) for h in history), history
+    return max(h.replicas for h in history), history
 
 
 @app.task(name=AUTOSCALE)
@@ -177,7 +180,7 @@ def autoscale() -> dict[int, int]:
                 continue
             measure = scaling.get("measure") or {}
             threshold = measure.get("pendingRequests") or 1.5
-            urls = [r["url"] for r in (endpoint.observed or {}).get("replicas", []) if r.get("ready") and r.get("url")]
+            urls = endpoint.observed.ready_urls()
             candidates.append((endpoint.id, lower, upper, float(threshold), urls))
     for endpoint_id, lower, upper, threshold, urls in candidates:
         readings = [p for p in (pending_requests(u) for u in urls) if p is not None]
@@ -189,11 +192,9 @@ def autoscale() -> dict[int, int]:
             if endpoint is None:
                 continue
             current = endpoint.desired_replicas or lower
-            observed = dict(endpoint.observed or {})
-            want, history = stabilized(observed.get("autoscale_history", []), time.time(),
+            want, history = stabilized(endpoint.observed.autoscale_history, time.time(),
                                        recommend(total, threshold, lower, upper), current, settings.scale_down_window)
-            observed["autoscale_history"] = history
-            endpoint.observed = observed
+            endpoint.observed = endpoint.observed.model_copy(update={"autoscale_history": history})
             if want != current:
                 endpoint.desired_replicas = want
                 endpoint.generation += 1

@@ -45,10 +45,10 @@ def _load(factory: sessionmaker[Session], namespace: str, name: str) -> Endpoint
         ).one_or_none()
         if endpoint is None:
             return None
-        observed = endpoint.observed or {}
-        targets = [r["url"] for r in observed.get("replicas", []) if r.get("ready") and r.get("url")]
-        if not targets and observed.get("service_url") and endpoint.ready_replicas > 0:
-            targets = [observed["service_url"]]
+        observed = endpoint.observed
+        targets = observed.ready_urls()
+        if not targets and observed.service_url and endpoint.ready_replicas > 0:
+            targets = [observed.service_url]
         return EndpointView(id=endpoint.id, namespace=endpoint.namespace, name=endpoint.name, type=endpoint.type,
                             desired_state=endpoint.desired_state, state=endpoint.state, message=endpoint.message,
                             targets=tuple(targets))

@@ -22,6 +22,7 @@ from controlplane.auth import Principal
 from common.catalog import Catalog
 from common.errors import AlreadyRunning, Conflict, Forbidden, InvalidSpec, NotFound
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event, utcnow
+from common.observed import ObservedStatus
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota, check_quota
@@ -83,7 +84,7 @@ class EndpointService:
         row = Endpoint(namespace=namespace, name=valid.name, type=valid.type, spec=valid.spec, secrets=valid.secrets,
                        image_credentials=valid.image_credentials, desired_state=DesiredState.RUNNING.value,
                        generation=1, spec_revision=1, observed_generation=0, state=EndpointState.PENDING.value,
-                       ready_replicas=0, target_replicas=0, conditions=[], observed={}, created_at=now,
+                       ready_replicas=0, target_replicas=0, conditions=[], observed=ObservedStatus(), created_at=now,
                        updated_at=now, created_by=self.principal.name, updated_by=self.principal.name)
         try:
             self.session.add(row)

@@ -12,7 +12,7 @@ def test_recommendation_is_pending_over_threshold_clamped():
 
 
 def test_scale_up_is_immediate_and_scale_down_waits_for_the_window():
-    want, history = stabilized([], 0.0, 3, 1, window=60)
+    want, history = stabilized((), 0.0, 3, 1, window=60)
     assert want == 3
     # Load drops: the recent recommendation of 3 holds the replicas until it leaves the window.
     want, history = stabilized(history, 10.0, 1, 3, window=60)
@@ -23,7 +23,7 @@ def test_scale_up_is_immediate_and_scale_down_waits_for_the_window():
     assert want == 2  # the 3 from t=0 left the window; the 2 from t=30 has not
     want, history = stabilized(history, 100.0, 1, 2, window=60)
     assert want == 1
-    assert all(100.0 - t <= 60 for t, _ in history)
+    assert all(100.0 - h.at <= 60 for h in history)
 
 
 def test_metrics_parser_reads_tgi_and_vllm_families():
