@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from cli.up import wait_ready
 from tests.fixtures.processes import free_port, stop_process_group
 
 ENDPOINTCTL = str(Path(sys.executable).with_name("endpointctl"))
@@ -34,7 +35,7 @@ class ControlPlane:
 
 
 def start_controlplane(data_dir: Path, *, token: str, port: int | None = None) -> tuple[subprocess.Popen, ControlPlane]:
-    """`python -m controlplane` on loopback with its own data dir; returns once /healthz answers 200."""
+    """`python -m controlplane` on loopback with its own data dir; returns once /readyz answers 200."""
     log = data_dir / "server.log"
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_") and k not in ("DATABASE_URL", "REDIS_URL")}
@@ -46,18 +47,10 @@ def start_controlplane(data_dir: Path, *, token: str, port: int | None = None) -
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"control plane exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"control plane did not answer /healthz in 60s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_ready(url, proc, timeout=60)  # the same readiness wait `endpointctl up` does
+    except RuntimeError as exc:
+        stop_process_group(proc)
+        raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from exc
     except BaseException:
         stop_process_group(proc)
         raise

@@ -17,9 +17,9 @@ import pytest
 from kubernetes import client as k8s
 
 from cli.up import Stack
+from tests.fixtures.processes import free_port, wait_until
 from tests.k8s.test_provider import labelled_objects
 from worker.providers.kubernetes.manifests import ANNOTATION_REVISION
-from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 

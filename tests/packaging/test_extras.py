@@ -23,16 +23,25 @@ EXTRA_MODULES = ("torch", "transformers", "xgrammar", "gguf", "accelerate", "saf
                  "cryptography", "pydantic_settings", "kubernetes", "common", "worker", "runtime")
 
 
-def test_cli_and_sdk_import_nothing_from_an_extra() -> None:
-    """With every extra's modules made unimportable, the CLI's help and the SDK still load (in a fresh process)."""
+def _python_without(blocked: tuple[str, ...], body: str, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `body` in a fresh interpreter in which the top-level modules `blocked` cannot be imported, as if the
+    extras that bring them were not installed."""
     script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {EXTRA_MODULES!r}
+        import importlib, importlib.abc, sys
+        BLOCKED = {blocked!r}
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in BLOCKED:
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Block())
+    """) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_cli_and_sdk_import_nothing_from_an_extra() -> None:
+    """With every extra's modules made unimportable, the CLI's help and the SDK still load (in a fresh process)."""
+    proc = _python_without(EXTRA_MODULES, """
         import controlplane
         from controlplane import list_inference_endpoints, create_inference_endpoint
         from controlplane.sdk import InferenceEndpointError
@@ -42,10 +51,9 @@ def test_cli_and_sdk_import_nothing_from_an_extra() -> None:
             main(["--help"])
         except SystemExit as exc:
             assert exc.code in (0, None), exc.code
-        loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED))
         assert not loaded, loaded
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Usage: endpointctl" in proc.stdout
 
@@ -100,25 +108,16 @@ RUNTIME_ONLY_MODULES = ("torch", "transformers", "xgrammar", "gguf", "accelerate
 
 def test_the_control_plane_image_needs_no_runtime_extra(tmp_path: Path) -> None:
     """`.[server,kubernetes]` (docker/Dockerfile.controlplane) is enough for the API, the worker and both providers."""
-    script = textwrap.dedent(f"""
-        import importlib, importlib.abc, sys
-        BLOCKED = {RUNTIME_ONLY_MODULES!r}
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        sys.meta_path.insert(0, Block())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_")}
+    env["ENDPOINTCTL_DATA_DIR"] = str(tmp_path)
+    proc = _python_without(RUNTIME_ONLY_MODULES, """
         for module in ("controlplane.__main__", "controlplane.app", "controlplane.migrate", "worker.celery_app",
                        "worker.tasks", "worker.providers.local", "worker.providers.kubernetes.provider",
                        "cli.main", "cli.up"):
             importlib.import_module(module)
         from controlplane.app import create_app
         create_app()
-    """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_")}
-    env["ENDPOINTCTL_DATA_DIR"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=env)
+    """, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -128,17 +127,9 @@ SERVER_ONLY_MODULES = ("sqlalchemy", "alembic", "celery", "kombu", "psycopg", "r
 
 def test_the_runtime_image_needs_no_server_extra() -> None:
     """`.[runtime]` (docker/Dockerfile.runtime) is enough for `python -m runtime` and its routes and engine."""
-    script = textwrap.dedent(f"""
-        import importlib, importlib.abc, sys
-        BLOCKED = {SERVER_ONLY_MODULES!r}
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        sys.meta_path.insert(0, Block())
+    proc = _python_without(SERVER_ONLY_MODULES, """
         for module in ("runtime.launch", "runtime.app", "runtime.engine.scheduler", "runtime.engine.loader",
                        "runtime.guidance", "runtime.openai.routes", "runtime.tgi.routes", "runtime.realmodels"):
             importlib.import_module(module)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
