@@ -2,7 +2,7 @@
 
     from controlplane import create_inference_endpoint, get_inference_endpoint, list_inference_endpoints
 
-The SDK names are imported lazily so `import common.config` (every process does) stays light.
+The SDK names are imported lazily, so importing any `controlplane` module (every API process does) stays light.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ import logging
 
 from fastapi import FastAPI
 
-from controlplane.api import errors
-from controlplane.api.routes import auth, endpoints, health, providers
 from common.catalog import load_catalog
 from common.config import Settings, get_settings
 from common.db import session_factory
+from controlplane.api import errors
+from controlplane.api.routes import auth, endpoints, health, providers
 from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
 from controlplane.services.enqueue import Enqueue, make_enqueuer

@@ -17,10 +17,10 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.errors import ControlPlaneError
 from common.config import Settings
 from common.db import session_scope
 from common.envpolicy import refused_env_name
+from common.errors import ControlPlaneError
 from common.internal_token import internal_token
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 from common.observed import ObservedReplica, ObservedStatus

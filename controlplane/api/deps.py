@@ -15,10 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.auth import Principal, authenticate_request, authenticate_token, is_metrics_token
 from common.catalog import Catalog
 from common.config import Settings
 from common.errors import Forbidden, NotAuthenticated
+from controlplane.auth import Principal, authenticate_request, authenticate_token, is_metrics_token
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota

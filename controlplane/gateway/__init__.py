@@ -19,9 +19,9 @@ PREFIX = "/endpoints/"
 def get_gateway(app):
     gateway = getattr(app.state, "gateway", None)
     if gateway is None:
-        from controlplane.auth import authenticate_token
         from common.config import get_settings
         from common.db import session_factory
+        from controlplane.auth import authenticate_token
         from controlplane.gateway.proxy import Gateway
 
         settings = getattr(app.state, "settings", None) or get_settings()

@@ -39,13 +39,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.auth import authenticate_request
 from common.config import Settings
-from controlplane.gateway.routing import EndpointDirectory, EndpointView
 from common.internal_token import is_internal_token
+from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
+from controlplane.auth import authenticate_request
+from controlplane.gateway.routing import EndpointDirectory, EndpointView
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
-from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.validation import MAX_NAME, NAME_RE, NAMESPACE_RE
 

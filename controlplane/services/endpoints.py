@@ -18,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from controlplane.auth import Principal
 from common.catalog import Catalog
 from common.errors import AlreadyRunning, Conflict, Forbidden, InvalidSpec, NotFound
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event, utcnow
 from common.observed import ObservedStatus
+from controlplane.auth import Principal
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota, check_quota

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controlplane.auth import Principal, display_prefix, hash_token, new_token, outlast_token_caches
 from common.config import Settings, get_settings
 from common.errors import Conflict, Forbidden, InvalidSpec, NotFound
 from common.models import ApiToken, Membership, Namespace, NamespaceKind, utcnow
+from controlplane.auth import Principal, display_prefix, hash_token, new_token, outlast_token_caches
 from controlplane.services.validation import check_namespace
 
 

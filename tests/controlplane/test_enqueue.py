@@ -7,8 +7,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane.app import create_app
 from common.config import Settings
+from controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN_TOKEN, Api, payload, reconcile_ids
 from tests.fixtures.processes import free_port
 from tests.fixtures.services import RedisServer

@@ -14,9 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from controlplane import migrate
 from common.config import Settings
 from common.models import Base
+from controlplane import migrate
 from tests.controlplane.conftest import ROOT, start_live_server, stop_live_server
 from tests.fixtures.services import RedisServer
 

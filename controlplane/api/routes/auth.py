@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from controlplane.api.responses import FastJSONResponse
 
-from controlplane.api.deps import Context, ContextDep
 from common.models import ApiToken
+from controlplane.api.deps import Context, ContextDep
 from controlplane.schemas import ErrorBody, TokenCreate, TokenCreated, TokensPublic, WhoAmI, iso_z
 from controlplane.services.tokens import TokenService
 

@@ -10,8 +10,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane.api.deps import MetricsReader
 from controlplane.api.responses import FastJSONResponse
-from controlplane.schemas import ErrorBody
 from controlplane.migrate import current_revision, head_revision
+from controlplane.schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from controlplane.api.responses import FastJSONResponse
 from sqlalchemy import select
 
-from controlplane.api.deps import ContextDep
 from common.models import ClusterCapacity, DesiredState, Endpoint
+from controlplane.api.deps import ContextDep
 
 # Capacity the worker observed longer ago than this is not shown (the worker or the cluster may be gone).
 CAPACITY_MAX_AGE = timedelta(minutes=5)
