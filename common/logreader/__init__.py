@@ -52,7 +52,10 @@ def _make(settings: Settings) -> LogReader:
     if settings.provider == "local":
         return LocalLogReader(settings.data_dir)
     if settings.provider == "kubernetes":
-        from common.logreader.kubernetes import KubernetesLogReader
-
+        try:
+            from common.logreader.kubernetes import KubernetesLogReader
+        except ImportError as exc:
+            raise LogReadError(f"the Kubernetes client is not installed here ({exc}); install endpointctl[kubernetes]"
+                               ) from exc
         return KubernetesLogReader.from_settings(settings)
     raise LogReadError(f"unknown provider {settings.provider!r}; choose 'local' or 'kubernetes'")
