@@ -1,4 +1,4 @@
-"""Engines and sessions for the control-plane database, importable without the web app (the worker uses them).
+"""Engines and sessions for the control-plane database, shared by the API, the gateway and the worker.
 
 SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection, so the API's thread
 pool, the worker and the gateway can share one file; PostgreSQL is used as is through psycopg 3. The SQLite file

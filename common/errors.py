@@ -1,4 +1,6 @@
-"""Domain errors of the control plane; `controlplane.api.errors` maps each to one HTTP status in one place.
+"""Domain errors of the control plane; `controlplane.api.errors` maps each to one HTTP status in one place. They
+live here because shared code raises them too: the catalog (`InvalidSpec`, `CatalogError`), which the worker
+resolves hardware with.
 
     ControlPlaneError
     ├── InvalidSpec          400  a request that parses but cannot be accepted (names the parameter)

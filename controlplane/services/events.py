@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.models import Endpoint, Event, record_event  # noqa: F401 - re-exported for the worker
+from common.models import Endpoint, Event
 
 MAX_PAGE = 500
 
