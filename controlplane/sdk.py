@@ -73,6 +73,16 @@ def _namespace(api: ControlPlaneClient, namespace: str | None) -> str:
     return namespace or api.whoami()["name"]
 
 
+def _hub_client(name: str) -> Any:
+    """huggingface_hub's client class `name`; the SDK itself does not depend on huggingface_hub."""
+    try:
+        import huggingface_hub
+    except ImportError as exc:
+        raise ImportError(f"`endpoint.client` and `endpoint.async_client` are huggingface_hub's {name}: "
+                          "pip install huggingface_hub (or use `endpoint.openai_client()`)") from exc
+    return getattr(huggingface_hub, name)
+
+
 @dataclass
 class InferenceEndpoint:
     """An endpoint as last fetched; actions refresh it in place and return `self`, so calls chain."""
@@ -131,15 +141,11 @@ class InferenceEndpoint:
 
     @property
     def client(self) -> InferenceClient:
-        from huggingface_hub import InferenceClient
-
-        return InferenceClient(model=self._require_url(), token=self._token)
+        return _hub_client("InferenceClient")(model=self._require_url(), token=self._token)
 
     @property
     def async_client(self) -> AsyncInferenceClient:
-        from huggingface_hub import AsyncInferenceClient
-
-        return AsyncInferenceClient(model=self._require_url(), token=self._token)
+        return _hub_client("AsyncInferenceClient")(model=self._require_url(), token=self._token)
 
     def openai_client(self, **kwargs: Any) -> openai.OpenAI:
         """An OpenAI SDK client for the endpoint's OpenAI-compatible routes."""

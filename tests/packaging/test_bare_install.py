@@ -100,9 +100,15 @@ def test_bare_install_is_the_cli_and_the_sdk(tmp_path: Path) -> None:
             "from controlplane import create_inference_endpoint, list_inference_endpoints\n"
             "ep = create_inference_endpoint('bare-sdk', repository='gpt2', framework='pytorch', accelerator='cpu',"
             " instance_size='x1', instance_type='intel-icl', region='us-east-1', vendor='aws')\n"
-            "print(ep.status, [e.name for e in list_inference_endpoints()])")], cwd=tmp_path, env=client_env)
+            "print(ep.status, [e.name for e in list_inference_endpoints()])\n"
+            "try:\n"
+            "    ep.client\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")], cwd=tmp_path, env=client_env)
         assert sdk.returncode == 0, sdk.stderr[-3000:]
-        assert sdk.stdout.strip() == "pending ['bare-sdk']"
+        assert sdk.stdout.splitlines()[0] == "pending ['bare-sdk']"
+        # huggingface_hub's clients are an option of the SDK, not a dependency: asking for one says so.
+        assert "pip install huggingface_hub" in sdk.stdout.splitlines()[1]
         listed = _run([str(endpointctl), "list"], cwd=tmp_path, env=client_env)
         assert listed.returncode == 0, listed
         assert "bare-sdk" in listed.stdout and "pending" in listed.stdout
