@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +21,7 @@ WaitOpt = Annotated[bool, typer.Option("--wait", help="Then wait until the endpo
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0, help="Seconds to wait before giving up (default: no limit).")]
 IntervalOpt = Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
 
-# The options create and update share (None = not given; update sends only what is given).
+# The options create and update share, declared once (None = not given; update sends only what is given).
 Repository = Annotated[str | None, typer.Option("--repository", "-r", help="Model repository: a hub repo id or a local path.")]
 Revision = Annotated[str | None, typer.Option("--revision", help="Model revision (commit, branch or tag).")]
 Framework = Annotated[str | None, typer.Option("--framework", help="Model framework (create default: pytorch).")]
@@ -41,9 +43,33 @@ HealthRoute = Annotated[str | None, typer.Option("--health-route", help="Health 
 Env = Annotated[list[str] | None, typer.Option("--env", "-e", metavar="KEY=VALUE", help="Environment variable KEY=VALUE (repeatable).")]
 Secret = Annotated[list[str] | None, typer.Option("--secret", metavar="KEY=VALUE", help="Secret KEY=VALUE (repeatable; never shown again).")]
 Tag = Annotated[list[str] | None, typer.Option("--tag", metavar="TAG", help="Tag (repeatable).")]
+SPEC_OPTIONS: dict[str, Any] = {
+    "repository": Repository, "revision": Revision, "framework": Framework, "task": Task,
+    "accelerator": AcceleratorOpt, "vendor": Vendor, "region": Region, "instance_type": InstanceType,
+    "instance_size": InstanceSize, "min_replica": MinReplica, "max_replica": MaxReplica,
+    "scale_to_zero_timeout": ScaleToZero, "scaling_metric": MetricOpt, "scaling_threshold": ThresholdOpt,
+    "type": TypeOpt, "image_url": ImageUrl, "image_port": ImagePort, "health_route": HealthRoute, "env": Env,
+    "secret": Secret, "tag": Tag,
+}
+
+
+def with_spec_options(verb: Callable[..., None]) -> Callable[..., None]:
+    """Declare `SPEC_OPTIONS` as options of `verb(ctx, name, *, ..., **spec)`, right after NAME.
+
+    Typer reads a command's options from its signature, so without this `create` and `update` would each spell
+    out the same twenty-one parameters (and pass them on one by one); here they arrive in `**spec`.
+    """
+    signature = inspect.signature(verb, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+              for name, annotation in SPEC_OPTIONS.items()]
+    after_name = [p.name for p in params].index("name") + 1
+    verb.__signature__ = signature.replace(parameters=[*params[:after_name], *shared, *params[after_name:]])
+    return verb
 
 
 def _options(**kwargs: Any) -> EndpointOptions:
+    """The shared options as `cli.spec` takes them: enums as their values, KEY=VALUE lists as dicts."""
     env, secrets, tags = kwargs.pop("env"), kwargs.pop("secret"), kwargs.pop("tag")
     for key in ("accelerator", "type", "scaling_metric"):
         if kwargs.get(key) is not None:
@@ -74,44 +100,22 @@ def _after_change(ctx: typer.Context, ep: dict[str, Any], ns: str, name: str, fm
 
 
 @app.command(rich_help_panel="Endpoints")
+@with_spec_options
 def create(
     ctx: typer.Context,
     name: NameArg,
-    repository: Repository = None,
-    revision: Revision = None,
-    framework: Framework = None,
-    task: Task = None,
-    accelerator: AcceleratorOpt = None,
-    vendor: Vendor = None,
-    region: Region = None,
-    instance_type: InstanceType = None,
-    instance_size: InstanceSize = None,
-    min_replica: MinReplica = None,
-    max_replica: MaxReplica = None,
-    scale_to_zero_timeout: ScaleToZero = None,
-    scaling_metric: MetricOpt = None,
-    scaling_threshold: ThresholdOpt = None,
-    type: TypeOpt = None,
-    image_url: ImageUrl = None,
-    image_port: ImagePort = None,
-    health_route: HealthRoute = None,
-    env: Env = None,
-    secret: Secret = None,
-    tag: Tag = None,
+    *,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     interval: IntervalOpt = 1.0,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
+    **spec: Any,
 ) -> None:
     """Create an endpoint (hardware not given is picked from the catalog: local vendor and CPU first)."""
-    if not repository:
+    if not spec["repository"]:
         raise CliError("--repository is required: a hub repo id or a local path", exit_code=2)
-    opts = _options(repository=repository, revision=revision, framework=framework, task=task, accelerator=accelerator,
-                    vendor=vendor, region=region, instance_type=instance_type, instance_size=instance_size,
-                    min_replica=min_replica, max_replica=max_replica, scale_to_zero_timeout=scale_to_zero_timeout,
-                    scaling_metric=scaling_metric, scaling_threshold=scaling_threshold, type=type, image_url=image_url,
-                    image_port=image_port, health_route=health_route, env=env, secret=secret, tag=tag)
+    opts = _options(**spec)
     opts.check()
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
@@ -170,42 +174,20 @@ def wait(
 
 
 @app.command(rich_help_panel="Endpoints")
+@with_spec_options
 def update(
     ctx: typer.Context,
     name: NameArg,
-    repository: Repository = None,
-    revision: Revision = None,
-    framework: Framework = None,
-    task: Task = None,
-    accelerator: AcceleratorOpt = None,
-    vendor: Vendor = None,
-    region: Region = None,
-    instance_type: InstanceType = None,
-    instance_size: InstanceSize = None,
-    min_replica: MinReplica = None,
-    max_replica: MaxReplica = None,
-    scale_to_zero_timeout: ScaleToZero = None,
-    scaling_metric: MetricOpt = None,
-    scaling_threshold: ThresholdOpt = None,
-    type: TypeOpt = None,
-    image_url: ImageUrl = None,
-    image_port: ImagePort = None,
-    health_route: HealthRoute = None,
-    env: Env = None,
-    secret: Secret = None,
-    tag: Tag = None,
+    *,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     interval: IntervalOpt = 1.0,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
+    **spec: Any,
 ) -> None:
     """Change an endpoint; only the options given are sent (the API merges them into the current spec)."""
-    opts = _options(repository=repository, revision=revision, framework=framework, task=task, accelerator=accelerator,
-                    vendor=vendor, region=region, instance_type=instance_type, instance_size=instance_size,
-                    min_replica=min_replica, max_replica=max_replica, scale_to_zero_timeout=scale_to_zero_timeout,
-                    scaling_metric=scaling_metric, scaling_threshold=scaling_threshold, type=type, image_url=image_url,
-                    image_port=image_port, health_route=health_route, env=env, secret=secret, tag=tag)
+    opts = _options(**spec)
     body = update_body(opts)
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
