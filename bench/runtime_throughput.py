@@ -378,12 +378,20 @@ def _chat_runs(url: str, pid: int, prompts: list, single_prompts: list, args, *,
     return out
 
 
-def _same(a: dict, b: dict, run: str) -> str | None:
-    """How many requests of ``run`` two servers answered with the same text, as ``"k/n"``."""
+def _same(a: dict, b: dict, run: str, special: list[str]) -> str | None:
+    """How many requests of ``run`` two servers answered with the same text, as ``"k/n"``. The ``special`` tokens'
+    text is left out first: servers differ in whether they print them (an EOS, or the special tokens generated
+    past it with EOS ignored), which is not a difference in what the model chose."""
     if "error" in a or "error" in b:
         return None
+
+    def plain(text: str) -> str:
+        for token in special:
+            text = text.replace(token, "")
+        return text
+
     texts = a[run]["texts"], b[run]["texts"]
-    return f"{sum(x == y for x, y in zip(*texts, strict=True))}/{len(texts[0])}"
+    return f"{sum(plain(x) == plain(y) for x, y in zip(*texts, strict=True))}/{len(texts[0])}"
 
 
 def _prepare_llama_cpp(model_dir: Path) -> dict:
@@ -550,11 +558,12 @@ def _chat(args, dtypes: list[str]) -> dict:
         report["ours_single_stream_without_speculation"] = {"error": f"{type(exc).__name__}: {exc}"}
 
     # Greedy text: ours against transformers' generate (the naive server, fp32), and each peer against ours.
+    special = [token.content for token in tokenizer.added_tokens_decoder.values() if token.special]
     report["greedy_same_text"] = {}
     for name in results:
         if name != f"ours_{dtypes[0]}":
             report["greedy_same_text"][f"{name}_vs_ours_{dtypes[0]}"] = {
-                run: _same(results[name], first, run) for run in ("fixed", "natural")}
+                run: _same(results[name], first, run, special) for run in ("fixed", "natural")}
     for result in results.values():
         for run in ("fixed", "single_stream", "natural"):
             if run in result:
