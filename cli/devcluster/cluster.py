@@ -425,9 +425,13 @@ class DevCluster:
 
     def _how_it_ended(self, pid: int) -> str:
         proc = self._children.get(pid)
-        code = proc.poll() if proc is not None else None
-        if code is None:
+        if proc is None:
             return "exit status unknown: not our child"
+        # The caller saw it gone from /proc; a process in the middle of exiting is reapable a moment later.
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "exit status unknown: still exiting"
         if code < 0:
             return f"killed by {signal.Signals(-code).name}"
         return f"exit code {code}"
