@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     worker_stall_timeout: float = 60.0
     # Autoscaler: scale down only to the highest recommendation seen within this window (seconds), so it won't flap.
     scale_down_window: float = 120.0
+    # Dashboard charts: the worker samples each endpoint's replicas this often and keeps this much history.
+    metrics_interval: float = Field(default=10.0, ge=1.0, le=600.0)
+    metrics_retention: float = Field(default=3900.0, ge=60.0, le=86_400.0)
 
     # --- Kubernetes provider (ENDPOINTCTL_PROVIDER=kubernetes) ----------------------------------------------
     # Cluster access: KUBECONFIG (standard name) or, when unset and running in a pod, the in-cluster config.

@@ -14,7 +14,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.crypto import EncryptedJSON
@@ -210,6 +210,30 @@ class ClusterCapacity(Base):
     max_allocatable_per_node: Mapped[int] = mapped_column(Integer, default=0)
     max_free_per_node: Mapped[int] = mapped_column(Integer, default=0)
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EndpointMetricSample(Base):
+    """One point of an endpoint's recent load, written by the worker's `sample_metrics` beat task and read by the
+    dashboard's charts (`GET /v2/endpoint/{ns}/{name}/metrics`). Rates and percentiles are of the interval since the
+    previous sample; `counters` keeps each replica's cumulative counters so the next pass can take the difference,
+    whichever worker runs it. Rows older than `metrics_retention` are pruned on every pass."""
+
+    __tablename__ = "endpoint_metric_samples"
+    __table_args__ = (Index("ix_endpoint_metric_samples_endpoint_id_at", "endpoint_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    target_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    requests_per_second: Mapped[float | None] = mapped_column(Float, default=None)
+    output_tokens_per_second: Mapped[float | None] = mapped_column(Float, default=None)
+    ttft_p50: Mapped[float | None] = mapped_column(Float, default=None)
+    ttft_p95: Mapped[float | None] = mapped_column(Float, default=None)
+    latency_p50: Mapped[float | None] = mapped_column(Float, default=None)
+    latency_p95: Mapped[float | None] = mapped_column(Float, default=None)
+    pending_requests: Mapped[float | None] = mapped_column(Float, default=None)
+    counters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 def record_event(session: Any, endpoint: Endpoint, *, type: str | EventType, reason: str, message: str) -> Event:

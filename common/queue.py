@@ -24,6 +24,7 @@ SCALE_IDLE_TO_ZERO = "worker.scale_idle_to_zero"
 AUTOSCALE = "worker.autoscale"
 REFRESH_CAPACITY = "worker.refresh_capacity"
 PROBE = "worker.probe"
+SAMPLE_METRICS = "worker.sample_metrics"
 QUEUE = "endpointctl"
 
 # A send waits at most ~0.4 s for a broker that is briefly away; after that the periodic resync does the work.

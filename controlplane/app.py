@@ -10,7 +10,7 @@ from common.catalog import load_catalog
 from common.config import Settings, get_settings
 from common.db import session_factory
 from controlplane.api import errors
-from controlplane.api.routes import auth, endpoints, health, providers
+from controlplane.api.routes import auth, endpoints, health, metrics_history, providers
 from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
 from controlplane.services.enqueue import Enqueue, make_enqueuer
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     app.state.enqueue = enqueue or make_enqueuer(settings)
     app.state.metrics = Metrics(app.state.sessions)
     errors.install(app)
-    for module in (endpoints, providers, auth, health):
+    for module in (endpoints, metrics_history, providers, auth, health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

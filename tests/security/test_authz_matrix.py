@@ -31,6 +31,7 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v2/endpoint/{namespace}/{name}/events"): (401, 401, HIDDEN, 200, 200),
     # The test app has no provider layer: an authorized caller gets the 503 that says so.
     ("get", "/v2/endpoint/{namespace}/{name}/logs"): (401, 401, HIDDEN, 503, 503),
+    ("get", "/v2/endpoint/{namespace}/{name}/metrics"): (401, 401, HIDDEN, 200, 200),
     ("get", "/v2/provider/{namespace}"): (401, 401, HIDDEN, 200, 200),
     ("get", "/api/whoami-v2"): (401, 401, 200, 200, 200),
     ("get", "/api/tokens"): (401, 401, 200, 200, 200),
@@ -121,4 +122,4 @@ def test_hidden_looks_like_missing(api: Api) -> None:
 
 @pytest.mark.parametrize("cells", [len(MATRIX) * len(PRINCIPALS)])
 def test_matrix_size(cells: int) -> None:
-    assert cells == 90
+    assert cells == 95
