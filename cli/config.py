@@ -4,14 +4,20 @@ The config file (`~/.config/endpointctl/config.yaml`, or `$ENDPOINTCTL_CONFIG`) 
 `namespace`; `endpointctl config set|show|unset` and `endpointctl login` edit it. It is written with mode 0600
 because it holds a bearer token.
 
-`endpointctl up` records the URL (and the admin token it generated) in `local-stack.yaml` beside the config file
-through `record_local_stack`, so that right after `up` every other verb talks to that stack without flags; it is a
-separate file so that `up` never overwrites what the user configured, and it ranks below the config file.
+`endpointctl up` records its stack in `local-stack.yaml` beside the config file through `record_local_stack`, so
+that right after `up` every other verb talks to that stack without flags; it is a separate file so that `up` never
+overwrites what the user configured, and it ranks below the config file. Several stacks may run at once (one per
+data directory), so the file holds one record per data directory — URL, owner pid, start time and the path of the
+admin-token file `up` keeps in its data directory (the token itself stays there, 0600) — and a stopping `up` removes
+only its own. With no URL configured the CLI talks to the most recently started stack whose `up` is still alive; with
+a URL configured it borrows the admin token of the recorded stack at that URL only, never sends it elsewhere.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,22 +106,105 @@ def unset_config_value(key: str) -> Path:
     return path
 
 
-def record_local_stack(url: str, token: str | None = None) -> Path:
-    """Called by `endpointctl up` once its API listens, so other verbs find it without flags."""
-    data: dict[str, Any] = {"url": url}
-    if token:
-        data["token"] = token
+@contextmanager
+def _local_stack_records() -> Iterator[dict[str, dict[str, Any]]]:
+    """The records of `local-stack.yaml` for a read-modify-write under an exclusive lock, so that two `up`s starting
+    or stopping at the same moment never lose each other's record."""
+    import fcntl
+
     path = local_stack_path()
-    _write_yaml(path, data)
-    return path
-
-
-def forget_local_stack() -> None:
-    """Called by `endpointctl up` on shutdown: a stopped stack must not stay the default target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        local_stack_path().unlink()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        records = _read_local_stacks(path)
+        before = dict(records)
+        yield records
+        if records != before:
+            if records:
+                _write_yaml(path, {"stacks": records})
+            else:
+                path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _read_local_stacks(path: Path) -> dict[str, dict[str, Any]]:
+    """Key -> record; a file an older `up` wrote (one top-level url/token) reads as one record keyed by its URL."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        pass
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; delete it and restart `endpointctl up`") from exc
+    if not isinstance(data, dict):
+        return {}
+    if isinstance(data.get("url"), str):
+        return {data["url"]: {k: data[k] for k in ("url", "token") if isinstance(data.get(k), str)}}
+    stacks = data.get("stacks")
+    if not isinstance(stacks, dict):
+        return {}
+    return {str(k): v for k, v in stacks.items() if isinstance(v, dict) and isinstance(v.get("url"), str)}
+
+
+def record_local_stack(url: str, token: str | None = None, *, key: str | None = None, token_file: Path | None = None,
+                       pid: int | None = None) -> Path:
+    """Called by `endpointctl up` once its API listens, so other verbs find it without flags.
+
+    `key` (the data directory) names the record, so that stacks on other data directories keep theirs; `up` passes
+    the path of its token file rather than the token, which stays in the data directory."""
+    import time
+
+    record: dict[str, Any] = {"url": url.rstrip("/"), "started": time.time()}
+    if token:
+        record["token"] = token
+    if token_file is not None:
+        record["token_file"] = str(token_file)
+    if pid is not None:
+        record["pid"] = pid
+    with _local_stack_records() as records:
+        records[key or record["url"]] = record
+    return local_stack_path()
+
+
+def forget_local_stack(key: str) -> None:
+    """Called by `endpointctl up` on shutdown: a stopped stack must not stay the default target, and only its own
+    record goes (another stack's `up` may still be running)."""
+    with _local_stack_records() as records:
+        records.pop(key, None)
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return True  # a record without a pid (written by hand or by an older `up`) is believed
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _record_token(record: dict[str, Any]) -> str | None:
+    if isinstance(record.get("token"), str):
+        return record["token"]
+    token_file = record.get("token_file")
+    if not isinstance(token_file, str):
+        return None
+    try:
+        return Path(token_file).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def local_stacks() -> list[dict[str, Any]]:
+    """The recorded stacks whose `up` is alive, most recently started first (`key` added to each)."""
+    live = [{**record, "key": key} for key, record in _read_local_stacks(local_stack_path()).items()
+            if _pid_alive(record.get("pid"))]
+    return sorted(live, key=lambda r: r.get("started") if isinstance(r.get("started"), (int, float)) else 0, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -132,11 +221,13 @@ def resolve(*, url: str | None = None, token: str | None = None, namespace: str 
     """Merge flags (arguments), the environment, the config file and `up`'s record, in that order of precedence."""
     flags = {"url": url, "token": token, "namespace": namespace}
     env = {"url": os.environ.get(URL_ENV), "token": os.environ.get(TOKEN_ENV), "namespace": os.environ.get(NAMESPACE_ENV)}
+    stacks = local_stacks()
+    newest = stacks[0] if stacks else {}
     layers = [
         ("flag", flags),
         ("env", env),
         (str(config_path()), load_config()),
-        (str(local_stack_path()), _read_yaml(local_stack_path())),
+        (str(local_stack_path()), {"url": newest.get("url")}),
     ]
     values: dict[str, str | None] = {}
     sources: dict[str, str] = {}
@@ -152,7 +243,11 @@ def resolve(*, url: str | None = None, token: str | None = None, namespace: str 
     if not values["url"]:
         values["url"] = DEFAULT_URL
         sources["url"] = "default"
-    if sources["token"] == str(local_stack_path()) and layers[3][1].get("url", "").rstrip("/") != values["url"].rstrip("/"):
+    url = values["url"].rstrip("/")
+    if not values["token"]:
         # `up`'s admin token belongs to `up`'s URL; never send it to another control plane.
-        values["token"], sources["token"] = None, "unset"
-    return Settings(url=values["url"].rstrip("/"), token=values["token"], namespace=values["namespace"], sources=sources)
+        for record in stacks:
+            if record["url"].rstrip("/") == url and (token := _record_token(record)):
+                values["token"], sources["token"] = token, str(local_stack_path())
+                break
+    return Settings(url=url, token=values["token"], namespace=values["namespace"], sources=sources)

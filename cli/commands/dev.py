@@ -1,4 +1,4 @@
-"""Verbs backed by other packages: `up`, `demo`, `runtime serve`, `dev tiny-model`, `dev model`, `dev cluster ...`.
+"""Verbs backed by other packages: `up`, `down`, `demo`, `runtime serve`, `dev tiny-model`, `dev model`, `dev cluster ...`.
 
 Each imports its implementation only when run, so the CLI starts fast (no torch import for `list`) and works
 without those packages: first `cli.extras.require` checks that the extra the verb needs is installed (else one
@@ -45,18 +45,33 @@ def _exit_with(code: object) -> None:
         raise typer.Exit(code)
 
 
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Database, broker, logs (default: $ENDPOINTCTL_DATA_DIR or ~/.local/share/endpointctl)."),
+]
+
+
 @app.command(rich_help_panel="Setup")
 def up(
     host: Annotated[str, typer.Option("--host", help="Interface the API and gateway bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 = any free port).")] = 8000,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Database, broker, logs (default: $ENDPOINTCTL_DATA_DIR or ~/.local/share/endpointctl).")] = None,
+    data_dir: DataDirOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background and return once ready (stop it with `endpointctl down`).")] = False,
 ) -> None:
     """Run the whole stack on this machine in the foreground: API, gateway, worker, beat (Ctrl-C stops it all)."""
     # Replicas run where the provider puts them: the local provider runs the bundled runtime in this environment.
     provider = os.environ.get("ENDPOINTCTL_PROVIDER", "local")
     require("'endpointctl up'", "server", *{"local": ("runtime",), "kubernetes": ("kubernetes",)}.get(provider, ()))
-    run = _load("cli.up", "up", "`endpointctl up`")
+    run = _load("cli.up", "up_detached" if detach else "up", "`endpointctl up`")
     _exit_with(run(host, port, data_dir))
+
+
+@app.command(rich_help_panel="Setup")
+def down(data_dir: DataDirOpt = None) -> None:
+    """Stop the `endpointctl up` running on a data directory (as Ctrl-C would: replicas included)."""
+    require("'endpointctl down'", "server")
+    run = _load("cli.up", "down", "`endpointctl down`")
+    _exit_with(run(data_dir))
 
 
 @app.command(rich_help_panel="Setup")

@@ -48,8 +48,8 @@ def test_precedence_flag_env_file_up(isolated: Path, monkeypatch: pytest.MonkeyP
     assert (s.url, s.token, s.namespace) == ("http://flag:4", "flag-token", "flag-ns")
     assert set(s.sources.values()) == {"flag"}
 
-    config.forget_local_stack()
-    config.forget_local_stack()  # idempotent: `up` may call it twice on shutdown
+    config.forget_local_stack("http://up:1")
+    config.forget_local_stack("http://up:1")  # idempotent: `up` may call it twice on shutdown
     assert not config.local_stack_path().exists()
 
 
