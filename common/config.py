@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     # before any of the body is read, a chunked body as soon as it passes the limit. Default: the bundled runtime's
     # PAYLOAD_LIMIT (runtime/config.py), so the gateway never streams what the replica would refuse.
     gateway_payload_limit: int = Field(default=2_000_000, ge=1)
+    # --- Gateway replica choice (controlplane/gateway/routing.py) --------------------------------------------
+    # Requests whose prompts start alike go to the same replica (its prefix cache holds that start) until it
+    # carries more than load_factor × the average in flight; off: least outstanding requests only.
+    gateway_prefix_routing: bool = True
+    gateway_prefix_load_factor: float = Field(default=1.25, ge=1.0, le=10.0)
+    # Requests in flight per replica through one gateway process; beyond it requests queue in the gateway, up
+    # to queue_size per endpoint and queue_timeout seconds, then 503 with Retry-After. Default: the bundled
+    # runtime's MAX_CONCURRENT_REQUESTS, over which a replica answers 429.
+    gateway_replica_max_inflight: int = Field(default=128, ge=1)
+    gateway_queue_timeout: float = Field(default=30.0, ge=0.0, le=3600.0)
+    gateway_queue_size: int = Field(default=1024, ge=0)
 
     # --- Authentication (controlplane/auth.py) --------------------------------------------------------------
     # How long any process may trust a token it looked up. Revoking a token waits this long before it returns, so

@@ -3,8 +3,9 @@
 Responsibilities, in request order: refuse an address that cannot name an endpoint (404, no database read) and a
 declared body over `ENDPOINTCTL_GATEWAY_PAYLOAD_LIMIT` (413, before reading it); authorize by endpoint type; refuse
 paused endpoints (503, no wake); wake a scaled-to-zero endpoint and hold the request until a replica is ready
-(bounded by `X-Scale-Up-Timeout`); pick the replica with the fewest outstanding requests; send the request body (in
-one write when small, streamed and counted against the limit otherwise); stream the response through without
+(bounded by `X-Scale-Up-Timeout`); pick a replica, the one that served the same prompt start while it has room
+(routing.py), queueing while every replica is at its limit; send the request body (in one write when small,
+streamed and counted against the limit otherwise); stream the response through without
 buffering and without a read timeout (LLM streams may run for minutes); record activity for scale-to-zero.
 
 What a caller learns about endpoints it cannot see is exactly what it learns about endpoints that do not exist:
@@ -43,7 +44,8 @@ from common.config import Settings
 from common.internal_token import is_internal_token
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
 from controlplane.auth import authenticate_request
-from controlplane.gateway.routing import EndpointDirectory, EndpointView
+from controlplane.gateway.routing import (EndpointDirectory, EndpointView, ReplicasSaturated, RoutingPolicy,
+                                          prefix_key)
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
                                            UpstreamResponse)
 from controlplane.services.enqueue import Enqueue
@@ -167,7 +169,10 @@ class Gateway:
         self.factory = factory
         self.authenticate = authenticate  # (session, raw_token, settings=) -> Principal | None
         self.enqueue = enqueue  # the app's port to the worker (app.state.enqueue), for wakes
-        self.directory = EndpointDirectory(factory)
+        self.directory = EndpointDirectory(factory, RoutingPolicy(
+            prefix_routing=settings.gateway_prefix_routing, load_factor=settings.gateway_prefix_load_factor,
+            max_inflight=settings.gateway_replica_max_inflight, queue_timeout=settings.gateway_queue_timeout,
+            queue_size=settings.gateway_queue_size))
         self.pool = UpstreamPool()  # keep-alive connections to replicas; no read timeout (see upstream.py)
         self._activity_written: dict[int, float] = {}
         self._wake_locks: dict[int, asyncio.Lock] = {}
@@ -177,6 +182,9 @@ class Gateway:
                               labels, registry=registry)
         self.proxied = Counter("endpointctl_gateway_requests_total", "Requests proxied to replicas, by status",
                                [*labels, "status"], registry=registry)
+        self.queued = Gauge("endpointctl_gateway_queued_requests",
+                            "Requests waiting in the gateway because every replica is at its in-flight limit",
+                            labels, registry=registry)
         self.wakes = Counter("endpointctl_gateway_wakes_total", "Scale-from-zero wakes triggered by requests",
                              labels, registry=registry)
         self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",")
@@ -367,13 +375,16 @@ class Gateway:
         headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode("latin-1")))
         query = request.scope.get("query_string", b"").decode("latin-1")
         deadline = time.monotonic() + self._hold_timeout(request)
+        key = prefix_key(body) if rest is None and len(view.targets) > 1 else None
         while True:
-            target = self.directory.pick(view)
+            try:
+                target = await self.directory.acquire(view, key, waiting=self.queued.labels(namespace, name))
+            except ReplicasSaturated as exc:
+                raise GatewayError(503, str(exc), {"Retry-After": str(exc.retry_after)}) from exc
             if target is None:
                 view = await self.visible_view(request, namespace, name, await self.directory.get(namespace, name))
                 continue
             url = path + (f"?{query}" if query else "")
-            self.directory.outstanding[target] = self.directory.outstanding.get(target, 0) + 1
             inflight.inc()
             try:
                 upstream = await self.pool.request(target, request.method, url, headers, body, rest=rest,
@@ -418,7 +429,7 @@ class Gateway:
         return UpstreamRelay(upstream, done)
 
     def _release(self, target: str) -> None:
-        self.directory.outstanding[target] = max(0, self.directory.outstanding.get(target, 1) - 1)
+        self.directory.release(target)
 
 
 async def _rest_of_body(receive, size: int, limit: int) -> AsyncIterator[bytes]:
