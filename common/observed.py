@@ -23,7 +23,7 @@ class ObservedReplica(_Frozen):
 
     name: str
     ready: bool
-    url: str | None = None  # where the gateway reaches it directly (local provider)
+    url: str | None = None  # where the gateway reaches it directly (a local port, a pod IP)
     revision: int | None = None
     phase: str = "Pending"
     restarts: int = 0

@@ -95,7 +95,7 @@ class DesiredDeployment:
 class ReplicaStatus:
     name: str
     ready: bool
-    url: str | None = None  # where the gateway can reach this replica directly (local provider)
+    url: str | None = None  # where the gateway can reach this replica directly (a local port, a pod IP)
     revision: int | None = None
     phase: str = "Pending"  # Pending | Starting | Running | Failed | Terminating
     restarts: int = 0

@@ -18,6 +18,7 @@ What each stuck state looks like in the API and what we report:
 
 from __future__ import annotations
 
+from common.kube_names import RUNTIME_CONTAINER
 from worker.providers.base import FailureReason, ObservedDeployment, ReplicaStatus
 from worker.providers.kubernetes.manifests import ANNOTATION_REVISION, DOWNLOAD_CONTAINER
 
@@ -96,8 +97,23 @@ def _replica(pod: dict) -> ReplicaStatus:
     failure = _container_failure(pod)
     sched = _condition(pod, "PodScheduled")
     message = failure[1] if failure else (sched.get("message") if sched and sched.get("status") == "False" else None)
-    return ReplicaStatus(name=pod["metadata"]["name"], ready=ready, revision=_pod_revision(pod),
-                         phase=_phase(pod, ready), restarts=restarts, message=message)
+    return ReplicaStatus(name=pod["metadata"]["name"], ready=ready, url=_pod_url(pod) if ready else None,
+                         revision=_pod_revision(pod), phase=_phase(pod, ready), restarts=restarts, message=message)
+
+
+def _pod_url(pod: dict) -> str | None:
+    """The pod's own address, which the gateway (in the cluster) routes to: the Service would spread requests that
+    share a prompt prefix over every pod, and each pod's prefix cache would hold a little of everything."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == RUNTIME_CONTAINER:
+            for port in container.get("ports") or []:
+                if port.get("name") == "http" and port.get("containerPort"):
+                    return f"http://{host}:{int(port['containerPort'])}"
+    return None
 
 
 def rollout_complete(deployment: dict) -> bool:
