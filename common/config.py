@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(default=1.0, ge=0.0, le=30.0)
     # Bearer token that reads /metrics and nothing else (Prometheus' scrape token); unset: only the admin token.
     metrics_token: str | None = None
+    # Dashboard sign-in (controlplane/auth.py, session cookie): how long a session lasts before the token must be
+    # given again, and whether the cookie is `Secure` (unset: when the request came over https).
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    session_cookie_secure: bool | None = None
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's forwarded_allow_ips):
     # comma-separated addresses or networks, "*" for any. Empty (default): none; the TCP peer is the client.
     forwarded_allow_ips: str = ""

@@ -1,4 +1,5 @@
-"""The control-plane FastAPI application: v2 endpoint routes, hardware catalog, auth, health, metrics, gateway."""
+"""The control-plane FastAPI application: v2 endpoint routes, hardware catalog, auth, the dashboard's session and
+pages, health, metrics, gateway."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from common.catalog import load_catalog
 from common.config import Settings, get_settings
 from common.db import session_factory
 from controlplane.api import errors
-from controlplane.api.routes import auth, endpoints, health, metrics_history, providers
+from controlplane.api.routes import auth, endpoints, health, metrics_history, providers, session
+from controlplane import dashboard
 from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
 from controlplane.services.enqueue import Enqueue, make_enqueuer
@@ -25,6 +27,9 @@ Self-hosted control plane speaking the Inference Endpoints v2 wire format: point
 and the organisations that user belongs to; the bootstrap admin token (`ENDPOINTCTL_ADMIN_TOKEN`, namespace
 `ENDPOINTCTL_ADMIN_NAMESPACE`) acts on every namespace and mints tokens for users with `POST /api/tokens`.
 A request for a namespace the token does not hold answers **404**, exactly as for one that does not exist.
+
+**Dashboard.** `/ui/` (`/` redirects there) signs in with the same tokens through `POST /api/session`, which sets an
+HttpOnly session cookie; cookie-authenticated POST/PUT/PATCH/DELETE must send `X-CSRF-Token` from `GET /api/session`.
 
 **State.** Writes store the desired state and return at once; the worker reconciles and writes `status`.
 Errors are `{"error": "...", "param"?: "..."}`.
@@ -53,7 +58,10 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     app.state.enqueue = enqueue or make_enqueuer(settings)
     app.state.metrics = Metrics(app.state.sessions)
     errors.install(app)
-    for module in (endpoints, metrics_history, providers, auth, health):
+    for module in (endpoints, metrics_history, providers, auth, session, health):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/ui/static", dashboard.static_app(), name="dashboard-static")
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(dashboard.DashboardHeadersMiddleware)
     return app

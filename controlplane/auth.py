@@ -211,3 +211,89 @@ async def authenticate_request(raw_token: str | None, settings: Settings,
         return quick  # type: ignore[return-value]
     assert raw_token is not None
     return await _cache.coalesce(hash_token(raw_token), lambda: lookup(raw_token), settings.token_cache_seconds)
+
+
+# -- Dashboard sessions ----------------------------------------------------------------------------------------
+# The dashboard signs in with a token like any client, and the browser keeps it in a cookie the page's scripts cannot
+# read: Fernet-sealed with the secrets key (common/crypto.py), so the cookie is useless outside this control plane and
+# cannot be forged or stretched past its age. The token inside is authenticated on every request exactly like a bearer
+# token, so a revoke ends the session the moment the revoke returns. A cookie travels with requests a foreign page
+# makes, so unsafe methods also need `X-CSRF-Token`: an HMAC of the cookie keyed by the token it holds, which only a
+# page that may read `GET /api/session` (same origin: SameSite=Strict and CORS keep others out) can learn.
+
+SESSION_COOKIE = "endpointctl_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_COOKIE = 2048
+
+
+class CsrfRejected(Exception):
+    """A cookie-authenticated unsafe request without the matching `X-CSRF-Token` header."""
+
+
+_keyrings: dict[int, tuple[Settings, object]] = {}
+
+
+def _keyring(settings: Settings):
+    from common.crypto import keyring_for
+
+    cached = _keyrings.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = _keyrings[id(settings)] = (settings, keyring_for(settings))
+    return cached[1]
+
+
+def seal_session(settings: Settings, raw_token: str, *, issued_at: float | None = None) -> str:
+    """The cookie value for a signed-in token (url-safe base64: no cookie quoting needed)."""
+    from common.crypto import PREFIX
+
+    sealed = _keyring(settings).encrypt({"token": raw_token, "iat": time.time() if issued_at is None else issued_at})
+    return sealed[len(PREFIX):]
+
+
+def open_session(settings: Settings, value: str | None) -> str | None:
+    """The token a session cookie holds, or None when it is absent, not ours, tampered with or older than
+    `session_max_age_seconds`."""
+    from common.crypto import PREFIX, SecretsKeyError
+
+    if not value or len(value) > _MAX_COOKIE or not value.isascii() or not value.isprintable():
+        return None
+    try:
+        data = _keyring(settings).decrypt(PREFIX + value)
+    except (SecretsKeyError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not isinstance(
+            data.get("iat"), (int, float)):
+        return None
+    age = time.time() - data["iat"]
+    if age < -60 or age > settings.session_max_age_seconds:
+        return None
+    return data["token"]
+
+
+def csrf_token(raw_token: str, cookie_value: str) -> str:
+    key = hashlib.sha256(b"endpointctl-csrf\0" + _bytes(raw_token)).digest()
+    return hmac.new(key, cookie_value.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def token_from_session(settings: Settings, cookie_value: str | None, *, method: str,
+                       csrf_header: str | None) -> str | None:
+    """The token of the session cookie (None: no valid session); raises `CsrfRejected` for an unsafe method whose
+    `X-CSRF-Token` does not match."""
+    raw = open_session(settings, cookie_value)
+    if raw is None:
+        return None
+    if method.upper() not in SAFE_METHODS:
+        assert cookie_value is not None
+        if not csrf_header or not hmac.compare_digest(_bytes(csrf_header), _bytes(csrf_token(raw, cookie_value))):
+            raise CsrfRejected(f"a signed-in browser request with {method.upper()} needs the {CSRF_HEADER} header "
+                               f"that GET /api/session returns")
+    return raw
+
+
+def without_session_cookie(cookie_header: bytes) -> bytes:
+    """A `Cookie` header less the session cookie: the gateway must not hand a caller's session to a replica (which
+    may run a tenant's own image)."""
+    kept = [part for part in cookie_header.split(b";")
+            if part.strip() and not part.strip().startswith(SESSION_COOKIE.encode() + b"=")]
+    return b";".join(kept).strip()

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.catalog import Catalog
 from common.config import Settings
 from common.errors import Forbidden, NotAuthenticated
-from controlplane.auth import Principal, authenticate_request, authenticate_token, is_metrics_token
+from controlplane.auth import (CSRF_HEADER, SESSION_COOKIE, CsrfRejected, Principal, authenticate_request,
+                               authenticate_token, is_metrics_token, token_from_session)
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota
@@ -74,6 +75,24 @@ def _bearer_value(credentials: HTTPAuthorizationCredentials | None) -> str:
     return raw
 
 
+def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The bearer token, else the dashboard's session cookie (controlplane/auth.py); a bearer wins, since a header a
+    foreign page cannot set is not open to CSRF."""
+    if credentials is not None and credentials.credentials:
+        return credentials.credentials
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        return _bearer_value(None)
+    try:
+        raw = token_from_session(request.app.state.settings, cookie, method=request.method,
+                                 csrf_header=request.headers.get(CSRF_HEADER))
+    except CsrfRejected as exc:
+        raise Forbidden(str(exc)) from None
+    if raw is None:
+        raise NotAuthenticated("the dashboard session has expired or is not valid: sign in again")
+    return raw
+
+
 async def _principal(state: Any, raw: str) -> Principal:
     principal = await authenticate_request(raw, state.settings, lambda token: _authenticate_with_database(state, token))
     if principal is None:
@@ -87,7 +106,7 @@ async def get_context(request: Request,
     """Authenticate before the body is looked at (401 comes before 422): the admin token and cached tokens need
     no I/O; other tokens cost one thread-pool hop."""
     state = request.app.state
-    principal = await _principal(state, _bearer_value(credentials))
+    principal = await _principal(state, request_token(request, credentials))
     ctx = Context(state, principal)
     try:
         yield ctx

@@ -43,7 +43,8 @@ from starlette.concurrency import run_in_threadpool
 from common.config import Settings
 from common.internal_token import is_internal_token
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
-from controlplane.auth import authenticate_request
+from controlplane.auth import (CSRF_HEADER, SESSION_COOKIE, CsrfRejected, authenticate_request,
+                               token_from_session, without_session_cookie)
 from controlplane.gateway.routing import (EndpointDirectory, EndpointView, ReplicasSaturated, RoutingPolicy,
                                           prefix_key)
 from controlplane.gateway.upstream import (EagerSender, UpstreamConnectError, UpstreamError, UpstreamPool,
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailers",
               b"transfer-encoding", b"upgrade", b"host", b"content-length"}
-NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-scale-up-timeout", b"expect"}  # uvicorn answered any 100-continue
+NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-scale-up-timeout", b"expect",  # uvicorn answered any 100-continue
+                              b"x-csrf-token"}  # the dashboard's; its session cookie is taken out of `cookie` below
 ACTIVITY_WRITE_EVERY = 5.0
 STREAM_THRESHOLD = 256 * 1024
 """Request bodies up to this size are read whole and sent in one write (and may be retried on another replica if
@@ -199,6 +201,21 @@ class Gateway:
         token is refused here the moment the revoke call returns, as it is on the API routes."""
         return await authenticate_request(raw, self.settings, self._lookup_token)
 
+    def _session_token(self, request: Request) -> str:
+        """The dashboard's session cookie, as the API reads it (controlplane/auth.py): the playground calls the
+        gateway from the page; unsafe methods need the CSRF header."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie is None:
+            return ""
+        try:
+            raw = token_from_session(self.settings, cookie, method=request.method,
+                                     csrf_header=request.headers.get(CSRF_HEADER))
+        except CsrfRejected as exc:
+            raise GatewayError(403, str(exc)) from None
+        if raw is None:
+            raise GatewayError(401, "the dashboard session has expired or is not valid: sign in again", BEARER)
+        return raw
+
     def _lookup_token(self, raw: str):
         with self.factory() as session:
             return self.authenticate(session, raw, settings=self.settings)
@@ -212,6 +229,8 @@ class Gateway:
             return  # the worker's own probes: it runs inside the cluster by definition
         if view is not None and view.type == "public":
             return
+        if not raw:
+            raw = self._session_token(request)
         if not raw:
             raise GatewayError(401, TOKEN_REQUIRED, BEARER)
         principal = await self._principal_for(raw)
@@ -371,7 +390,9 @@ class Gateway:
         self.record_activity(view.id)
         inflight = self.inflight.labels(namespace, name)
         body, rest = await self._request_body(request)
-        headers = [(k, v) for k, v in request.scope["headers"] if k not in NOT_FORWARDED]
+        headers = [(k, without_session_cookie(v) if k == b"cookie" else v)
+                   for k, v in request.scope["headers"] if k not in NOT_FORWARDED]
+        headers = [(k, v) for k, v in headers if v or k != b"cookie"]
         headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode("latin-1")))
         query = request.scope.get("query_string", b"").decode("latin-1")
         deadline = time.monotonic() + self._hold_timeout(request)
