@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from common.db import session_factory
 from common.models import Endpoint, EndpointMetricSample
-from tests.controlplane.conftest import Api, api, db_url, payload, settings  # noqa: F401 - fixtures
+from tests.controlplane.conftest import Api, payload
 
 URL = "/v2/endpoint/alice/ep/metrics"
 
