@@ -20,7 +20,7 @@ def test_root_redirects_to_the_dashboard(api: Api) -> None:
     assert r.headers["content-security-policy"] == CSP
 
 
-@pytest.mark.parametrize("path", ["/ui/", "/ui/signin"])
+@pytest.mark.parametrize("path", ["/ui/", "/ui/signin", "/ui/tokens", "/ui/hardware", "/ui/endpoints/alice/e1"])
 def test_pages_are_shells_with_strict_headers(api: Api, path: str) -> None:
     r = api.http.get(path)
     assert r.status_code == 200, r.text
