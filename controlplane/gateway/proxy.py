@@ -187,6 +187,10 @@ class Gateway:
         self.queued = Gauge("endpointctl_gateway_queued_requests",
                             "Requests waiting in the gateway because every replica is at its in-flight limit",
                             labels, registry=registry)
+        self.prefix_routed = Counter("endpointctl_gateway_prefix_routed_total",
+                                     "Requests with a prompt key, by whether their replica had lately been sent "
+                                     "the same key (warm: it probably holds the prefix)", [*labels, "warm"],
+                                     registry=registry)
         self.wakes = Counter("endpointctl_gateway_wakes_total", "Scale-from-zero wakes triggered by requests",
                              labels, registry=registry)
         self.private_networks = [ipaddress.ip_network(n.strip()) for n in settings.private_networks.split(",")
@@ -399,7 +403,9 @@ class Gateway:
         key = prefix_key(body) if rest is None and len(view.targets) > 1 else None
         while True:
             try:
-                target = await self.directory.acquire(view, key, waiting=self.queued.labels(namespace, name))
+                target = await self.directory.acquire(
+                    view, key, waiting=self.queued.labels(namespace, name),
+                    routed=lambda warm: self.prefix_routed.labels(namespace, name, str(warm).lower()).inc())
             except ReplicasSaturated as exc:
                 raise GatewayError(503, str(exc), {"Retry-After": str(exc.retry_after)}) from exc
             if target is None:

@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Gauge
@@ -52,6 +52,9 @@ MAX_KEY_BODY = 256 * 1024
 """Bodies larger than this are not parsed for a key (the gateway streams them anyway)."""
 RECHECK_S = 0.5
 """A queued request looks again this often even without a release: replicas may have been added meanwhile."""
+RECENT_KEYS = 4096
+"""Keys remembered per replica to tell whether a request went where its prefix went before (the routing-quality
+metric): about what a replica's prefix cache can hold of distinct starts, bounded whatever tenants send."""
 
 
 class ReplicasSaturated(Exception):
@@ -195,6 +198,7 @@ class EndpointDirectory:
         self._bad: dict[str, float] = {}  # replica URL -> until when to avoid it (connection refused)
         self._queues: dict[int, collections.deque[asyncio.Future]] = {}  # endpoint id -> waiting requests
         self._endpoint_of: dict[str, int] = {}  # replica URL -> endpoint id, to wake that endpoint's queue
+        self._recent: dict[str, collections.OrderedDict[int, None]] = {}  # replica URL -> keys it was sent lately
 
     async def get(self, namespace: str, name: str, *, max_age: float = TTL) -> EndpointView | None:
         key = (namespace, name)
@@ -236,11 +240,13 @@ class EndpointDirectory:
         return choose(candidates, self.outstanding, key if policy.prefix_routing else None,
                       load_factor=policy.load_factor, max_inflight=policy.max_inflight)
 
-    async def acquire(self, view: EndpointView, key: int | None, *, waiting: Gauge | None = None) -> str | None:
+    async def acquire(self, view: EndpointView, key: int | None, *, waiting: Gauge | None = None,
+                      routed: Callable[[bool], None] | None = None) -> str | None:
         """A replica with a free slot, counted as taken (give it back with :meth:`release`); None when the endpoint
         has no replica at all (the caller waits for one to become ready). Queues while every replica is at its
         cap (counted in `waiting`); raises :class:`ReplicasSaturated` when the queue is full or the wait outlasts
-        `queue_timeout`."""
+        `queue_timeout`. A keyed request is reported to `routed`: whether its replica had been sent that key
+        recently, i.e. probably holds its prefix."""
         target = self.pick(view, key) if not self._queues.get(view.id) else None  # no overtaking the queue
         if target is None and view.targets:
             target = await self._wait_for_slot(view, key, waiting)
@@ -250,8 +256,13 @@ class EndpointDirectory:
                 for t in idle:
                     del self.outstanding[t]
                     self._endpoint_of.pop(t, None)
+                    self._recent.pop(t, None)
             self.outstanding[target] = self.outstanding.get(target, 0) + 1
             self._endpoint_of[target] = view.id
+            if key is not None:
+                warm = self._remember(target, key)
+                if routed is not None:
+                    routed(warm)
         return target
 
     async def _wait_for_slot(self, view: EndpointView, key: int | None, waiting: Gauge | None) -> str | None:
@@ -299,6 +310,17 @@ class EndpointDirectory:
                 self._queues.pop(view.id, None)
             else:
                 self._wake(view.id)
+
+    def _remember(self, target: str, key: int) -> bool:
+        recent = self._recent.get(target)
+        if recent is None:
+            recent = self._recent[target] = collections.OrderedDict()
+        warm = key in recent
+        recent[key] = None
+        recent.move_to_end(key)
+        if len(recent) > RECENT_KEYS:
+            recent.popitem(last=False)
+        return warm
 
     def release(self, target: str) -> None:
         self.outstanding[target] = max(0, self.outstanding.get(target, 1) - 1)

@@ -210,3 +210,14 @@ async def test_prefix_routing_can_be_turned_off():
     on.outstanding, off.outstanding = {home: 1}, {home: 1}
     assert await on.acquire(on.view, key) == home
     assert await off.acquire(off.view, key) == other
+
+
+async def test_keyed_requests_are_reported_warm_when_their_replica_was_sent_the_key_before():
+    d = directory(max_inflight=128)
+    seen: list[bool] = []
+    keys = [prefix_key(json.dumps({"prompt": f"system {i}"}).encode()) for i in range(4)]
+    for _ in range(3):
+        for key in keys:
+            d.release(await d.acquire(d.view, key, routed=seen.append))
+    await d.acquire(d.view, None, routed=seen.append)  # no key: nothing to report
+    assert seen == [False] * 4 + [True] * 8
