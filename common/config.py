@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     local_replica_memory_gb: float | None = Field(default=None, ge=0.0)
     local_reserve_cpus: float = Field(default=0.0, ge=0.0)
     local_reserve_memory_gb: float = Field(default=1.0, ge=0.0)
+    # Local provider on a machine without a GPU: accept GPU instance types and run them on the CPU (tests, demos);
+    # off, such a request is refused at create time with the reason (common/catalog.py).
+    local_gpu_emulation: bool = False
     # Apply pending Alembic migrations when the API starts.
     migrate_on_start: bool = True
 

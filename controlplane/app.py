@@ -7,7 +7,7 @@ import logging
 
 from fastapi import FastAPI
 
-from common.catalog import load_catalog
+from common.catalog import catalog_for
 from common.config import Settings, get_settings
 from common.db import session_factory
 from controlplane.api import errors
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     app = ControlPlaneApp(title="endpointctl control plane", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
-    app.state.catalog = load_catalog(settings.hardware_catalog)
+    app.state.catalog = catalog_for(settings)
     app.state.enqueue = enqueue or make_enqueuer(settings)
     app.state.metrics = Metrics(app.state.sessions)
     errors.install(app)

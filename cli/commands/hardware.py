@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.app import app
-from cli.output import show_items
+from cli.output import message, show_items
 from cli.spec import Accelerator
 from cli.state import NamespaceOpt, OutputOpt, get_state
 
@@ -54,5 +54,10 @@ def hardware(
                 ])
         if regions:
             filtered.append({**v, "regions": regions})
-    show_items(rows, state.fmt(output), data={"vendors": filtered}, row=lambda r: r, empty="no hardware matches",
+    machine = catalog.get("machine")
+    data = {"vendors": filtered, **({"machine": machine} if machine else {})}
+    if machine and not state.fmt(output).machine:
+        # The local provider runs every instance here, whatever vendor it names: say which machine that is.
+        message(f"every instance runs on {machine.get('description') or machine.get('name')} (local provider)")
+    show_items(rows, state.fmt(output), data=data, row=lambda r: r, empty="no hardware matches",
                columns=("VENDOR", "REGION", "ID", "ACCEL", "TYPE", "SIZE", "#ACCEL", "CPUS", "MEMORY", "GPU MEMORY", "$/H", "STATUS"))

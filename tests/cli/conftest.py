@@ -34,12 +34,15 @@ class ControlPlane:
     log: Path
 
 
-def start_controlplane(data_dir: Path, *, token: str, port: int | None = None) -> tuple[subprocess.Popen, ControlPlane]:
+def start_controlplane(data_dir: Path, *, token: str, port: int | None = None,
+                       gpu_emulation: bool = True) -> tuple[subprocess.Popen, ControlPlane]:
     """`python -m controlplane` on loopback with its own data dir; returns once /readyz answers 200."""
     log = data_dir / "server.log"
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENDPOINTCTL_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"ENDPOINTCTL_DATA_DIR": str(data_dir), "ENDPOINTCTL_ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"})
+    env.update({"ENDPOINTCTL_DATA_DIR": str(data_dir), "ENDPOINTCTL_ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1",
+                # The tests create GPU instance types on the local provider of a machine that may have no GPU.
+                "ENDPOINTCTL_LOCAL_GPU_EMULATION": "true" if gpu_emulation else "false"})
     with log.open("ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane", "--host", "127.0.0.1", "--port", str(port)],

@@ -144,7 +144,9 @@ def start_live_server(*, database_url: str, data_dir: Path, redis_url: str, extr
                       args: tuple[str, ...] = (), wait_ready: bool = True) -> LiveServer:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "ENDPOINTCTL_DATA_DIR": str(data_dir), "REDIS_URL": redis_url,
-           "ENDPOINTCTL_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+           "ENDPOINTCTL_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1",
+           # The tests create GPU instance types on the local provider of a machine that may have no GPU.
+           "ENDPOINTCTL_LOCAL_GPU_EMULATION": "true", **(extra_env or {})}
     log = data_dir / "server.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:

@@ -57,7 +57,7 @@ def test_override_by_configuration(tmp_path: Path) -> None:
         load_catalog(path).resolve(vendor="aws", region="us-east-1", instance_type="nvidia-a100", instance_size="x2")
 
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'c.db'}", admin_token=ADMIN_TOKEN,
-                        hardware_catalog=path)
+                        hardware_catalog=path, local_gpu_emulation=True)
     migrate.upgrade(settings)
     with TestClient(create_app(settings, enqueue=lambda _id: True)) as http:
         admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
