@@ -18,6 +18,8 @@ if [[ $WITH_TESTS == 1 ]]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  # The dashboard's browser tests drive Debian's Chromium through Playwright (no browser download).
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
