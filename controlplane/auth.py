@@ -239,6 +239,8 @@ def _keyring(settings: Settings):
 
     cached = _keyrings.get(id(settings))
     if cached is None or cached[0] is not settings:
+        if len(_keyrings) >= 64:  # one per Settings object: a process has one, a test run a few dozen
+            _keyrings.clear()
         cached = _keyrings[id(settings)] = (settings, keyring_for(settings))
     return cached[1]
 

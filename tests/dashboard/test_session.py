@@ -130,6 +130,8 @@ SECRET_LOOKING = "epc_" + "Z" * 43
     ({"content": b"\xff\xfe\x00", "headers": {"content-type": "application/json"}}, 400),
     ({"content": b'{"token": "' + b"a" * 5000 + b'"}', "headers": {"content-type": "application/json"}}, 413),
     ({"json": {"token": SECRET_LOOKING}, "headers": {"origin": "https://evil.example"}}, 403),
+    ({"json": {"token": SECRET_LOOKING}, "headers": {"origin": "http://testserver.evil.example"}}, 403),
+    ({"json": {"token": SECRET_LOOKING}, "headers": {"origin": "null"}}, 403),
     ({"json": {"token": "\r\nSet-Cookie: x=1"}}, 401),
 ])
 def test_sign_in_bad_input(api: Api, kwargs: dict, status: int) -> None:
@@ -140,9 +142,9 @@ def test_sign_in_bad_input(api: Api, kwargs: dict, status: int) -> None:
     assert "set-cookie" not in r.headers
 
 
-def test_sign_in_from_our_own_origin(api: Api) -> None:
-    r = api.http.post("/api/session", json={"token": _raw(api.mint("alice"))},
-                      headers={"origin": "http://testserver"})
+@pytest.mark.parametrize("origin", ["http://testserver", "https://testserver"])  # https: behind a TLS proxy
+def test_sign_in_from_our_own_origin(api: Api, origin: str) -> None:
+    r = api.http.post("/api/session", json={"token": _raw(api.mint("alice"))}, headers={"origin": origin})
     assert r.status_code == 200
 
 

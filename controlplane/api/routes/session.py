@@ -51,17 +51,21 @@ class SessionPublic(BaseModel):
     expiresAt: float | None = None
 
 
-def _own_origins(request: Request, settings: Settings) -> set[str]:
-    origins = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+def _own_hosts(request: Request, settings: Settings) -> set[str]:
+    """The hosts this control plane answers as. The scheme is not compared: behind a TLS-terminating proxy the
+    request arrives as http while the page's origin is https, and a foreign page cannot choose the Host header."""
+    hosts = {request.headers.get("host", "").lower()}
     if settings.public_url:
-        parts = urlsplit(settings.public_url)
-        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
-    return origins
+        hosts.add(urlsplit(settings.public_url).netloc.lower())
+    return hosts - {""}
 
 
 def _check_same_origin(request: Request, settings: Settings) -> None:
     origin = request.headers.get("origin")
-    if origin is not None and origin.lower() not in _own_origins(request, settings):
+    if origin is None:
+        return
+    parts = urlsplit(origin) if origin.isascii() else None
+    if parts is None or parts.scheme not in ("http", "https") or parts.netloc.lower() not in _own_hosts(request, settings):
         raise Forbidden("sign-in is accepted only from this control plane's own pages")
 
 

@@ -188,7 +188,9 @@ function logsSection(path, pageSignal) {
   /** @type {AbortController | null} */
   let stream = null;
 
-  const matches = (/** @type {string} */ line) => !replica.value || line.startsWith(`[${replica.value}] `);
+  // Unprefixed lines come from the only replica there was when they were read (several are always prefixed).
+  const matches = (/** @type {string} */ line) => !replica.value || line.startsWith(`[${replica.value}] `)
+    || !/^\[[A-Za-z0-9._-]{1,80}\] /.test(line);
   const redraw = () => replace(pre, lines.filter(matches).map((l) => `${l}\n`).join(""));
   const add = (/** @type {string[]} */ batch) => {
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
