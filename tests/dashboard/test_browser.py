@@ -95,8 +95,11 @@ def _latencies(api_changes: list[tuple[float, str]], page_changes: list[list]) -
 def test_sign_in_and_watch_an_endpoint_come_up(dashboard_stack, page, real_model_dir) -> None:
     stack = dashboard_stack
     api = Api(stack.url)
+    signing_in = time.monotonic()
     sign_in(page, stack.url, ADMIN_TOKEN)
     page.wait_for_selector("main[data-loaded=true]")
+    _figure("endpointctl up (stack start → API ready)", stack.start_seconds)
+    _figure("sign-in form submitted → list rendered", time.monotonic() - signing_in)
     _figure("endpointctl up → signed-in list rendered", time.monotonic() - stack.started_monotonic)
     page.evaluate(RECORD_ROW_STATES, ['tr[data-endpoint="admin/live"]', "endpoints-body"])
 

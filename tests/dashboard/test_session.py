@@ -167,3 +167,14 @@ def test_session_cookie_is_not_forwarded_to_replicas() -> None:
     header = f"a=1; {SESSION_COOKIE}=sealed; b=2".encode()
     assert without_session_cookie(header) == b"a=1; b=2"
     assert without_session_cookie(f"{SESSION_COOKIE}=sealed".encode()) == b""
+
+
+@pytest.mark.parametrize("cookie", [b"endpointctl_session=\xff\xfe", b"endpointctl_session=" + b"A" * 10_000,
+                                    b"endpointctl_session=\"quoted\"", b"endpointctl_session=;endpointctl_session=x",
+                                    b"endpointctl_session=fernet:abc", b"endpointctl_session=%00"])
+def test_hostile_cookies_are_401_never_500(api: Api, cookie: bytes) -> None:
+    for method, path in (("GET", "/api/session"), ("POST", "/v2/endpoint/alice"), ("DELETE", "/api/session"),
+                         ("GET", "/endpoints/alice/e1/health"), ("POST", "/endpoints/alice/e1/generate")):
+        r = api.http.request(method, path, headers={"cookie": cookie}, json={})
+        assert r.status_code in (204, 401), (method, path, r.status_code, r.text)
+        assert "A" * 100 not in r.text
