@@ -11,6 +11,7 @@ import { linkStylesheet } from "./live.js";
 
 const REFRESH_MS = 5000;
 const WINDOW_S = 3600;
+const MIN_SPAN_S = 300;
 
 /** Chart id, title, unit and its series: [wire column, label, colour]. */
 const CHARTS = [
@@ -34,8 +35,9 @@ function options(id, unit, series, width) {
     scales: { x: { time: true }, y: { range: (/** @type {any} */ _u, /** @type {number} */ min,
       /** @type {number} */ max) => [0, Math.max(max || 0, min || 0, id === "replicas" ? 1 : 0) * 1.1 || 1] } },
     axes: [{}, { label: unit, size: 56 }],
-    series: [{}, ...series.map(([, label, colour]) => ({ label, stroke: colour, width: 2, spanGaps: false,
-      points: { show: false } }))],
+    // uPlot's default points: drawn where samples are sparse, so an isolated percentile (one interval with
+    // finished requests between idle ones) is still visible.
+    series: [{}, ...series.map(([, label, colour]) => ({ label, stroke: colour, width: 2, spanGaps: false }))],
   };
 }
 
@@ -64,9 +66,10 @@ export function mountCharts(container, namespace, name, signal) {
   const draw = async () => {
     const body = await get(`${path}?window=${WINDOW_S}`, { signal });
     const s = body.series;
-    // The x range always spans the hour, so an endpoint with little history still reads as "recent".
+    // The x range ends now and spans the history there is (at least five minutes, at most the hour), so a young
+    // endpoint's few minutes are a picture rather than a sliver at the right edge of an empty hour.
     const end = Math.max(Date.now() / 1000, s.t.length ? s.t[s.t.length - 1] + 1 : 0);
-    const start = Math.min(end - WINDOW_S, s.t.length ? s.t[0] - 1 : end);
+    const start = Math.max(end - WINDOW_S, Math.min(end - MIN_SPAN_S, s.t.length ? s.t[0] - 1 : end));
     CHARTS.forEach(([id, , unit, series], i) => {
       const cols = /** @type {Array<[string, string, string]>} */ (series);
       const data = [[start, ...s.t, end], ...cols.map(([key]) => [null, ...s[key], null])];
