@@ -167,6 +167,15 @@ def test_endpoint_page_text_logs_actions_and_delete(dashboard_stack, page, real_
     page.wait_for_selector("main[data-state=running]", timeout=300_000)
     assert httpx.get(f"{gateway}/health", headers=headers, timeout=60).status_code == 200
 
+    # Scale to zero, then change the replica bounds: each shows on the page without a reload.
+    page.click("#scale-to-zero")
+    page.wait_for_selector("main[data-state=scaledToZero]", timeout=120_000)
+    assert page.is_enabled("#resume") and page.is_disabled("#scale-to-zero")
+    page.fill("#max-replica", "2")
+    page.click("#update-replicas")
+    expect(page.locator("#config")).to_contain_text("1–2 replicas", timeout=30_000)
+    assert api.get("live")["compute"]["scaling"]["maxReplica"] == 2
+
     # Delete needs the name typed.
     page.click("#delete")
     assert page.is_disabled("#confirm-delete")
@@ -266,3 +275,16 @@ def test_a_page_cannot_post_without_the_csrf_header(dashboard_stack, page) -> No
     status = page.evaluate("""async () => (await fetch('/v2/endpoint/admin', {method: 'POST',
         headers: {'Content-Type': 'application/json'}, body: '{}'})).status""")
     assert status == 403
+
+
+def test_keyboard_only_sign_in(dashboard_stack, page) -> None:
+    """The token field has focus on arrival, Enter signs in, and Tab reaches the skip link first, then the nav."""
+    page.goto(f"{dashboard_stack.url}/ui/signin")
+    page.wait_for_selector("#token:focus")
+    page.keyboard.type(ADMIN_TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("main[data-loaded=true]")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
