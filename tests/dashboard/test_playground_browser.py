@@ -146,3 +146,31 @@ def test_model_output_with_markup_is_text(page, dashboard_stack, chat_endpoint):
     assert payload in content.text_content()
     assert page.locator("#transcript script, #transcript img").count() == 0
     screenshot(page, "playground-markup-as-text")
+
+
+def test_json_mode_and_tools_reach_the_endpoint(page, dashboard_stack, chat_endpoint):
+    sent: list[dict] = []
+
+    def record(route) -> None:
+        sent.append(json.loads(route.request.post_data))
+        route.continue_()
+
+    _open(page, dashboard_stack)
+    page.route(f"**/endpoints/admin/{NAME}/v1/chat/completions", record)
+    page.fill("#pg-max-tokens", "60")
+    page.check("#pg-json")
+    expect(page.locator("#code-openai code")).to_contain_text('response_format={"type": "json_object"}')
+    _send(page, "Describe Paris as a JSON object.")
+    expect(page.locator("#pg-error")).to_be_empty()
+    reply = page.locator(".msg-assistant .content").last.text_content()
+    assert reply.lstrip().startswith("{"), reply  # held to JSON by the runtime's grammar
+    page.uncheck("#pg-json")
+    page.check("#pg-tools")
+    expect(page.locator("#code-hub code")).to_contain_text('"name": "get_weather"')
+    _send(page, "What is the weather in Paris?")
+    expect(page.locator("#pg-error")).to_be_empty()
+    assert sent[0]["response_format"] == {"type": "json_object"} and "tools" not in sent[0]
+    assert sent[1]["tools"][0]["function"]["name"] == "get_weather" and sent[1]["tool_choice"] == "auto"
+    assert "response_format" not in sent[1] and sent[1]["stream"] is True
+    assert sent[1]["messages"][-1] == {"role": "user", "content": "What is the weather in Paris?"}
+    assert page.locator(".msg-assistant .content").last.text_content()
