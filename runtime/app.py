@@ -139,10 +139,13 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
     try:
         loaded = load_model(state.settings)
     except Exception as exc:  # noqa: BLE001 - whatever the loader raised, this replica cannot serve
-        if isinstance(exc, ModelLoadError):
-            log.error("model load failed: %s", exc)  # the whole story in one line; a traceback would bury it
-        else:
-            log.exception("model load failed")
+        if not isinstance(exc, ModelLoadError):
+            log.exception("model load failed (traceback follows)")
+        # The cause in one line, last before the exit line: status messages and events quote it (common/failure.py).
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, ModelLoadError):
+            detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        log.error("model load failed: %s", detail)
         state.load_error = f"Model failed to load: {exc}"
         # Exit rather than idle with /health at 503: the supervisor (kubelet or local) sees a crash, restarts with
         # backoff and reports CrashLoopBackOff / failed with these log lines, instead of waiting out a deadline.

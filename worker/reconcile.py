@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.config import Settings
 from common.db import session_scope
 from common.envpolicy import refused_env_name
+from common.failure import one_line
 from common.errors import ControlPlaneError
 from common.internal_token import internal_token
 from common.models import DesiredState, Endpoint, EndpointState, EventType, record_event
@@ -144,7 +145,7 @@ def _conditions(previous: list, wanted: dict[str, tuple[bool, str, str | None]],
         old = by_type.get(ctype)
         value = "True" if status else "False"
         changed = old is None or old.get("status") != value
-        result.append({"type": ctype, "status": value, "reason": reason, "message": message,
+        result.append({"type": ctype, "status": value, "reason": reason, "message": one_line(message),
                        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now)})
     return result
 
@@ -257,7 +258,7 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, provider: 
         url = endpoint_url(settings, endpoint) if publishes_url(p.state, endpoint) else None
         # Messages and conditions carry replica output (log tails, exit reasons): no secret value may pass.
         redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
-        message = redact(p.message)
+        message = redact(one_line(p.message))  # one line: a provider's log tail belongs in `logs`
         conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         conditions = redact.conditions(conditions)
         new_observed = _notices(session, endpoint, deployment,

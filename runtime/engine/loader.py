@@ -20,6 +20,7 @@ from runtime.engine.embeddings import EmbeddingEngine
 from runtime.engine.gguf_files import find_gguf, load_gguf_causal_lm
 from runtime.engine.model import load_causal_lm, make_runner, pick_device, release_freed_memory, resolve_dtype
 from runtime.engine.scheduler import Engine, EngineLimits
+from runtime.errors import ModelLoadError
 
 log = logging.getLogger("runtime.loader")
 
@@ -64,6 +65,9 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         config, tokenizer, model = load_gguf_causal_lm(settings.model_id, gguf.filename, revision=settings.revision,
                                                        token=settings.hf_token, dtype=dtype, device=device)
     else:
+        if os.path.isdir(settings.model_id) and not os.path.isfile(os.path.join(settings.model_id, "config.json")):
+            # transformers would say "Unrecognized model ... should have a `model_type` key", which misleads.
+            raise ModelLoadError(f"no config.json in {settings.model_id}")
         config = AutoConfig.from_pretrained(settings.model_id, revision=settings.revision, token=settings.hf_token)
         tokenizer = AutoTokenizer.from_pretrained(settings.model_id, revision=settings.revision,
                                                   token=settings.hf_token)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.failure import failure_cause
 from common.logreader.local import REPLICAS_DIR, LocalLogReader, tail_lines
 from worker.providers.base import (
     DesiredDeployment,
@@ -162,7 +163,9 @@ class LocalProvider:
                 else:
                     head = (f"replica {name} exited with code {state.get('last_exit_code')} "
                             f"{state.get('consecutive_failures')} times in a row")
-                message = head + "; last log lines:\n" + "\n".join(lines)
+                # One line (the cause); the traceback stays in the replica's log, which `logs` shows.
+                cause = failure_cause(lines)
+                message = head + (f": {cause}" if cause else "") + "; details in the replica logs"
             elif phase == "Backoff" and not alive and message is None:
                 wait = max(0.0, float(state.get("supervisor_restart_at", 0)) - time.time())
                 message = (f"replica {name}: its supervisor exited {state.get('start_failures')} times before the "
