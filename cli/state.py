@@ -7,14 +7,16 @@ so both `endpointctl -o json list` and `endpointctl list -o json` work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import config
 from cli.errors import CliError
 from cli.output import OutputFormat
-from controlplane.client import ControlPlaneClient
+
+if TYPE_CHECKING:
+    from controlplane.client import ControlPlaneClient
 
 
 @dataclass
@@ -36,6 +38,9 @@ class State:
     @property
     def client(self) -> ControlPlaneClient:
         if self._client is None:
+            # Imported here: httpx is most of a verb's start-up, and `--help` or `config show` never talk to the API.
+            from controlplane.client import ControlPlaneClient
+
             self._client = ControlPlaneClient(self.settings.url, self.settings.token)
         return self._client
 

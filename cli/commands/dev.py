@@ -14,13 +14,70 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from cli.app import app
 from cli.errors import CliError, MissingComponent
 from cli.extras import require
 from cli.output import message
 
-dev_app = typer.Typer(help="Developer tools: local models (tiny and real), the simulated Kubernetes cluster.", no_args_is_help=True)
+class _DevCommands(dict):
+    """The `dev` group's subcommands, `cluster` imported only when something reads it (running it, `dev --help`,
+    completion): its module pulls in YAML, urllib and the cluster's own code, which every other verb's start would
+    pay for. Its absence from the installation is not an error: `cluster` is then simply not listed."""
+
+    def _load(self) -> None:
+        if "cluster" not in self.keys_loaded:
+            self.keys_loaded.add("cluster")
+            if (importlib.util.find_spec("cli.devcluster") is not None
+                    and importlib.util.find_spec("cli.devcluster.commands") is not None):
+                dict.__setitem__(self, "cluster", _cluster_command())
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.keys_loaded: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+    def items(self):
+        self._load()
+        return super().items()
+
+
+class _DevGroup(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _DevCommands(self.commands)
+
+
+dev_app = typer.Typer(help="Developer tools: local models (tiny and real), the simulated Kubernetes cluster.",
+                      no_args_is_help=True, cls=_DevGroup)
 app.add_typer(dev_app, name="dev", rich_help_panel="Setup")
 runtime_app = typer.Typer(help="The bundled inference runtime.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime", rich_help_panel="Setup")
@@ -54,7 +111,7 @@ DataDirOpt = Annotated[
 @app.command(rich_help_panel="Setup")
 def up(
     host: Annotated[str, typer.Option("--host", help="Interface the API and gateway bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 = any free port).")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, envvar="ENDPOINTCTL_PORT", help="Port (0 = any free port).")] = 8000,
     data_dir: DataDirOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background and return once ready (stop it with `endpointctl down`).")] = False,
 ) -> None:
@@ -129,28 +186,26 @@ def model(
     print(Path(built).resolve())
 
 
-def _mount_dev_cluster() -> None:
-    """Mount the Kubernetes engineer's `dev cluster` app if it is there; its absence is not an error."""
-    if importlib.util.find_spec("cli.devcluster") is None or importlib.util.find_spec("cli.devcluster.commands") is None:
-        return
+def _cluster_command() -> Any:
+    """The Kubernetes engineer's `dev cluster` app as a Click command, or one that says why it is unavailable."""
+    from typer.main import get_command
+
+    wrapper = typer.Typer()
     try:
         module = importlib.import_module("cli.devcluster.commands")
-        cluster_app = module.app
+        wrapper.add_typer(module.app, name="cluster", callback=_cluster_needs_server)
     except (ImportError, AttributeError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
 
-        @dev_app.command("cluster", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+        @wrapper.command("cluster", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
         def cluster_unavailable() -> None:
             """The simulated Kubernetes cluster (unavailable here; run it to see why)."""
             raise MissingComponent(f"`endpointctl dev cluster` is unavailable: {reason}")
 
-        return
-    dev_app.add_typer(cluster_app, name="cluster", callback=_cluster_needs_server)
+    command = get_command(wrapper)
+    return getattr(command, "commands", {}).get("cluster", command)
 
 
 def _cluster_needs_server() -> None:
     """A simulated GPU cluster for the kubernetes provider (its state directory comes from the server settings)."""
     require("'endpointctl dev cluster'", "server", "kubernetes")
-
-
-_mount_dev_cluster()
