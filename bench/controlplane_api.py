@@ -133,7 +133,8 @@ def _seed(database_url: str, data_dir: Path, n: int) -> str:
     from controlplane.services.endpoints import EndpointService
     from controlplane.services.tokens import TokenService
 
-    settings = Settings(data_dir=data_dir, database_url=database_url, admin_token=ADMIN)
+    # Its endpoints ask for GPU instance types, which the local provider refuses on a machine without one.
+    settings = Settings(data_dir=data_dir, database_url=database_url, admin_token=ADMIN, local_gpu_emulation=True)
     migrate.upgrade(settings)
     admin = Principal(name="admin", is_admin=True)
     catalog = load_catalog(None)
