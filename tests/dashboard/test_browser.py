@@ -85,6 +85,15 @@ RECORD_ROW_STATES = """([selector, bodyId]) => {
 }"""
 
 
+RECORD_MAIN_STATES = """() => {
+  window.__states = [[Date.now(), document.querySelector("main").dataset.state]];
+  new MutationObserver(() => {
+    const s = document.querySelector("main").dataset.state;
+    if (window.__states[window.__states.length - 1][1] !== s) window.__states.push([Date.now(), s]);
+  }).observe(document.querySelector("main"), {attributes: true, attributeFilter: ["data-state"]});
+}"""
+
+
 def _latencies(api_changes: list[tuple[float, str]], page_changes: list[list]) -> dict[str, float]:
     first_api = {}
     for ts, state in api_changes:
@@ -155,10 +164,16 @@ def test_endpoint_page_text_logs_actions_and_delete(dashboard_stack, page, real_
     screenshot(page, "endpoint-page")
 
     # Pause: the page shows it, and the gateway refuses requests.
-    clicked = time.monotonic()
-    page.click("#pause")
-    page.wait_for_selector("main[data-state=paused]", timeout=60_000)
-    _figure("click Pause → page shows paused", time.monotonic() - clicked)
+    page.evaluate(RECORD_MAIN_STATES)
+    with StateWatch(api, "live") as watch:
+        clicked = time.monotonic()
+        page.click("#pause")
+        page.wait_for_selector("main[data-state=paused]", timeout=60_000)
+        _figure("click Pause → page shows paused (the worker stops the replica first)", time.monotonic() - clicked)
+        time.sleep(0.3)
+    delays = _latencies(watch.changes, page.evaluate("window.__states"))
+    assert "paused" in delays
+    _figure("API shows paused → endpoint page shows it", delays["paused"])
     assert httpx.get(f"{gateway}/health", headers=headers, timeout=30).status_code == 503
     assert page.is_disabled("#pause") and page.is_enabled("#resume")
     page.wait_for_selector("#events li[data-reason]")
