@@ -303,3 +303,23 @@ def test_keyboard_only_sign_in(dashboard_stack, page) -> None:
     assert page.evaluate("document.activeElement.className") == "skip"
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_a_token_with_several_namespaces_filters_by_namespace(dashboard_stack, page) -> None:
+    stack = dashboard_stack
+    api = Api(stack.url)
+    r = api.http.post("/api/tokens", json={"namespace": "dora", "name": "browser", "orgs": ["dora-team"]})
+    assert r.status_code == 201, r.text
+    dora = Api(stack.url, token=r.json()["token"])
+    for ns, name in (("dora", "own-one"), ("dora-team", "team-one")):
+        assert dora.http.post(f"/v2/endpoint/{ns}", json=create_body(name, "/nonexistent/model")).status_code == 201
+    sign_in(page, stack.url, r.json()["token"])
+    page.wait_for_selector('tr[data-endpoint="dora-team/team-one"]')
+    assert page.locator("#endpoints-body tr").count() == 2
+    assert page.locator("#endpoints thead").inner_text().count("Namespace") == 1
+    page.select_option("#filter-namespace", "dora-team")
+    assert [row.get_attribute("data-endpoint") for row in page.locator("#endpoints-body tr").all()] == [
+        "dora-team/team-one"]
+    screenshot(page, "endpoints-list-namespaces")
+    for ns, name in (("dora", "own-one"), ("dora-team", "team-one")):
+        dora.http.delete(f"/v2/endpoint/{ns}/{name}")
