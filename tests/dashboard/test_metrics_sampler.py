@@ -52,6 +52,15 @@ def test_parse_of_an_image_without_known_families_reads_nothing():
     assert reading == ReplicaReading()
 
 
+def test_parse_skips_values_that_are_not_numbers():
+    text = ("# TYPE tgi_queue_size gauge\ntgi_queue_size NaN\n# TYPE tgi_batch_current_size gauge\n"
+            "tgi_batch_current_size 2\n# TYPE tgi_request_duration histogram\n"
+            'tgi_request_duration_bucket{le="1.0"} 3\ntgi_request_duration_bucket{le="+Inf"} NaN\n'
+            "tgi_request_duration_count NaN\n")
+    reading = parse_exposition(text)
+    assert reading.pending == 2 and reading.requests is None and reading.latency == {"1.0": 3}
+
+
 def test_quantile_interpolates_like_prometheus():
     buckets = {"0.1": 50, "0.2": 100, "+Inf": 100}
     assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)

@@ -152,8 +152,13 @@ def test_json_mode_and_tools_reach_the_endpoint(page, dashboard_stack, chat_endp
     sent: list[dict] = []
 
     def record(route) -> None:
-        sent.append(json.loads(route.request.post_data))
-        route.continue_()
+        body = json.loads(route.request.post_data)
+        sent.append(body)
+        if body.get("tools"):  # make the model call the tool, to see the page show a streamed tool call
+            forced = {**body, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+            route.continue_(post_data=json.dumps(forced))
+        else:
+            route.continue_()
 
     _open(page, dashboard_stack)
     page.route(f"**/endpoints/admin/{NAME}/v1/chat/completions", record)
@@ -173,4 +178,5 @@ def test_json_mode_and_tools_reach_the_endpoint(page, dashboard_stack, chat_endp
     assert sent[1]["tools"][0]["function"]["name"] == "get_weather" and sent[1]["tool_choice"] == "auto"
     assert "response_format" not in sent[1] and sent[1]["stream"] is True
     assert sent[1]["messages"][-1] == {"role": "user", "content": "What is the weather in Paris?"}
-    assert page.locator(".msg-assistant .content").last.text_content()
+    call = page.locator(".msg-assistant .content").last.text_content()
+    assert call.startswith("→ tool call get_weather({") and '"city"' in call, call

@@ -199,6 +199,8 @@ export async function render(main, ctx) {
     }
     watchWake(waiting.signal);
     let reply = "";
+    /** @type {{name: string, args: string}[]} */
+    const calls = [];
     try {
       const response = await request("POST", gatewayPath, { body: body(asked), raw: true, signal: running.signal,
         headers: { Accept: "text/event-stream", "X-Scale-Up-Timeout": String(WAKE_TIMEOUT_S) } });
@@ -210,14 +212,14 @@ export async function render(main, ctx) {
         if (chunk.error) throw new Error(typeof chunk.error === "string" ? chunk.error : chunk.error.message);
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (!delta) continue;
-        if (delta.content) {
-          reply += delta.content;
-          out.textContent = reply;
-        }
+        if (delta.content) reply += delta.content;
         for (const call of delta.tool_calls || []) {
           const fn = call.function || {};
-          out.textContent = (reply += `${fn.name ? `\n[tool call] ${fn.name}(` : ""}${fn.arguments || ""}`);
+          const at = Number(call.index) || 0;
+          calls[at] = { name: (calls[at] ? calls[at].name : "") + (fn.name || ""),
+            args: (calls[at] ? calls[at].args : "") + (fn.arguments || "") };
         }
+        out.textContent = [reply, ...calls.map((c) => `→ tool call ${c.name}(${c.args})`)].filter(Boolean).join("\n");
       }
       history = [...asked, { role: "assistant", content: reply }];
     } catch (err) {
