@@ -195,6 +195,14 @@ class ControlPlaneClient:
     def whoami(self) -> dict[str, Any]:
         return self._json("GET", "/api/whoami-v2")
 
+    def namespaces(self) -> list[dict[str, Any]]:
+        """The namespaces this token can act in (every one for the admin): `[{"name", "kind"}]`."""
+        body = self._json("GET", "/api/namespaces")
+        return list(body.get("items", [])) if isinstance(body, dict) else []
+
+    def create_namespace(self, name: str, *, kind: str = "org") -> dict[str, Any]:
+        return self._json("POST", "/api/namespaces", json={"name": name, "kind": kind})
+
     # -- endpoints ------------------------------------------------------------------------------------------
 
     def list_endpoints(self, namespace: str) -> list[dict[str, Any]]:

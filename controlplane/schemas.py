@@ -230,6 +230,21 @@ class TokensPublic(BaseModel):
     items: list[TokenPublic]
 
 
+class NamespaceCreate(_Wire):
+    name: str = Field(description="letters, digits, '.', '_' and '-', at most 63 characters")
+    kind: Literal["user", "org"] = Field("org", description="org (members' tokens act in it; `POST /api/tokens` with "
+                                         "orgs adds members) or user (its own tokens act in it)")
+
+
+class NamespacePublic(BaseModel):
+    name: str
+    kind: Literal["user", "org"]
+
+
+class NamespacesPublic(BaseModel):
+    items: list[NamespacePublic]
+
+
 # --- helpers ------------------------------------------------------------------------------------------------
 def iso_z(value: datetime | None) -> str | None:
     """UTC with millisecond precision and a trailing Z, the only form huggingface_hub's parser accepts."""

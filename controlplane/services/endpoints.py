@@ -25,6 +25,7 @@ from common.observed import ObservedStatus
 from controlplane.auth import Principal
 from controlplane.schemas import EndpointCreate, EndpointUpdate
 from controlplane.services.enqueue import Enqueue
+from controlplane.services.namespaces import NamespaceService
 from controlplane.services.quota import Quota, check_quota
 from controlplane.services.validation import (MAX_NAME, NAME_RE, SpecLimits, check_namespace, runtime_view,
                                               validate_create)
@@ -77,6 +78,9 @@ class EndpointService:
     # --- writes ------------------------------------------------------------------------------------------
     def create(self, namespace: str, body: EndpointCreate) -> Endpoint:
         self.authorize(namespace)
+        if self.principal.is_admin:
+            # Everyone else can only name namespaces that exist; the admin could create one by a typo.
+            NamespaceService(self.session, self.principal).require(namespace)
         valid = validate_create(body, self.catalog, self.limits)
         self._raise_if_taken(namespace, valid.name)
         check_quota(self.session, self.catalog, self.quota, namespace=namespace, spec=valid.spec)
