@@ -80,7 +80,8 @@ def reference(torch, model_dir: Path, device: str, dtype: str, prompts: list[lis
 def server_memory_mib(pid: int, device: str) -> int | None:
     if device == "cuda":
         try:
-            rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                   "--format=csv,noheader,nounits"],
                                   capture_output=True, text=True, timeout=30).stdout.splitlines()
         except (OSError, subprocess.SubprocessError):
             return None
@@ -176,7 +177,8 @@ def main() -> None:
         report["throughput"] = {"requests": args.requests, "clients": args.clients, "max_tokens": args.max_tokens,
                                 **load}
         metrics = httpx.get(f"{url}/metrics", timeout=30).text
-        hits, queries = metric(metrics, "vllm:prefix_cache_hits_total"), metric(metrics, "vllm:prefix_cache_queries_total")
+        hits = metric(metrics, "vllm:prefix_cache_hits_total")
+        queries = metric(metrics, "vllm:prefix_cache_queries_total")
         report["prefix_cache_hit_rate"] = round(hits / queries, 4) if hits is not None and queries else None
         report["kv_cache_usage_perc"] = metric(metrics, "vllm:kv_cache_usage_perc")
         report["preemptions"] = metric(metrics, "vllm:num_preemptions_total")
