@@ -13,16 +13,15 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 
 from common.config import Settings
 from common.errors import Forbidden, InvalidSpec, NotAuthenticated
-from common.models import Namespace
 from controlplane.api.deps import Context, ContextDep, _authenticate_with_database
 from controlplane.api.responses import FastJSONResponse
 from controlplane.auth import (CSRF_HEADER, SESSION_COOKIE, CsrfRejected, Principal, authenticate_request,
                                csrf_token, seal_session, token_from_session)
 from controlplane.schemas import ErrorBody
+from controlplane.services.namespaces import NamespaceService
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415)}
 router = APIRouter(prefix="/api", tags=["dashboard session"], responses=ERRORS)
@@ -90,11 +89,10 @@ async def _body(request: Request) -> SessionCreate:
 
 
 def _namespaces(ctx: Context) -> list[str]:
-    """What the dashboard lists: the token's namespaces, or every namespace for the admin (which may act on all)."""
-    if not ctx.principal.is_admin:
-        return list(ctx.principal.namespaces)
-    names = set(ctx.session.scalars(select(Namespace.name)))
-    return sorted(names | {ctx.principal.name})
+    """What the dashboard lists: the namespaces the token may act in (every one for the admin), as
+    `GET /api/namespaces` answers; the token's own first."""
+    names = [name for name, _kind in NamespaceService(ctx.session, ctx.principal).visible()]
+    return [ctx.principal.name, *(n for n in names if n != ctx.principal.name)]
 
 
 def _public(principal: Principal, namespaces: list[str], csrf: str | None, expires_at: float | None) -> dict:
