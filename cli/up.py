@@ -357,7 +357,7 @@ def _announce(console, *, url: str, data_dir: Path, token_file: Path, token: str
 
     console.print(f"[bold green]endpointctl is up[/bold green] at [bold]{url}[/bold]  (data: {data_dir})")
     console.print(f"  dashboard: {url}/ui/    API docs: {url}/docs", markup=False)
-    if token and console.is_terminal:
+    if token and sys.stderr.isatty():  # not rich's is_terminal, which FORCE_COLOR and the like can turn on
         console.print(f"  admin token (shown once, kept in {token_file}): [bold]{token}[/bold]")
     else:
         console.print(f"  admin token: in {token_file} (0600; printed only to a terminal)", markup=False)
