@@ -32,11 +32,13 @@ SERIES = {
 def read_series(session: Session, endpoint: Endpoint, *, window: int, interval: float) -> dict:
     """The last `window` seconds of samples, oldest first: `t` (Unix seconds) and one column per series."""
     since = datetime.now(UTC) - timedelta(seconds=window)
-    rows = session.scalars(select(EndpointMetricSample)
+    # Only the charted columns: the worker's per-replica counters are most of a row and none of the answer.
+    columns = [EndpointMetricSample.at, *(getattr(EndpointMetricSample, c) for c in SERIES.values())]
+    rows = session.execute(select(*columns)
                            .where(EndpointMetricSample.endpoint_id == endpoint.id, EndpointMetricSample.at >= since)
                            .order_by(EndpointMetricSample.at.desc()).limit(MAX_POINTS)).all()
-    rows = rows[::-1]
-    series: dict[str, list] = {"t": [round(r.at.timestamp(), 3) for r in rows]}
-    for wire, column in SERIES.items():
-        series[wire] = [getattr(r, column) for r in rows]
+    rows.reverse()
+    series: dict[str, list] = {"t": [round(r[0].timestamp(), 3) for r in rows]}
+    for i, wire in enumerate(SERIES, start=1):
+        series[wire] = [r[i] for r in rows]
     return {"window": window, "interval": interval, "series": series}
