@@ -51,9 +51,12 @@ def _watch_reply(page) -> None:
     }""")
 
 
-def _send(page, text: str) -> None:
+def _send(page, text: str, *, keyboard: bool = False) -> None:
     page.fill("#pg-input", text)
-    page.click("#pg-send")  # the submit handler marks the new reply as streaming before it awaits anything
+    if keyboard:
+        page.press("#pg-input", "Enter")  # as a keyboard user sends
+    else:
+        page.click("#pg-send")  # the submit handler marks the new reply as streaming before it awaits anything
     expect(page.locator("#transcript .streaming")).to_have_count(0, timeout=REPLY_TIMEOUT)
     expect(page.locator("#pg-send")).to_be_enabled()
 
@@ -105,7 +108,8 @@ def test_paused_is_refused_resume_serves_and_zero_wakes(page, dashboard_stack, c
     api.wait_state(NAME, "paused", timeout=120)  # as a user sees it on the endpoint page before resuming
     assert api.http.post(f"/v2/endpoint/admin/{NAME}/resume").status_code == 200
     api.wait_state(NAME, "running", timeout=300)
-    _send(page, "Hello again")
+    _send(page, "Hello again", keyboard=True)
+    assert page.locator(".msg-user .content").last.text_content() == "Hello again"
     expect(page.locator("#pg-error")).to_be_empty()
     assert page.locator(".msg-assistant .content").last.text_content()
 

@@ -175,7 +175,7 @@ export async function render(main, ctx) {
 
   /** @type {AbortController | null} */
   let running = null;
-  const form = h("form", { id: "pg-form", class: "composer" }, label("Message", input),
+  const form = h("form", { id: "pg-form", class: "composer" }, label("Message (Enter sends, Shift+Enter: new line)", input),
     h("div", { class: "actions" }, send, stop, clear));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -235,6 +235,13 @@ export async function render(main, ctx) {
       send.removeAttribute("disabled");
       stop.setAttribute("disabled", "");
       showCode();
+    }
+  });
+  input.addEventListener("keydown", (event) => {
+    const key = /** @type {KeyboardEvent} */ (event);
+    if (key.key === "Enter" && !key.shiftKey && !key.isComposing) { // Shift+Enter: a new line
+      key.preventDefault();
+      /** @type {HTMLFormElement} */ (form).requestSubmit();
     }
   });
   stop.addEventListener("click", () => running && running.abort());
