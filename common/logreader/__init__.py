@@ -9,6 +9,7 @@ files. The providers' own `logs()` use the same readers, so each way of reading 
     ├── LocalLogReader         <data_dir>/local-replicas/<key>/r*.log (local.py)
     └── KubernetesLogReader    pods list + pods/log get (kubernetes.py; the only module here importing kubernetes)
     LogReadError               the cluster refused or failed; `__cause__` is its exception
+    └── NoSuchReplica          `replica=` names no replica of the endpoint (the API answers 404)
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ class LogReadError(Exception):
     """Logs could not be read; the underlying exception is `__cause__` (callers translate it at their boundary)."""
 
 
+class NoSuchReplica(LogReadError):
+    """The endpoint has no replica of that name; raised before the first line, so the API can answer 404."""
+
+
 class LogReader(Protocol):
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
-        """Log lines of the endpoint's replicas, oldest first, each prefixed with its replica when there are
-        several; `follow` keeps yielding new lines, and an empty string now and then while quiet (a heartbeat that
-        lets the consumer notice a departed client)."""
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
+        """Log lines of the endpoint's replicas (only `replica`'s when given), oldest first, each prefixed with its
+        replica when there are several; `follow` keeps yielding new lines, and an empty string now and then while
+        quiet (a heartbeat that lets the consumer notice a departed client)."""
 
 
 _readers: dict[tuple, LogReader] = {}

@@ -58,8 +58,17 @@ class KubernetesLogReader:
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             raise LogReadError(f"listing the pods of {key}: {_detail(exc)}") from exc
 
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
-        return self.pod_logs(self.pods(key), tail=tail, follow=follow)
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
+        pods = self.pods(key)
+        if replica is not None:
+            chosen = [p for p in pods if p["metadata"]["name"] == replica]
+            if not chosen:
+                from common.logreader import NoSuchReplica
+
+                names = ", ".join(p["metadata"]["name"] for p in pods) or "none"
+                raise NoSuchReplica(f"no replica {replica!r} (replicas: {names})")
+            pods = chosen
+        return self.pod_logs(pods, tail=tail, follow=follow)
 
     def pod_logs(self, pods: Iterable[dict], *, tail: int = 200, follow: bool = False) -> Iterator[str]:
         """Each pod's runtime container log in turn, oldest pod first, every line prefixed with its pod's name.

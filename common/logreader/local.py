@@ -31,9 +31,22 @@ class LocalLogReader:
     def __init__(self, data_dir: Path | str) -> None:
         self.root = Path(data_dir) / REPLICAS_DIR
 
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
         directory = self.root / key
         files = sorted(directory.glob("r*.log"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
+        if replica is not None:
+            chosen = [p for p in files if p.stem == replica]
+            if not chosen:
+                from common.logreader import NoSuchReplica
+
+                names = ", ".join(p.stem for p in files) or "none has written logs yet"
+                raise NoSuchReplica(f"no replica {replica!r} (replicas: {names})")
+            files = chosen
+        # Checked above, before the first line: the lines themselves come from a generator.
+        return self._lines(directory, files, tail=tail, follow=follow, replica=replica)
+
+    def _lines(self, directory: Path, files: list[Path], *, tail: int, follow: bool,
+               replica: str | None) -> Iterator[str]:
         multi = len(files) > 1
         for path in files:
             for line in tail_lines(path, tail):
@@ -44,6 +57,8 @@ class LocalLogReader:
         quiet_since = time.monotonic()
         while directory.is_dir():
             for path in sorted(directory.glob("r*.log")):
+                if replica is not None and path.stem != replica:
+                    continue
                 offset = offsets.get(path, 0)
                 try:
                     size = path.stat().st_size

@@ -9,20 +9,24 @@ import logging
 from collections.abc import Iterator
 
 from common.config import Settings
-from common.errors import ServiceUnavailable
-from common.logreader import LogReadError, log_reader
+from common.errors import NotFound, ServiceUnavailable
+from common.logreader import LogReadError, NoSuchReplica, log_reader
 from common.models import Endpoint
 from common.redaction import redactor_for
 
 log = logging.getLogger(__name__)
 
 
-def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, follow: bool = False) -> Iterator[str]:
-    """Log lines of the endpoint's replicas (oldest first), secrets masked; raises ServiceUnavailable up front."""
+def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, follow: bool = False,
+                  replica: str | None = None) -> Iterator[str]:
+    """Log lines of the endpoint's replicas (oldest first), secrets masked; raises NotFound (no such replica) or
+    ServiceUnavailable up front."""
     redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
     try:
         # Set-up and the pod list happen here, before the response starts; the log requests run as it streams.
-        lines = log_reader(settings).logs(endpoint.provider_key, tail=tail, follow=follow)
+        lines = log_reader(settings).logs(endpoint.provider_key, tail=tail, follow=follow, replica=replica)
+    except NoSuchReplica as exc:
+        raise NotFound(f"endpoint {endpoint.namespace}/{endpoint.name}: {exc}") from exc
     except (LogReadError, OSError) as exc:
         raise ServiceUnavailable(f"logs are unavailable: {exc}") from exc
 

@@ -99,8 +99,11 @@ def read_endpoint_events(namespace: str, name: str, ctx: ContextDep,
             responses={200: {"content": {"text/plain": {}}, "description": "log lines, oldest first"}},
             summary="Replica logs from the provider (secrets masked); ?follow=true streams")
 def read_endpoint_logs(namespace: str, name: str, ctx: ContextDep,
-                       tail: Annotated[int, Query(ge=0, le=100_000)] = 200, follow: bool = False) -> Response:
+                       tail: Annotated[int, Query(ge=0, le=100_000)] = 200, follow: bool = False,
+                       replica: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$",
+                                                            description="only this replica (as `[name]` prefixes show)")]
+                       = None) -> Response:
     with ctx:
         row = ctx.endpoints().get(namespace, name)
-        lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow)
+        lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow, replica=replica)
         return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
