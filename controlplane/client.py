@@ -10,21 +10,26 @@ standard library only, so `pip install endpointctl` without an extra can use it.
 
 The API's error bodies hold an `error` string; FastAPI's `detail`, the OpenAI envelope and huggingface_hub's
 `X-Error-Message` header are read too, so a proxy or another server in front still gives a readable message.
+
+httpx is imported when a client is built, not with this module: the CLI imports the error types at start-up, and
+httpx is the larger part of a verb's start when the verb (`--help`) never talks to the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return f"endpointctl/{version('endpointctl')}"
     except PackageNotFoundError:
@@ -128,6 +133,8 @@ class ControlPlaneClient:
     """
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0) -> None:
+        import httpx
+
         self.url = url.rstrip("/")
         self.token = token or None
         if not self.url.startswith(("http://", "https://")):
@@ -154,12 +161,16 @@ class ControlPlaneClient:
     # -- transport ------------------------------------------------------------------------------------------
 
     def _transport_error(self, exc: httpx.TransportError) -> ControlPlaneUnreachable:
+        import httpx
+
         if isinstance(exc, httpx.TimeoutException):
             return ControlPlaneUnreachable(f"the control plane at {self.url} did not answer in time ({type(exc).__name__})")
         reason = str(exc) or type(exc).__name__
         return ControlPlaneUnreachable(f"cannot reach the control plane at {self.url}: {reason}")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -236,6 +247,8 @@ class ControlPlaneClient:
 
     def stream_logs(self, namespace: str, name: str, **params: Any) -> Iterator[str]:
         """Follow the logs: the server keeps the response open and sends lines as replicas write them."""
+        import httpx
+
         try:
             with self._http.stream("GET", f"{self._ep(namespace, name)}/logs", params=_clean(params),
                                    timeout=httpx.Timeout(30.0, read=None)) as response:

@@ -18,7 +18,6 @@ from typer.core import TyperGroup
 
 from cli.app import app
 from cli.errors import CliError, MissingComponent
-from cli.extras import require
 from cli.output import message
 
 class _DevCommands(dict):
@@ -81,6 +80,14 @@ dev_app = typer.Typer(help="Developer tools: local models (tiny and real), the s
 app.add_typer(dev_app, name="dev", rich_help_panel="Setup")
 runtime_app = typer.Typer(help="The bundled inference runtime.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime", rich_help_panel="Setup")
+
+
+def require(verb: str, *extras: str) -> None:
+    """`cli.extras.require`, imported when a verb runs: it reads the installed metadata (importlib.metadata, email
+    parsing), which `--help` does not need."""
+    from cli.extras import require as check
+
+    check(verb, *extras)
 
 
 def _load(module: str, attr: str, what: str) -> Any:

@@ -18,8 +18,9 @@ from tests.cli.conftest import REPO_ROOT
 
 HEAVY = ("torch", "transformers", "kubernetes", "sqlalchemy", "fastapi", "starlette", "uvicorn", "celery", "kombu",
          "numpy", "alembic", "openai", "huggingface_hub", "cli.up", "cli.demo", "worker", "runtime", "common.config")
-# Loaded by the verbs that use them only: the cluster tool's code (and the YAML and urllib it pulls in).
-LAZY = ("cli.devcluster", "yaml")
+# Loaded by the verbs that use them only: the cluster tool's code (and the YAML and urllib it pulls in), and the HTTP
+# client's httpx, which the first request imports.
+LAZY = ("cli.devcluster", "yaml", "httpx")
 
 PROBE = """
 import json, sys
@@ -54,6 +55,8 @@ def test_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("args", [("--help",), ("list", "--help"), ("create", "--help"), ("up", "--help")])
-def test_the_cluster_tool_is_loaded_only_by_dev(args: tuple[str, ...]) -> None:
+def test_the_cluster_tool_and_httpx_are_loaded_only_when_used(args: tuple[str, ...]) -> None:
     assert loaded(modules_after(*args), LAZY) == []
     assert "cli.devcluster.commands" in modules_after("dev", "--help")
+    # A verb that talks to the API loads httpx (here it finds no control plane and says so).
+    assert "httpx" in modules_after("--url", "http://127.0.0.1:9", "list")
