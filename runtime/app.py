@@ -177,6 +177,10 @@ def _load_in_background(state: RuntimeState, loop: asyncio.AbstractEventLoop) ->
                 "batch_sum": engine.stats.decode_batch_sum,
                 "spec_draft": engine.stats.spec_draft_tokens,
                 "spec_accepted": engine.stats.spec_accepted_tokens,
+                "prefix_queries": engine.stats.prefix_cache_queries,
+                "prefix_hits": engine.stats.prefix_cache_hits,
+                "kv_usage": engine.stats.kv_usage,
+                "preemptions": engine.stats.preemptions,
             })
         state.ready = True
         log.info("ready: %s (%s, %s) limits=%s", state.settings.model_id, loaded.kind, loaded.runner_kind, limits)
@@ -252,6 +256,7 @@ def create_app(settings: RuntimeSettings, *, load: bool = True) -> FastAPI:
             "max_batch_size": limits.max_batch_size if limits else None,
             "max_client_batch_size": settings.max_client_batch_size,
             "speculate": loaded.engine.speculate if loaded is not None and loaded.engine is not None else None,
+            "prefix_caching": loaded.engine.prefix_caching if loaded is not None and loaded.engine is not None else None,
             "router": "endpointctl-runtime",
             "engine": loaded.runner_kind if loaded else None,
             "kernels": loaded.kernels if loaded else None,

@@ -65,6 +65,21 @@ class RuntimeSettings(BaseSettings):
                     "sequence whose drafts are being accepted; 0 turns it off)",
     )
     keep_alive_timeout: int = 75
+    prefix_caching: bool = Field(
+        default=True,
+        description="TGI's PREFIX_CACHING: reuse the KV cache of prompt prefixes seen before (full blocks of 16 "
+                    "tokens); false prefills every prompt whole",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1,
+        description="on CUDA, the fraction of the GPU's memory this server may use: the KV cache pool gets what "
+                    "the weights and a warm-up forward leave of it",
+    )
+    kv_cache_memory_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="on CPU, the fraction of available memory (MemAvailable, or the cgroup limit's headroom) the "
+                    "KV cache pool may take, when MAX_BATCH_TOTAL_TOKENS does not size it",
+    )
 
     def model_name(self) -> str:
         return self.served_model_name or self.model_id
@@ -93,6 +108,7 @@ def resolve_limits(settings: RuntimeSettings, *, max_position_embeddings: int | 
     prefill = settings.max_batch_prefill_tokens or max_input + 50
     if prefill < max_input:
         raise ValueError(f"MAX_BATCH_PREFILL_TOKENS ({prefill}) must be >= MAX_INPUT_TOKENS ({max_input})")
+    # The default is provisional: the loader replaces it with what the KV cache pool holds once it is sized.
     batch_total = settings.max_batch_total_tokens or batch_size * total
     if batch_total < total:
         raise ValueError(f"MAX_BATCH_TOTAL_TOKENS ({batch_total}) must be >= MAX_TOTAL_TOKENS ({total})")

@@ -45,6 +45,15 @@ class _EngineCollector(Collector):
                               s["spec_draft"])
         yield self._per_model(CounterMetricFamily, "vllm:spec_decode_num_accepted_tokens",
                               "Draft tokens the model agreed with", s["spec_accepted"])
+        yield self._per_model(CounterMetricFamily, "vllm:prefix_cache_queries",
+                              "Prompt tokens looked up in the prefix cache", s.get("prefix_queries", 0))
+        yield self._per_model(CounterMetricFamily, "vllm:prefix_cache_hits",
+                              "Prompt tokens found in the prefix cache (reused, not prefilled)", s.get("prefix_hits", 0))
+        yield self._per_model(GaugeMetricFamily, "vllm:kv_cache_usage_perc",
+                              "Fraction of the KV cache pool held by running sequences (0..1)", s.get("kv_usage", 0.0))
+        yield self._per_model(CounterMetricFamily, "vllm:num_preemptions",
+                              "Sequences preempted back to the queue because the KV cache was full",
+                              s.get("preemptions", 0))
 
     def _per_model(self, family, name: str, doc: str, value: float):
         """A vLLM-style family: one sample labelled with the served model's name."""

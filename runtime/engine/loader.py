@@ -7,6 +7,7 @@ loadable with ``AutoModel`` (BertModel, ...) serves embeddings only. A repositor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import torch
 from runtime.config import ResolvedLimits, RuntimeSettings, resolve_limits
 from runtime.engine.embeddings import EmbeddingEngine
 from runtime.engine.gguf_files import find_gguf, load_gguf_causal_lm
+from runtime.engine.kv_cache import BLOCK_SIZE, OutOfBlocks, pool_blocks
 from runtime.engine.model import load_causal_lm, make_runner, pick_device, release_freed_memory, resolve_dtype
 from runtime.engine.scheduler import Engine, EngineLimits
 from runtime.errors import ModelLoadError
@@ -49,6 +51,32 @@ def _threads(settings: RuntimeSettings) -> None:
 def _model_sha(model_id: str) -> str | None:
     ref = os.path.join(model_id, ".git", "HEAD")
     return None if not os.path.exists(ref) else open(ref).read().strip()
+
+
+def _size_kv_pool(runner, engine: Engine, settings: RuntimeSettings, limits: ResolvedLimits,
+                  device: torch.device) -> ResolvedLimits:
+    """Replace the warm-up pool with the real one, sized from the device's memory now that the weights and the
+    warm-up's activations are accounted for (kv_cache.pool_blocks); the limits report what it holds, as TGI's
+    ``max_batch_total_tokens`` does."""
+    runner.allocate_pool(2)  # give the warm-up pool back before measuring what is free
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    release_freed_memory()
+    try:
+        size = pool_blocks(
+            device=device, bytes_per_token=runner.kv_bytes_per_token(), max_total_tokens=limits.max_total_tokens,
+            max_batch_size=limits.max_batch_size, max_batch_total_tokens=settings.max_batch_total_tokens,
+            cpu_fraction=settings.kv_cache_memory_fraction, gpu_memory_utilization=settings.gpu_memory_utilization,
+        )
+    except OutOfBlocks as exc:
+        raise ModelLoadError(str(exc)) from exc
+    runner.allocate_pool(size.num_blocks)
+    total = runner.kv.capacity_tokens
+    log.info("KV cache: %d blocks of %d positions = %d tokens, %.2f GiB (%s); prefix caching %s",
+             size.num_blocks - 1, BLOCK_SIZE, total, size.num_blocks * BLOCK_SIZE * runner.kv_bytes_per_token() / 2**30,
+             size.reason, "on" if engine.prefix_caching else "off")
+    engine.limits = dataclasses.replace(engine.limits, max_batch_total_tokens=total)
+    return dataclasses.replace(limits, max_batch_total_tokens=total)
 
 
 def load_model(settings: RuntimeSettings) -> LoadedModel:
@@ -91,8 +119,13 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         model = load_causal_lm(settings.model_id, revision=settings.revision, token=settings.hf_token, dtype=dtype,
                                device=device)
     log.info("weights loaded in %.1fs", time.monotonic() - t0)
+    # A first pool big enough for the warm-up and one sequence at full length; sized for real after warming up.
+    warm_len = min(64, limits.max_input_tokens)
+    warm_blocks = min(limits.max_batch_size, 4) * -(-(warm_len + 3) // BLOCK_SIZE)
+    first_pool = max(-(-max(limits.max_total_tokens, limits.max_batch_prefill_tokens) // BLOCK_SIZE), warm_blocks) + 8
     runner = make_runner(
-        model, max_slots=limits.max_batch_size, max_total_tokens=limits.max_total_tokens, force_hf=settings.force_hf_forward
+        model, max_slots=limits.max_batch_size, max_total_tokens=limits.max_total_tokens,
+        force_hf=settings.force_hf_forward, num_blocks=first_pool, prefix_caching=settings.prefix_caching,
     )
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
@@ -114,11 +147,18 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         eos_token_ids=eos_ids,
         score_prompt=runner.score_prompt,
         speculate=settings.speculate,
+        prefix_caching=settings.prefix_caching,
     )
     t1 = time.monotonic()
-    engine.warmup(prompt_len=min(64, limits.max_input_tokens))
+    engine.warmup(prompt_len=warm_len)
+    if device.type == "cuda":
+        # The activation peak of the largest prefill, so the pool is sized from what is left after it.
+        profile = min(limits.max_batch_prefill_tokens, limits.max_total_tokens)
+        runner.prefill([0], [[1] * profile])
+        runner.release(0)
     log.info("warmed up in %.1fs (%s, %s kernels)", time.monotonic() - t1, type(runner).__name__,
              getattr(runner, "kernels_name", "torch"))
+    limits = _size_kv_pool(runner, engine, settings, limits, device)
     return LoadedModel("generate", tokenizer, limits, str(dtype).removeprefix("torch."), device.type,
                        _model_sha(settings.model_id), engine=engine, runner_kind=type(runner).__name__,
                        kernels=getattr(runner, "kernels_name", "torch"))

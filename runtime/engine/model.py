@@ -5,18 +5,20 @@ Two runners share one interface (:class:`ModelRunner`), selected automatically b
 * :class:`LeanDecoderRunner` for Llama-style decoders (Llama, Mistral, Qwen2): the HF model is loaded the normal
   way (``AutoModelForCausalLM.from_pretrained``) and its weights are reused by a lean forward written here. HF's
   forward spends more time in Python per step than a small model spends computing at batch 1; this forward fuses
-  QKV and gate/up projections and reads/writes a preallocated KV cache of shape
-  ``(slots, kv_heads, capacity, head_dim)`` per layer, so a sequence joining or leaving the batch costs no
-  cache copies beyond moving one slot (compaction keeps running sequences in slots ``0..B-1`` so decode reads
-  plain views). Capacity grows by doubling up to ``max_total_tokens`` so memory follows actual lengths. On CPU
-  the whole decoder stack is one call into the native kernels of :mod:`runtime.engine.native` (``ek_forward``),
-  in fp32 over weights kept in the model's dtype (fp32, or bf16/fp16: half the bytes per decode step); elsewhere,
-  or when they cannot be built, it runs on PyTorch ops in the model's dtype.
+  QKV and gate/up projections and reads/writes a paged KV cache: one pool of blocks per layer, shape
+  ``(blocks, kv_heads, BLOCK_SIZE, head_dim)``, and a block table per slot (:mod:`runtime.engine.kv_cache`), so
+  memory follows actual lengths, sequences join and leave without copies, and prompts share their common
+  prefix's blocks. The pool is allocated once (:meth:`LeanDecoderRunner.allocate_pool`), sized from the device's
+  memory by the loader. On CPU the whole decoder stack is one call into the native kernels of
+  :mod:`runtime.engine.native` (``ek_forward``, which reads keys and values through the block tables), in fp32
+  over weights kept in the model's dtype (fp32, or bf16/fp16: half the bytes per decode step); elsewhere, or when
+  they cannot be built, it runs on PyTorch ops in the model's dtype, gathering keys and values through the tables.
 * :class:`HFFallbackRunner` for every other architecture: HF's own forward with one ``DynamicCache`` per
-  sequence. Correct, not fast; it is also the reference the tests compare the lean forward against.
+  sequence. Correct, not fast; it is also the reference the tests compare the lean forward against. Its blocks
+  are bookkeeping only (the scheduler's admission works the same), without prefix caching.
 
 Slots are the scheduler's: it assigns slot ``i`` to its ``i``-th running sequence and calls :meth:`move_slot`
-when it compacts.
+when it compacts (a block table row moves; no keys or values do).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.engine import native
+from runtime.engine.kv_cache import BLOCK_SIZE, PagedKVCache
 
 log = logging.getLogger("runtime.engine.model")
 
@@ -41,9 +44,15 @@ LEAN_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 class ModelRunner(Protocol):
     vocab_size: int
     device: torch.device
+    kv: PagedKVCache
+    """The slots' blocks: the scheduler admits and preempts by what it has free (and matches prompt prefixes in
+    it); the runner's own methods keep it in step with slots (``prefill``/``decode`` take the blocks their
+    positions need, ``move_slot``/``release`` move and free them)."""
 
-    def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
-        """Run the prompts into the given slots; return last-position logits, shape (len(prompts), vocab)."""
+    def prefill(self, slots: list[int], prompts: list[list[int]], cached: list[int] | None = None) -> torch.Tensor:
+        """Run the prompts into the given slots; return last-position logits, shape (len(prompts), vocab).
+        ``cached[i]`` leading positions of prompt ``i`` are already in its slot's blocks (a matched prefix): only
+        the rest is computed."""
 
     supports_slots: bool
     """Whether :meth:`decode` takes ``slots`` (several rows of one sequence: speculative verification)."""
@@ -53,13 +62,14 @@ class ModelRunner(Protocol):
         slot must come in position order. Return (rows, vocab)."""
 
     def move_slot(self, src: int, dst: int, length: int) -> None:
-        """Copy the first ``length`` cached positions of slot ``src`` into slot ``dst``."""
+        """Slot ``src``'s cached positions (the first ``length``) become slot ``dst``'s; ``dst``'s are freed."""
 
     def release(self, slot: int) -> None:
-        """Forget slot ``slot`` (only the fallback runner holds per-slot state)."""
+        """Forget slot ``slot``: its blocks go back to the pool."""
 
-    def score_prompt(self, ids: list[int]) -> list[float]:
-        """Log-probability of each prompt token given the ones before it (the first is NaN: nothing predicts it)."""
+    def score_prompt(self, ids: list[int], slot: int | None = None) -> list[float]:
+        """Log-probability of each prompt token given the ones before it (the first is NaN: nothing predicts it).
+        Computed in slot ``slot`` (which must hold ``ids`` uncached-and-unshared, or nothing) or a scratch slot."""
 
 
 def _token_logprobs(logits: torch.Tensor, targets: list[int]) -> list[float]:
@@ -81,8 +91,9 @@ class Linear:
     ``torch.ops.mkldnn`` is what torch's own inductor emits for CPU linears.
 
     ``dtype`` is the activations' (default: the weight's). The native kernels take the weight in its own dtype
-    (fp32, bf16 or fp16) and compute in fp32; the packed copy is then the only one this object keeps, so once the
-    caller drops its tensor the weight is held once. Elsewhere the weight is used in ``dtype``."""
+    (fp32, bf16 or fp16) and compute in fp32; the packed copy (native or oneDNN) is then the only one this object
+    keeps, so once the caller drops its tensor the weight is held once. Elsewhere the weight is used in
+    ``dtype``."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, rows_hint: int = 32,
                  kernels: native.NativeKernels | None = None, dtype: torch.dtype | None = None) -> None:
@@ -90,12 +101,14 @@ class Linear:
         self.out_features = weight.shape[0]
         self.kernels = kernels
         self.native_packed = kernels.pack_weight(weight) if kernels is not None else None
-        self.weight = None if self.native_packed is not None else weight.to(dtype)
-        # A copy, not a view: a view of a loaded parameter keeps the whole checkpoint's file mapping alive.
-        self.bias = None if bias is None else bias.to(dtype, copy=self.native_packed is not None)
+        # Copies, not views, on CPU: a view of a loaded parameter keeps the whole checkpoint's storage alive.
+        on_cpu = weight.device.type == "cpu"
+        self.weight = None if self.native_packed is not None else weight.to(dtype, copy=on_cpu)
+        self.bias = None if bias is None else bias.to(dtype, copy=on_cpu)
         self.packed: torch.Tensor | None = None
         if self.weight is not None and _onednn_usable(self.weight):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, rows_hint)
+            self.weight = None  # the packed copy replaces it: holding both held the weights twice
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.native_packed is not None and self.kernels is not None:
@@ -192,12 +205,13 @@ def lean_unsupported_reason(model: torch.nn.Module, *, max_total_tokens: int) ->
 
 
 class LeanDecoderRunner:
-    """Batched Llama-style forward over HF weights with a slot-indexed preallocated KV cache."""
+    """Batched Llama-style forward over HF weights with a paged KV cache."""
 
     supports_slots = True
 
     @torch.no_grad()  # copies of the parameters made here must not carry autograd graphs that keep the originals
-    def __init__(self, model: torch.nn.Module, *, max_slots: int, max_total_tokens: int, use_native: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, *, max_slots: int, max_total_tokens: int, use_native: bool = True,
+                 num_blocks: int | None = None, prefix_caching: bool = True) -> None:
         config = model.config
         self.device = next(model.parameters()).device
         self.weight_dtype = next(model.parameters()).dtype
@@ -218,11 +232,13 @@ class LeanDecoderRunner:
         # the weights are (they widen 16-bit weights in registers), the weights' own dtype on PyTorch ops.
         self.dtype = torch.float32 if kernels is not None else self.weight_dtype
 
+        on_cpu = self.device.type == "cpu"
+
         def own(t: torch.Tensor) -> torch.Tensor:
-            # On the native kernels every tensor kept is the runner's own copy, so that nothing keeps the model's
-            # parameters alive once it is dropped: the packed weights replace them, and a view of a loaded
-            # parameter would keep the checkpoint's whole file mapping resident.
-            return t.to(self.dtype, copy=kernels is not None)
+            # On CPU every tensor kept is the runner's own copy, so that nothing keeps the model's parameters alive
+            # once it is dropped: the packed weights replace them, and a view of a loaded parameter would keep the
+            # checkpoint's whole storage resident (the weights held twice).
+            return t.to(self.dtype, copy=on_cpu)
 
         self.final_norm = own(inner.norm.weight)
         head = model.lm_head.weight
@@ -233,7 +249,7 @@ class LeanDecoderRunner:
             # is held once.
             self.embed = None
         else:  # in the weights' dtype: converted row by row as tokens are looked up
-            self.embed = embed.clone() if kernels is not None else embed
+            self.embed = embed.clone() if on_cpu else embed
         self.layers: list[_Layer] = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -264,12 +280,53 @@ class LeanDecoderRunner:
         sin = sin[0].to(self.dtype)
         half = self.head_dim // 2
         self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).contiguous()
-        self.max_capacity = _round_up(self.max_len, KV_BLOCK)
-        self.capacity = min(self.max_capacity, 256)
         self.scratch_slot = pad_rows(self.max_slots)  # score_prompt's, past the slots decode reads
-        self.k_cache = [self._empty(self.capacity) for _ in self.layers]
-        self.v_cache = [self._empty(self.capacity) for _ in self.layers]
-        self._layer_table = None  # the native forward's pointers to weights and caches; rebuilt when caches grow
+        self.prefix_caching = prefix_caching
+        self.kv: PagedKVCache
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+        self._layer_table = None  # the native forward's pointers to weights and caches; rebuilt with the pool
+        # Default: every slot at full length (what the tests' small limits want); the loader sizes it from memory.
+        self.allocate_pool(num_blocks or (max_slots * -(-max_total_tokens // BLOCK_SIZE) + 1))
+
+    def kv_bytes_per_token(self) -> int:
+        """Keys and values of one position, every layer, in the cache's dtype."""
+        return 2 * len(self.layers) * self.num_kv_heads * self.head_dim * self.dtype.itemsize
+
+    def allocate_pool(self, num_blocks: int) -> None:
+        """(Re)allocate the block pool: ``num_blocks`` blocks per layer (block 0 reserved), all slots empty.
+
+        On the native kernels the pool is ``torch.empty``: attention reads only positions a sequence has written,
+        so untouched pages are never read, and the operating system maps them only when first written (resident
+        memory follows use). The PyTorch forward reads a padded span of every table, so its pool starts zeroed
+        (masked keys must be finite)."""
+        self.k_cache = self.v_cache = []  # drop the old pool before allocating the new one
+        self._k_pool = self._v_pool = None
+        self._layer_table = None
+        shape = (len(self.layers), num_blocks, self.num_kv_heads, BLOCK_SIZE, self.head_dim)
+        # The PyTorch forward on CPU zeroes each block as it is taken instead (a zeroed pool would be resident at
+        # once); on CUDA the memory is the pool's from the start anyway.
+        zero_on_take = self.kernels is None and self.device.type == "cpu"
+        make = torch.empty if self.kernels is not None or zero_on_take else torch.zeros
+        self._k_pool = make(shape, dtype=self.dtype, device=self.device)
+        self._v_pool = make(shape, dtype=self.dtype, device=self.device)
+        self.k_cache = list(self._k_pool.unbind(0))
+        self.v_cache = list(self._v_pool.unbind(0))
+        width = -(-_round_up(self.max_len, KV_BLOCK) // BLOCK_SIZE)
+        self.kv = PagedKVCache(num_blocks=num_blocks, slots=self.scratch_slot + 1, max_blocks_per_seq=width,
+                               prefix_caching=self.prefix_caching)
+        self.kv.copy_block = self._copy_block
+        if zero_on_take:
+            self._zero_block(0)
+            self.kv.zero_block = self._zero_block
+
+    def _zero_block(self, block: int) -> None:
+        for pool in (self._k_pool, self._v_pool):
+            pool[:, block].zero_()
+
+    def _copy_block(self, src: int, dst: int) -> None:
+        for pool in (self._k_pool, self._v_pool):
+            pool[:, dst] = pool[:, src]
 
     @property
     def kernels_name(self) -> str:
@@ -296,27 +353,6 @@ class LeanDecoderRunner:
             log.warning("native kernels unavailable, running on PyTorch ops: %s", exc)
             return None
 
-    def _empty(self, capacity: int) -> torch.Tensor:
-        # Spare slots up to a multiple of ROW_MULTIPLE (decode's dummy rows read them), then the scratch slot.
-        shape = (pad_rows(self.max_slots) + 1, self.num_kv_heads, capacity, self.head_dim)
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
-
-    def _ensure_capacity(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        new_cap = self.capacity
-        while new_cap < needed:
-            new_cap *= 2
-        new_cap = min(new_cap, self.max_capacity)
-        log.info("growing KV cache capacity %d -> %d positions per slot", self.capacity, new_cap)
-        for caches in (self.k_cache, self.v_cache):
-            for i, old in enumerate(caches):
-                grown = self._empty(new_cap)
-                grown[:, :, : self.capacity] = old
-                caches[i] = grown
-        self.capacity = new_cap
-        self._layer_table = None
-
     def _qkv(self, layer: _Layer, x: torch.Tensor):
         h = _rms_norm(x, layer.ln1, self.eps)
         qkv = layer.qkv(h)
@@ -329,32 +365,45 @@ class LeanDecoderRunner:
         return layer.down(F.silu(gu[..., : self.ffn]) * gu[..., self.ffn :])
 
     @torch.inference_mode()
-    def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def prefill(self, slots: list[int], prompts: list[list[int]], cached: list[int] | None = None) -> torch.Tensor:
+        cached = cached or [0] * len(prompts)
+        for slot, prompt in zip(slots, prompts, strict=True):
+            self.kv.allocate(slot, len(prompt))
         if self.kernels is None:
-            return self._prefill_torch(slots, prompts)
-        self._ensure_capacity(max(len(p) for p in prompts))
-        # Prompts packed back to back: token j of a prompt is a row at position j of its slot.
-        tokens = [t for p in prompts for t in p]
-        positions = [j for p in prompts for j in range(len(p))]
-        row_slots = [slot for slot, p in zip(slots, prompts, strict=True) for _ in p]
+            return self._prefill_torch(slots, prompts, cached)
+        # Prompts packed back to back: token j of a prompt is a row at position j of its slot (from the first
+        # position not already cached).
+        tokens = [t for p, c in zip(prompts, cached, strict=True) for t in p[c:]]
+        positions = [j for p, c in zip(prompts, cached, strict=True) for j in range(c, len(p))]
+        row_slots = [slot for slot, p, c in zip(slots, prompts, cached, strict=True) for _ in range(c, len(p))]
         h = self._forward_native(self.kernels, tokens, positions, row_slots)
-        last = [end - 1 for end in itertools.accumulate(len(p) for p in prompts)]
+        last = [end - 1 for end in itertools.accumulate(len(p) - c for p, c in zip(prompts, cached, strict=True))]
         n = len(prompts)
         h = h[torch.tensor(last + [last[-1]] * (pad_rows(n) - n))]
         return self.lm_head(h)[:n].float()
 
     @torch.inference_mode()
-    def score_prompt(self, ids: list[int]) -> list[float]:
-        """The prompt through this runner's own forward, in the scratch slot: logits of every position, in chunks
-        of rows (a long prompt's full logits would be prompt x vocab floats at once). The HF model is not needed,
-        so its weights need not stay alive beside the packed ones."""
+    def score_prompt(self, ids: list[int], slot: int | None = None) -> list[float]:
+        """The prompt through this runner's own forward: logits of every position, in chunks of rows (a long
+        prompt's full logits would be prompt x vocab floats at once). The HF model is not needed, so its weights
+        need not stay alive beside the packed ones.
+
+        In ``slot`` when given: the sequence's own unshared blocks, which already hold exactly these keys and
+        values (the same forward wrote them), so nothing more is taken from the pool; otherwise in the scratch
+        slot, whose blocks go back afterwards."""
         n = len(ids)
-        self._ensure_capacity(n)
-        if self.kernels is not None:
-            h = self._forward_native(self.kernels, ids, list(range(n)), [self.scratch_slot] * n)
-        else:
-            x = self._hidden_torch([self.scratch_slot], [ids])[:n]
-            h = _rms_norm(torch.cat([x, x.new_zeros((pad_rows(n) - n, x.shape[1]))]), self.final_norm, self.eps)
+        scratch = slot is None
+        slot = self.scratch_slot if scratch else slot
+        self.kv.allocate(slot, n)
+        try:
+            if self.kernels is not None:
+                h = self._forward_native(self.kernels, ids, list(range(n)), [slot] * n)
+            else:
+                x = self._hidden_torch([slot], [ids], [0])[:n]
+                h = _rms_norm(torch.cat([x, x.new_zeros((pad_rows(n) - n, x.shape[1]))]), self.final_norm, self.eps)
+        finally:
+            if scratch:
+                self.kv.free(slot)
         out = [float("nan")]
         for start in range(0, n - 1, 256):
             end = min(start + 256, n - 1)
@@ -370,10 +419,10 @@ class LeanDecoderRunner:
             return panels[index // native.PANEL, :, index % native.PANEL].to(self.dtype).contiguous()
         return F.embedding(index, self.embed).to(self.dtype)
 
-    def _prefill_torch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def _prefill_torch(self, slots: list[int], prompts: list[list[int]], cached: list[int]) -> torch.Tensor:
         n = len(prompts)
-        lengths = [len(p) for p in prompts]
-        x = self._hidden_torch(slots, prompts)
+        lengths = [len(p) - c for p, c in zip(prompts, cached, strict=True)]
+        x = self._hidden_torch(slots, prompts, cached)
         last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
         x = x[last]
         padded = pad_rows(n)
@@ -382,24 +431,39 @@ class LeanDecoderRunner:
         x = _rms_norm(x, self.final_norm, self.eps)
         return self.lm_head(x)[:n].float()
 
-    def _hidden_torch(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def _cache_rows(self, slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Where (slot, position) pairs' kv heads live in a layer's pool flattened to (blocks * kv heads * block,
+        head_dim): shape (*positions.shape, kv heads)."""
+        tables = self.kv.tables.to(self.device, non_blocking=True)
+        blocks = tables[slots, positions // BLOCK_SIZE].long()
+        heads = torch.arange(self.num_kv_heads, device=self.device)
+        return (blocks[..., None] * self.num_kv_heads + heads) * BLOCK_SIZE + (positions % BLOCK_SIZE)[..., None]
+
+    def _hidden_torch(self, slots: list[int], prompts: list[list[int]], cached: list[int]) -> torch.Tensor:
         """The decoder stack on PyTorch ops over prompts into their slots: the residual stream of every row
-        (before the final norm), prompts back to back, then padding rows.
+        (before the final norm), prompts' uncached tokens back to back, then padding rows.
 
         Prompts are packed back to back (no padding to the longest): the projections run on sum(lengths) rows,
         rounded up to ROW_MULTIPLE (row-invariant GEMMs, see there), and attention runs per sequence over exactly
-        its own tokens, the same kernel call it gets when alone."""
-        lengths = [len(p) for p in prompts]
+        its own tokens, the same kernel call it gets when alone. A prompt whose first ``cached`` positions are in
+        its blocks already (a shared prefix) computes only the rest, attending over the cached keys too."""
+        lengths = [len(p) - c for p, c in zip(prompts, cached, strict=True)]
         starts = [0]
         for length in lengths[:-1]:
             starts.append(starts[-1] + length)
         total = starts[-1] + lengths[-1]
         rows = pad_rows(total)
-        self._ensure_capacity(max(lengths))
-        flat = [t for p in prompts for t in p] + [0] * (rows - total)
+        flat = [t for p, c in zip(prompts, cached, strict=True) for t in p[c:]] + [0] * (rows - total)
         ids = torch.tensor(flat, dtype=torch.long, device=self.device)
-        pos = torch.cat([torch.arange(length) for length in lengths] + [torch.zeros(rows - total, dtype=torch.long)])
+        pos = torch.cat([torch.arange(c, len(p)) for p, c in zip(prompts, cached, strict=True)]
+                        + [torch.zeros(rows - total, dtype=torch.long)])
         pos = pos.to(self.device)
+        row_slots = torch.tensor([s for s, n in zip(slots, lengths, strict=True) for _ in range(n)], device=self.device)
+        write_rows = self._cache_rows(row_slots, pos[:total]).reshape(-1)
+        # Keys and values of each prompt's whole length, read back from its blocks where part was cached.
+        read_rows = [None if c == 0 else self._cache_rows(torch.full((len(p),), s, device=self.device),
+                                                          torch.arange(len(p), device=self.device)).T.reshape(-1)
+                     for s, p, c in zip(slots, prompts, cached, strict=True)]
         cos = self.cos[pos][:, None]  # (rows, 1, hd)
         sin = self.signed_sin[pos][:, None]
         nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
@@ -409,16 +473,24 @@ class LeanDecoderRunner:
             qk = _rope(qk.view(rows, nh + nkv, hd), cos, sin)
             v = v.view(rows, nkv, hd)
             attn = x.new_zeros((rows, nh * hd))
-            for slot, start, length in zip(slots, starts, lengths, strict=True):
+            kc, vc = self.k_cache[li].view(-1, hd), self.v_cache[li].view(-1, hd)
+            kc.index_copy_(0, write_rows, qk[:total, nh:].reshape(-1, hd))
+            vc.index_copy_(0, write_rows, v[:total].reshape(-1, hd))
+            for start, length, cached_rows in zip(starts, lengths, read_rows, strict=True):
                 end = start + length
-                k = qk[start:end, nh:].transpose(0, 1)  # (kv heads, length, hd)
-                vv = v[start:end].transpose(0, 1)
-                self.k_cache[li][slot, :, :length] = k
-                self.v_cache[li][slot, :, :length] = vv
-                out = F.scaled_dot_product_attention(
-                    qk[start:end, :nh].transpose(0, 1)[None], k[None], vv[None],
-                    is_causal=True, scale=self.scale, enable_gqa=True,
-                )
+                q = qk[start:end, :nh].transpose(0, 1)[None]
+                if cached_rows is None:
+                    k = qk[start:end, nh:].transpose(0, 1)  # (kv heads, length, hd)
+                    vv = v[start:end].transpose(0, 1)
+                    out = F.scaled_dot_product_attention(q, k[None], vv[None], is_causal=True, scale=self.scale,
+                                                         enable_gqa=True)
+                else:  # new rows at the end of a longer sequence: row i sees keys 0..cached + i
+                    k = kc[cached_rows].view(nkv, -1, hd)
+                    vv = vc[cached_rows].view(nkv, -1, hd)
+                    full = k.shape[1]
+                    mask = torch.ones((length, full), dtype=torch.bool, device=self.device).tril(full - length)
+                    out = F.scaled_dot_product_attention(q, k[None], vv[None], attn_mask=mask, scale=self.scale,
+                                                         enable_gqa=True)
                 attn[start:end] = out[0].transpose(0, 1).reshape(length, nh * hd)
             x = x + layer.o(attn)
             x = x + self._mlp(layer, x)
@@ -426,8 +498,9 @@ class LeanDecoderRunner:
 
     @torch.inference_mode()
     def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
+        for slot, position in zip(slots if slots is not None else range(len(tokens)), positions, strict=True):
+            self.kv.allocate(slot, position + 1)
         if self.kernels is not None:
-            self._ensure_capacity(max(positions) + 1)
             slots = slots if slots is not None else list(range(len(tokens)))
             h = self._forward_native(self.kernels, tokens, positions, slots)
             return self.lm_head(h)[: len(tokens)].float()
@@ -452,8 +525,9 @@ class LeanDecoderRunner:
         x = self._embed(tokens + [0] * (rows - b))
         return kernels.forward(
             self._layer_table, self.final_norm, x, b, torch.tensor(positions, dtype=torch.int32),
-            torch.tensor(slots, dtype=torch.int32), self.cos, self.signed_sin, self.capacity, self.num_heads,
+            torch.tensor(slots, dtype=torch.int32), self.cos, self.signed_sin, BLOCK_SIZE, self.num_heads,
             self.num_kv_heads, self.head_dim, self.ffn, self.eps, self.scale, torch.get_num_threads(),
+            block_tables=self.kv.tables,
         )
 
     def _decode_torch(self, tokens: list[int], positions: list[int], slots: list[int] | None) -> torch.Tensor:
@@ -461,21 +535,20 @@ class LeanDecoderRunner:
         rows_padded = pad_rows(b)
         filler = [0] * (rows_padded - b)  # dummy rows (token 0 at position 0): computed, never stored or used
         span = _round_up(max(positions) + 1, KV_BLOCK)
-        self._ensure_capacity(span)
         ids = torch.tensor(tokens + filler, device=self.device)
         pos = torch.tensor(positions + filler, device=self.device)
         real_pos = pos[:b]
-        if slots is None:  # row i is slot i: attention reads the cache through views
-            rows = torch.arange(b, device=self.device)
-            slot_idx = None
+        if slots is None:  # row i is slot i (padding rows: spare slots, whose tables hold only the null block)
+            slot_idx = torch.arange(rows_padded, device=self.device)
         else:  # several rows may share a slot: their keys/values are gathered after this step's writes
             slot_idx = torch.tensor(slots + filler, device=self.device)
-            rows = slot_idx[:b]
+        rows = slot_idx[:b]
         nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
-        # Where each real row's key/value heads go in a cache flattened to (slots * kv heads * capacity, hd): one
-        # index_copy_ per cache and layer (far cheaper than indexing slot and position separately).
-        heads = torch.arange(nkv, device=self.device)
-        cache_rows = ((rows[:, None] * nkv + heads[None]) * self.capacity + real_pos[:, None]).reshape(-1)
+        # Where each real row's key/value heads go in a pool flattened to (blocks * kv heads * block, hd): one
+        # index_copy_ per cache and layer; and where every row's span of keys is read from, through its table.
+        cache_rows = self._cache_rows(rows, real_pos).reshape(-1)
+        span_rows = self._cache_rows(slot_idx[:, None], torch.arange(span, device=self.device)[None])
+        span_rows = span_rows.permute(0, 2, 1)  # (rows, kv heads, span)
         # Additive mask, built once per step: 0 up to each row's own position, -inf after (dummy rows see
         # position 0 of a spare slot or slot 0, so their softmax stays finite).
         future = torch.arange(span, device=self.device)[None] > pos[:, None]
@@ -487,9 +560,9 @@ class LeanDecoderRunner:
         for li, layer in enumerate(self.layers):
             qk, v = self._qkv(layer, x)
             qk = _rope(qk.view(rows_padded, nh + nkv, hd), cos, sin)
-            kc, vc = self.k_cache[li], self.v_cache[li]
-            kc.view(-1, hd).index_copy_(0, cache_rows, qk[:b, nh:].reshape(b * nkv, hd))
-            vc.view(-1, hd).index_copy_(0, cache_rows, v[:b].reshape(b * nkv, hd))
+            kc, vc = self.k_cache[li].view(-1, hd), self.v_cache[li].view(-1, hd)
+            kc.index_copy_(0, cache_rows, qk[:b, nh:].reshape(b * nkv, hd))
+            vc.index_copy_(0, cache_rows, v[:b].reshape(b * nkv, hd))
             # Attention written out rather than SDPA: SDPA's CPU kernel sums in an order that depends on the
             # key length and on the batch (a row's output alone differs from the same row in a batch in the last
             # bits, which can flip a greedy token). Here every (row, kv head) is its own small GEMM with
@@ -497,10 +570,7 @@ class LeanDecoderRunner:
             # the probability-weighted sum see the same blocking whatever the other rows' lengths; masked keys
             # add exact zeros. Grouped-query heads share their KV head without copying it.
             q = qk[:, :nh].reshape(rows_padded, nkv, nh // nkv, hd)
-            if slot_idx is None:
-                keys, values = kc[:rows_padded, :, :span], vc[:rows_padded, :, :span]
-            else:
-                keys, values = kc[:, :, :span].index_select(0, slot_idx), vc[:, :, :span].index_select(0, slot_idx)
+            keys, values = kc[span_rows], vc[span_rows]  # (B, kv, span, hd)
             scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, kv, group, span)
             scores.mul_(self.scale).add_(bias)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
@@ -510,14 +580,11 @@ class LeanDecoderRunner:
         x = _rms_norm(x, self.final_norm, self.eps)
         return self.lm_head(x)[:b].float()
 
-    @torch.inference_mode()
     def move_slot(self, src: int, dst: int, length: int) -> None:
-        for caches in (self.k_cache, self.v_cache):
-            for cache in caches:
-                cache[dst, :, :length] = cache[src, :, :length]
+        self.kv.move(src, dst)
 
     def release(self, slot: int) -> None:
-        return None
+        self.kv.free(slot)
 
 
 class HFFallbackRunner:
@@ -525,11 +592,28 @@ class HFFallbackRunner:
 
     supports_slots = False  # a DynamicCache cannot take back rejected draft tokens
 
-    def __init__(self, model: torch.nn.Module, *, max_slots: int) -> None:
+    def __init__(self, model: torch.nn.Module, *, max_slots: int, max_total_tokens: int = 4096,
+                 num_blocks: int | None = None) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.caches: list[object | None] = [None] * max_slots
+        blocks_per_seq = -(-max_total_tokens // BLOCK_SIZE)
+        # Bookkeeping only (HF's DynamicCache holds the tensors): the scheduler admits by it as on the lean runner.
+        self.kv = PagedKVCache(num_blocks=num_blocks or max_slots * blocks_per_seq + 1, slots=max_slots,
+                               max_blocks_per_seq=blocks_per_seq, prefix_caching=False)
+
+    def kv_bytes_per_token(self) -> int:
+        config = self.model.config
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        dtype = next(self.model.parameters()).dtype
+        return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
+
+    def allocate_pool(self, num_blocks: int) -> None:
+        self.kv = PagedKVCache(num_blocks=num_blocks, slots=len(self.caches),
+                               max_blocks_per_seq=self.kv.tables.shape[1], prefix_caching=False)
 
     @torch.inference_mode()
     def _forward(self, slot: int, ids: list[int], start: int) -> torch.Tensor:
@@ -547,23 +631,31 @@ class HFFallbackRunner:
         )
         return out.logits[0, -1].float()
 
-    def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def prefill(self, slots: list[int], prompts: list[list[int]], cached: list[int] | None = None) -> torch.Tensor:
+        if cached and any(cached):
+            raise ValueError("HF's forward keeps no shared prefixes")
+        for slot, prompt in zip(slots, prompts, strict=True):
+            self.kv.allocate(slot, len(prompt))
         return torch.stack([self._forward(s, p, 0) for s, p in zip(slots, prompts, strict=True)])
 
     def decode(self, tokens: list[int], positions: list[int], slots: list[int] | None = None) -> torch.Tensor:
         if slots is not None:
             raise ValueError("HF's forward runs one row per sequence")
+        for slot, position in enumerate(positions):
+            self.kv.allocate(slot, position + 1)
         return torch.stack([self._forward(i, [t], p) for i, (t, p) in enumerate(zip(tokens, positions, strict=True))])
 
     def move_slot(self, src: int, dst: int, length: int) -> None:
         self.caches[dst] = self.caches[src]
         self.caches[src] = None
+        self.kv.move(src, dst)
 
     def release(self, slot: int) -> None:
         self.caches[slot] = None
+        self.kv.free(slot)
 
     @torch.inference_mode()
-    def score_prompt(self, ids: list[int]) -> list[float]:
+    def score_prompt(self, ids: list[int], slot: int | None = None) -> list[float]:
         logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
         return [float("nan"), *_token_logprobs(logits[:-1], ids[1:])]
 
@@ -598,11 +690,14 @@ def load_causal_lm(model_id: str, *, revision: str | None, token: str | None, dt
     return model.to(device).eval()
 
 
-def make_runner(model: torch.nn.Module, *, max_slots: int, max_total_tokens: int, force_hf: bool = False) -> ModelRunner:
-    """The lean runner when the architecture allows it, HF's forward otherwise."""
+def make_runner(model: torch.nn.Module, *, max_slots: int, max_total_tokens: int, force_hf: bool = False,
+                num_blocks: int | None = None, prefix_caching: bool = True) -> ModelRunner:
+    """The lean runner when the architecture allows it, HF's forward otherwise. ``num_blocks``: the KV pool's
+    first size (default: every slot at full length); the loader resizes it from memory after warming up."""
     reason = "forced" if force_hf else lean_unsupported_reason(model, max_total_tokens=max_total_tokens)
     if reason is None:
         log.info("using the lean batched forward (%s)", model.config.model_type)
-        return LeanDecoderRunner(model, max_slots=max_slots, max_total_tokens=max_total_tokens)
+        return LeanDecoderRunner(model, max_slots=max_slots, max_total_tokens=max_total_tokens,
+                                 num_blocks=num_blocks, prefix_caching=prefix_caching)
     log.info("using HF's forward with per-sequence DynamicCache (%s)", reason)
-    return HFFallbackRunner(model, max_slots=max_slots)
+    return HFFallbackRunner(model, max_slots=max_slots, max_total_tokens=max_total_tokens, num_blocks=num_blocks)

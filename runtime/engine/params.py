@@ -99,6 +99,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     output_text: str | None = None
     prompt_tokens: list[TopToken] | None = None  # prompt logprobs (TGI decoder_input_details), first event only
+    cached_tokens: int | None = None  # prompt tokens the prefix cache supplied, first event only
     generated_tokens: int = 0
     seed: int | None = None
 

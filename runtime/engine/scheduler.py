@@ -1,10 +1,18 @@
 """The continuous-batching engine: one thread owns the queue, the running batch and the model.
 
 Requests arrive from the asyncio side (:meth:`Engine.submit`) into a waiting queue. Between decode steps the
-engine thread admits waiting sequences while slots and the ``max_batch_prefill_tokens`` /
+engine thread admits waiting sequences while slots, KV blocks and the ``max_batch_prefill_tokens`` /
 ``max_batch_total_tokens`` budgets allow, prefills them in one batched forward, then runs one decode forward for
 every running sequence. Finished or cancelled sequences leave at once: the last running sequence is moved into
-the freed slot so running sequences always occupy slots ``0..B-1`` (decode reads cache views, no gathers).
+the freed slot so running sequences always occupy slots ``0..B-1`` (a block table row moves, nothing else).
+
+KV memory is the runner's paged cache (:mod:`runtime.engine.kv_cache`). Admission takes the blocks a prompt
+needs, after matching its leading full blocks against the prefix cache (those are shared, not recomputed: the
+prefill runs only on the rest). Decoding takes one more block whenever a sequence crosses a block boundary; when
+none is left, the most recently admitted sequence is preempted (vLLM's recompute policy): its blocks go back, it
+returns to the head of the queue with what it generated so far, and on readmission its prompt and output are
+prefilled again (mostly from the prefix cache) and it continues where it stopped. Requests wait; nothing fails
+for want of memory.
 
 The thread spends most of its time inside torch, which releases the GIL, so the HTTP event loop keeps serving.
 Each step's token events are handed to the loop in one ``call_soon_threadsafe`` call; each sequence's consumer
@@ -14,6 +22,7 @@ reads an ``asyncio.Queue``. Cancelling (client disconnect) sets a flag the engin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import threading
@@ -27,6 +36,7 @@ import torch
 
 from runtime.engine.constraint_protocol import TokenConstraint
 from runtime.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from runtime.engine.kv_cache import OutOfBlocks
 from runtime.engine.model import ModelRunner, pad_rows
 from runtime.engine.params import EngineFailure, FinishReason, GenerationRequest, SamplingParams, TokenEvent, TopToken
 from runtime.engine.sampling import BatchSampler
@@ -60,6 +70,10 @@ class EngineStats:
     decode_batch_sum: int = 0
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache (vLLM's counters, in tokens)
+    prefix_cache_hits: int = 0  # of which found there: reused instead of prefilled
+    preemptions: int = 0
+    kv_usage: float = 0.0  # fraction of the KV pool held by running sequences
 
 
 class Sequence:
@@ -89,6 +103,14 @@ class Sequence:
         self.spec_proposed = 0.0  # this sequence's recent drafts and how many were accepted (decaying counts)
         self.spec_accepted = 0.0
         self.decode_steps = 0
+        self.cached_tokens: int | None = None  # prompt tokens the prefix cache supplied at first admission
+        self.cached_now = 0  # ... and at the latest admission (what the next prefill skips)
+        self.committed_blocks = 0  # leading blocks already filed in the prefix cache
+        self.admission = 0  # when it was (last) admitted: preemption takes the newest
+
+    def tokens(self) -> list[int]:
+        """What its cache must hold before it can decode again: the prompt, then (after a preemption) its output."""
+        return self.prompt_ids + self.output_ids if self.output_ids else self.prompt_ids
 
     @property
     def length(self) -> int:
@@ -145,8 +167,9 @@ class Engine:
         limits: EngineLimits,
         eos_token_ids: list[int],
         on_token_gap: Callable[[float], None] | None = None,
-        score_prompt: Callable[[list[int]], list[float]] | None = None,
+        score_prompt: Callable[[list[int], int], list[float]] | None = None,
         speculate: int = 0,
+        prefix_caching: bool = True,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -167,6 +190,13 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self.prefix_caching = prefix_caching and runner.kv.prefix_caching
+        self._admissions = itertools.count(1)
+
+    @property
+    def kv(self):
+        """The runner's block bookkeeping (the runner may reallocate its pool before the engine starts)."""
+        return self.runner.kv
 
     # ---- asyncio side -------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -249,19 +279,51 @@ class Engine:
             self._waiting = deque(s for s in self._waiting if not s.stream.cancelled)
 
     def _admit(self) -> list[Sequence]:
+        """Take waiting sequences into the batch, in order, while the batch size, the prefill budget (uncached
+        tokens, packed unpadded as TGI counts them), ``max_batch_total_tokens`` (positions held, where it is below
+        the pool's size) and the pool's blocks allow. Each admitted sequence has its blocks before this returns:
+        matched prefix blocks shared, the rest taken from the pool."""
         admitted: list[Sequence] = []
-        total = sum(s.reserved_tokens for s in self._running)
-        prefill_tokens = 0  # prompts are packed back to back (no padding), as TGI counts them
+        kv = self.kv
+        budget = self.limits.max_batch_total_tokens
+        capped = budget < kv.capacity_tokens
+        held = sum(kv.blocks_for(s.length) for s in self._running) * kv.block_size if capped else 0
+        prefill_tokens = 0
         while self._waiting and len(self._running) + len(admitted) < self.limits.max_batch_size:
             seq = self._waiting[0]
-            if admitted and prefill_tokens + len(seq.prompt_ids) > self.limits.max_batch_prefill_tokens:
+            busy = bool(self._running or admitted)
+            slot = len(self._running) + len(admitted)
+            tokens = seq.tokens()
+            if capped and busy and held + kv.blocks_for(len(tokens)) * kv.block_size > budget:
                 break
-            if (self._running or admitted) and total + seq.reserved_tokens > self.limits.max_batch_total_tokens:
+            kv.free(slot)
+            # Prompt logprobs need every prompt position computed (runner.score_prompt recomputes them in place).
+            reuse = self.prefix_caching and not seq.params.prompt_logprobs
+            cached = kv.match_prefix(slot, tokens) if reuse else 0
+            new_tokens = len(tokens) - cached
+            # One block in reserve per running sequence, so admitting does not force an immediate preemption.
+            reserve = len(self._running) + len(admitted)
+            fits = kv.blocks_needed(slot, len(tokens)) + reserve <= kv.available() or not busy
+            if (admitted and prefill_tokens + new_tokens > self.limits.max_batch_prefill_tokens) or not fits:
+                kv.free(slot)
                 break
+            try:
+                kv.allocate(slot, len(tokens))
+            except OutOfBlocks:  # alone and still too long: the pool is smaller than one sequence can grow
+                kv.free(slot)
+                self._waiting.popleft()
+                self._post([(seq.stream, EngineFailure("Request needs more KV cache than this server has"))])
+                continue
             self._waiting.popleft()
+            self.stats.prefix_cache_queries += len(tokens)
+            self.stats.prefix_cache_hits += cached
+            if seq.cached_tokens is None:
+                seq.cached_tokens = cached
+            seq.cached_now = cached
+            seq.admission = next(self._admissions)
             admitted.append(seq)
-            total += seq.reserved_tokens
-            prefill_tokens += len(seq.prompt_ids)
+            held += kv.blocks_for(len(tokens)) * kv.block_size
+            prefill_tokens += new_tokens
         return admitted
 
     def _post(self, batch: list[tuple[SequenceStream, TokenEvent | EngineFailure]]) -> None:
@@ -273,29 +335,79 @@ class Engine:
         self._evict()  # cancelled since the last step
         if admitted:
             for seq in admitted:
-                if seq.params.constraint_factory is not None:
+                if seq.params.constraint_factory is not None and seq.constraint is None:
                     seq.constraint = seq.params.constraint_factory()
             first_slot = len(self._running)
             slots = list(range(first_slot, first_slot + len(admitted)))
-            logits = self.runner.prefill(slots, [s.prompt_ids for s in admitted])
+            logits = self.runner.prefill(slots, [s.tokens() for s in admitted], [s.cached_now for s in admitted])
             self._running.extend(admitted)
             self._advance(admitted, logits, events)
+            self._commit(admitted, first_slot)
             self._evict()
             self._post(events)  # first tokens go out before the decode step: lower time-to-first-token
             events = []
         if self._running:
             self._decode(events)
+            self._commit(self._running, 0)
             self._evict()
         self.stats.batch_size = len(self._running)
         self.stats.batch_tokens = sum(s.length for s in self._running)
+        self.stats.kv_usage = self.kv.usage()
         self._post(events)
 
+    def _commit(self, seqs: list[Sequence], first_slot: int) -> None:
+        """File the sequences' newly completed blocks in the prefix cache (positions up to ``length - 1`` are
+        written: the newest token's keys are computed by the next step)."""
+        if not self.prefix_caching:
+            return
+        size = self.kv.block_size
+        for slot, seq in enumerate(seqs, start=first_slot):
+            written = seq.length - 1
+            if written // size > seq.committed_blocks:
+                self.kv.commit(slot, seq.prompt_ids + seq.output_ids, written)
+                seq.committed_blocks = written // size
+
+    def _reserve(self) -> None:
+        """Give every running sequence the block its next position needs; when the pool is dry, preempt the
+        newest sequence (it may be the one asking) and try again."""
+        slot = 0
+        while slot < len(self._running):
+            try:
+                self.kv.allocate(slot, self._running[slot].length)
+            except OutOfBlocks:
+                newest = max(range(len(self._running)), key=lambda i: self._running[i].admission)
+                self._preempt(newest)
+                slot = 0
+                continue
+            slot += 1
+
+    def _preempt(self, slot: int) -> None:
+        seq = self._running[slot]
+        log.info("KV cache full: preempting request %s (%d tokens) back to the queue", seq.stream.request_id,
+                 seq.length)
+        self.stats.preemptions += 1
+        self._remove(slot)
+        seq.committed_blocks = 0
+        with self._cond:
+            self._waiting.appendleft(seq)
+            self.stats.queue_size = len(self._waiting)
+
     def _decode(self, events: list) -> None:
+        self._reserve()
         running = self._running
+        if not running:
+            return
         b = len(running)
         self.stats.max_batch_size_reached = max(self.stats.max_batch_size_reached, b)
         self.stats.decode_batch_sum += b
         drafts = self._drafts(running)
+        if drafts is not None:
+            for slot, (seq, draft) in enumerate(zip(running, drafts, strict=True)):
+                try:  # drafts only take blocks that are free: never worth a preemption
+                    self.kv.allocate(slot, seq.length + len(draft))
+                except OutOfBlocks:
+                    draft.clear()
+            drafts = drafts if any(drafts) else None
         if drafts is None:
             logits = self.runner.decode([s.output_ids[-1] for s in running], [s.length - 1 for s in running])
         else:
@@ -418,8 +530,9 @@ class Engine:
         )
         if seq.first_event:
             seq.first_event = False
+            event.cached_tokens = seq.cached_tokens or 0
             if p.prompt_logprobs and self._score_prompt is not None:
-                lps = self._score_prompt(seq.prompt_ids)
+                lps = self._score_prompt(seq.prompt_ids, self._running.index(seq))
                 event.prompt_tokens = [
                     TopToken(i, self._token_str(i), lp) for i, lp in zip(seq.prompt_ids, lps, strict=True)
                 ]
@@ -440,12 +553,17 @@ class Engine:
         while i < len(self._running):
             seq = self._running[i]
             if seq.finished is not None or seq.stream.cancelled:
-                last = len(self._running) - 1
-                if i != last:
-                    moved = self._running[last]
-                    self.runner.move_slot(last, i, moved.length)
-                    self._running[i] = moved
-                self.runner.release(last)
-                self._running.pop()
+                self._remove(i)
             else:
                 i += 1
+
+    def _remove(self, i: int) -> None:
+        """Take the sequence in slot ``i`` out of the batch (its blocks go back); the last one moves into ``i``."""
+        last = len(self._running) - 1
+        self.runner.release(i)
+        if i != last:
+            moved = self._running[last]
+            self.runner.move_slot(last, i, moved.length)
+            self._running[i] = moved
+        self.runner.release(last)
+        self._running.pop()

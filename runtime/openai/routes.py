@@ -68,8 +68,18 @@ def _by_sequence(batch: list[tuple[int, TokenEvent]]) -> list[tuple[int, list[To
     return list(groups.items())
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the prompt tokens the prefix cache
+    supplied (not prefilled), as OpenAI reports its own prompt caching."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def _cached_tokens(run: GenerationRun) -> int:
+    """The prompt tokens the prefix cache supplied to this run (its first sequence's first admission; a prompt's
+    sequences share it, and it is counted once as the prompt is)."""
+    events = run.results.get(0) or []
+    return (events[0].cached_tokens or 0) if events else 0
 
 
 def _error_chunk(exc: Exception) -> bytes:
@@ -112,11 +122,12 @@ async def create_chat_completion(request: Request):
             return slot.stream(_chat_stream(run, created=created, model=model, body=body, guidance=guidance),
                                runs=[run])
         results = await run.collect(request)
-    return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body, guidance))
+    return JSONResponse(_chat_response(valid.request_id, created, model, results, valid.prompt_len, body, guidance,
+                                       cached=_cached_tokens(run)))
 
 
 def _chat_response(rid: str, created: int, model: str, results: list[SequenceResult], prompt_len: int,
-                   body: ChatCompletionRequest, guidance: ChatGuidance) -> dict[str, Any]:
+                   body: ChatCompletionRequest, guidance: ChatGuidance, *, cached: int = 0) -> dict[str, Any]:
     choices = []
     for r in results:
         message, has_tool_calls = guidance.message(r.text, r.finish_reason)
@@ -133,7 +144,7 @@ def _chat_response(rid: str, created: int, model: str, results: list[SequenceRes
         "model": model,
         "system_fingerprint": _fingerprint(),
         "choices": choices,
-        "usage": _usage(prompt_len, sum(r.token_count for r in results)),
+        "usage": _usage(prompt_len, sum(r.token_count for r in results), cached),
     }
 
 
@@ -182,7 +193,8 @@ async def _chat_stream(run: GenerationRun, *, created: int, model: str, body: Ch
                     out.append(sse(chunk(index, {}, finish)))
             yield b"".join(out)
         if include_usage:
-            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})
+            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens,
+                                                              _cached_tokens(run))})
         yield b"data: [DONE]\n\n"
     except RuntimeAPIError as exc:
         yield _error_chunk(exc)
@@ -250,9 +262,10 @@ def _prompt_text(state: RuntimeState, run: GenerationRun) -> str:
 
 def _completion_response(runs, all_results, created, model, body: CompletionRequest, state: RuntimeState):
     choices = []
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = cached_tokens = 0
     for p_index, (run, results) in enumerate(zip(runs, all_results, strict=True)):
         prompt_tokens += run.request.prompt_len
+        cached_tokens += _cached_tokens(run)
         echo = _prompt_text(state, run) if body.echo else ""
         for r in results:
             completion_tokens += r.token_count
@@ -269,7 +282,7 @@ def _completion_response(runs, all_results, created, model, body: CompletionRequ
         "model": model,
         "system_fingerprint": _fingerprint(),
         "choices": choices,
-        "usage": _usage(prompt_tokens, completion_tokens),
+        "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
     }
 
 
@@ -308,7 +321,8 @@ async def _completion_stream(run: GenerationRun, *, created: int, model: str, bo
                     out.append(sse(chunk(index, text, finish, lp)))
             yield b"".join(out)
         if include_usage:
-            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens)})
+            yield sse({**base, "choices": [], "usage": _usage(run.request.prompt_len, completion_tokens,
+                                                              _cached_tokens(run))})
         yield b"data: [DONE]\n\n"
     except RuntimeAPIError as exc:
         yield _error_chunk(exc)

@@ -13,6 +13,7 @@ import torch
 
 from runtime.app import create_app
 from runtime.config import RuntimeSettings, resolve_limits
+from runtime.engine.kv_cache import PagedKVCache
 from runtime.engine.loader import LoadedModel
 from runtime.engine.scheduler import Engine, EngineLimits
 from runtime.engine.validation import Validator
@@ -31,13 +32,14 @@ class FixedRunner:
     def __init__(self, *, decode_delay: float = 0.0, fail_decode: bool = False) -> None:
         self.decode_delay = decode_delay
         self.fail_decode = fail_decode
+        self.kv = PagedKVCache(num_blocks=4097, slots=8, max_blocks_per_seq=256, prefix_caching=False)
 
     def _logits(self, rows: int) -> torch.Tensor:
         logits = torch.zeros(rows, self.vocab_size)
         logits[:, NEXT_TOKEN] = 1.0
         return logits
 
-    def prefill(self, slots, prompts):
+    def prefill(self, slots, prompts, cached=None):
         return self._logits(len(prompts))
 
     def decode(self, tokens, positions):
@@ -47,10 +49,10 @@ class FixedRunner:
         return self._logits(len(tokens))
 
     def move_slot(self, src, dst, length):
-        return None
+        self.kv.move(src, dst)
 
     def release(self, slot):
-        return None
+        self.kv.free(slot)
 
 
 @asynccontextmanager

@@ -170,12 +170,12 @@ class NativeKernels:
         self._silu_mul = lib.ek_silu_mul
         self._silu_mul.argtypes = [_P, _P, _I, _I, _I]
         self._attention = lib.ek_attention
-        self._attention.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _F, _P, _I]
+        self._attention.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F, _P, _I]
         self._linear = lib.ek_linear
         self._linear.argtypes = [_P, _P, _I, _P, _P, _I, _I, _I, _I]
         self._forward = lib.ek_forward
-        self._forward.argtypes = [_P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I,
-                                  _I, _I, _F, _F, _I]
+        self._forward.argtypes = [_P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _P, _P, _I,
+                                  _I, _I, _I, _I, _F, _F, _I]
         for fn in (self._rms, self._add_rms, self._silu_mul, self._attention, self._linear, self._forward):
             fn.restype = None
 
@@ -220,22 +220,27 @@ class NativeKernels:
 
     def attention(self, qkv: torch.Tensor, real_rows: int, positions: torch.Tensor, slots: torch.Tensor,
                          cos: torch.Tensor, signed_sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                         num_heads: int, scale: float, out: torch.Tensor, threads: int) -> torch.Tensor:
-        _, num_kv_heads, capacity, head_dim = k_cache.shape
+                         num_heads: int, scale: float, out: torch.Tensor, threads: int, *,
+                         block_tables: torch.Tensor | None = None) -> torch.Tensor:
+        """Caches are (blocks, kv heads, block, head_dim), slot ``s`` holding blocks ``block_tables[s]`` (int32);
+        without tables, one block per slot (a contiguous cache of ``block`` positions per slot)."""
+        _, num_kv_heads, block, head_dim = k_cache.shape
+        tables = _tables(block_tables, k_cache.shape[0])
         self._attention(
             qkv.data_ptr(), qkv.shape[0], real_rows, positions.data_ptr(), slots.data_ptr(), cos.data_ptr(),
-            signed_sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), capacity, num_heads, num_kv_heads,
-            head_dim, scale, out.data_ptr(), threads,
+            signed_sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), _ptr(tables, (torch.int32,)),
+            tables.shape[1], block, num_heads, num_kv_heads, head_dim, scale, out.data_ptr(), threads,
         )
         return out
 
     def forward(self, table: ctypes.Array, final_norm: torch.Tensor, x: torch.Tensor, real_rows: int,
                 positions: torch.Tensor, slots: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,
-                capacity: int, num_heads: int, num_kv_heads: int, head_dim: int, ffn: int, eps: float, scale: float,
-                threads: int) -> torch.Tensor:
+                block: int, num_heads: int, num_kv_heads: int, head_dim: int, ffn: int, eps: float, scale: float,
+                threads: int, *, block_tables: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder stack over ``x`` (rows, hidden) of embeddings (a multiple of 4 rows; updated in place to
         the residual stream): returns the final-normed hidden states. One call, with the GIL released throughout
-        (ctypes releases it for every foreign call)."""
+        (ctypes releases it for every foreign call). The layers' caches are (blocks, kv heads, ``block``,
+        head_dim), slot ``s`` holding blocks ``block_tables[s]``; without tables, block ``s`` is slot ``s``."""
         rows, hidden = x.shape
         h = torch.empty_like(x)
         qkv = x.new_empty((rows, (num_heads + 2 * num_kv_heads) * head_dim))
@@ -243,13 +248,21 @@ class NativeKernels:
         delta = torch.empty_like(x)
         gu = x.new_empty((rows, 2 * ffn))
         act = x.new_empty((rows, ffn))
+        tables = _tables(block_tables, int(slots.max()) + 1 if len(slots) else 1)
         self._forward(
             ctypes.addressof(table), len(table), _ptr(final_norm), _ptr(x), h.data_ptr(), qkv.data_ptr(),
             attn.data_ptr(), delta.data_ptr(), gu.data_ptr(), act.data_ptr(), rows, real_rows,
-            positions.data_ptr(), slots.data_ptr(), _ptr(cos), _ptr(signed_sin), capacity, num_heads, num_kv_heads,
-            head_dim, hidden, ffn, eps, scale, threads,
+            positions.data_ptr(), slots.data_ptr(), _ptr(tables, (torch.int32,)), tables.shape[1], block, _ptr(cos),
+            _ptr(signed_sin), num_heads, num_kv_heads, head_dim, hidden, ffn, eps, scale, threads,
         )
         return h
+
+
+def _tables(block_tables: torch.Tensor | None, slots: int) -> torch.Tensor:
+    """The block tables a kernel reads: the given ones, or one block per slot (block ``s`` is slot ``s``)."""
+    if block_tables is not None:
+        return block_tables
+    return torch.arange(slots, dtype=torch.int32)[:, None].contiguous()
 
 
 _loaded: NativeKernels | None = None

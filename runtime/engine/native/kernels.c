@@ -216,21 +216,39 @@ static inline void rope_head(const float *x, const float *cos, const float *ssin
     }
 }
 
+/* The paged KV cache's geometry. A cache (one per layer, keys and values apart) is a pool of blocks of `block`
+ * positions, laid out (blocks, nkv, block, hd): one block holds `block` consecutive positions of one sequence, each
+ * kv head's keys contiguous within it (so attention reads eight keys at a time from one place). Slot s's position p
+ * lives in block tables[s * width + p / block], at row p % block. `block` is a multiple of 8 (the key loop's
+ * chunk never straddles two blocks).
+ *
+ * Why paged: a sequence holds only the blocks its length needs, sequences join and leave without copies, and a
+ * block can belong to several sequences at once (a shared prompt prefix, runtime/engine/kv_cache.py). */
+typedef struct {
+    const int32_t *tables;
+    int width, block;
+} kv_pages;
+
+static inline size_t kv_at(const kv_pages *pg, int slot, int h, int p, int nkv, int hd) {
+    const size_t b = (size_t)pg->tables[(size_t)slot * pg->width + p / pg->block];
+    return ((b * nkv + h) * pg->block + p % pg->block) * hd;
+}
+
 /* Attention for `rows` rows (a decode step, or a prefill's prompt tokens) (the first `real_rows` real, the rest padding whose output is
  * zero). Row r holds its token's [q heads | k heads | v heads] at qkv + r * (nh + 2 * nkv) * hd; it sits at
- * position pos[r] of cache slot slots[r]. Caches are (slots, nkv, capacity, hd). First every real row's key (with
- * RoPE) and value are written at its position, then every (row, kv head) attends over positions 0..pos[r] of its
- * slot: rows of one slot at consecutive positions (speculative verification) see each other's keys. */
+ * position pos[r] of cache slot slots[r] (see kv_pages). First every real row's key (with RoPE) and value are
+ * written at its position, then every (row, kv head) attends over positions 0..pos[r] of its slot: rows of one
+ * slot at consecutive positions (speculative verification, or a prompt's tokens) see each other's keys. */
 static void attention_write(const float *qkv, int rows, int real_rows, const int32_t *pos, const int32_t *slots,
-                            const float *cos, const float *ssin, float *kc, float *vc, int capacity, int nh, int nkv,
-                            int hd, float *out) {
+                            const float *cos, const float *ssin, float *kc, float *vc, const kv_pages *pg, int nh,
+                            int nkv, int hd, float *out) {
     const int width = (nh + 2 * nkv) * hd;
 #pragma omp for schedule(static) nowait
     for (int r = 0; r < real_rows; r++) {
         const float *row = qkv + (size_t)r * width;
         const float *c = cos + (size_t)pos[r] * hd, *s = ssin + (size_t)pos[r] * hd;
         for (int h = 0; h < nkv; h++) {
-            size_t at = (((size_t)slots[r] * nkv + h) * capacity + pos[r]) * hd;
+            size_t at = kv_at(pg, slots[r], h, pos[r], nkv, hd);
             rope_head(row + (size_t)(nh + h) * hd, c, s, kc + at, hd);
             memcpy(vc + at, row + (size_t)(nh + nkv + h) * hd, sizeof(float) * hd);
         }
@@ -247,7 +265,7 @@ static int attention_max_len(int real_rows, const int32_t *pos) {
 
 /* Runs after attention_write has finished in every thread. scores (max_len) and q (hd) are this thread's. */
 static void attention_attend(const float *qkv, int real_rows, const int32_t *pos, const int32_t *slots,
-                             const float *cos, const float *ssin, const float *kc, const float *vc, int capacity,
+                             const float *cos, const float *ssin, const float *kc, const float *vc, const kv_pages *pg,
                              int nh, int nkv, int hd, float scale, float *out, float *scores, float *q) {
     const int width = (nh + 2 * nkv) * hd;
     const int group = nh / nkv;
@@ -257,15 +275,13 @@ static void attention_attend(const float *qkv, int real_rows, const int32_t *pos
         int r = item / nkv, h = item % nkv, len = pos[r] + 1;
         const float *row = qkv + (size_t)r * width;
         const float *c = cos + (size_t)pos[r] * hd, *s = ssin + (size_t)pos[r] * hd;
-        const float *keys = kc + ((size_t)slots[r] * nkv + h) * capacity * hd;
-        const float *values = vc + ((size_t)slots[r] * nkv + h) * capacity * hd;
         for (int g = 0; g < group; g++) {
             int head = h * group + g;
             rope_head(row + (size_t)head * hd, c, s, q, hd);
             /* Eight keys at a time: eight independent FMA chains over head_dim, then one tree reduces all
              * eight (sum8x8). A block past the last key leaves its accumulators at zero instead of reading. */
             for (int t8 = 0; t8 < len; t8 += 8) {
-                const float *k0 = keys + (size_t)t8 * hd;
+                const float *k0 = kc + kv_at(pg, slots[r], h, t8, nkv, hd);
                 v8f c0 = splat8(0.0f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
                 if (t8 + 8 <= len) {
                     for (int i = 0; i < hd; i += LANES) {
@@ -317,9 +333,16 @@ static void attention_attend(const float *qkv, int real_rows, const int32_t *pos
                 const int n = hd - i < 8 * LANES ? (hd - i) / LANES : 8;
                 if (n == 8) {
                     v8f a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-                    for (int tt = 0; tt < len; tt++) {
+                    const float *v = vc;
+                    for (int tt = 0, left = 0; tt < len; tt++, left--) {
                         v8f p = splat8(scores[tt]);
-                        const float *v = values + (size_t)tt * hd + i;
+                        /* the next position is the next row of the same block, or the first of the next one */
+                        if (left) {
+                            v += hd;
+                        } else {
+                            v = vc + kv_at(pg, slots[r], h, tt, nkv, hd) + i;
+                            left = pg->block;
+                        }
                         a0 += p * load8(v);
                         a1 += p * load8(v + LANES);
                         a2 += p * load8(v + 2 * LANES);
@@ -337,9 +360,15 @@ static void attention_attend(const float *qkv, int real_rows, const int32_t *pos
                 } else {
                     v8f acc[8];
                     for (int j = 0; j < n; j++) acc[j] = splat8(0.0f);
-                    for (int tt = 0; tt < len; tt++) {
+                    const float *v = vc;
+                    for (int tt = 0, left = 0; tt < len; tt++, left--) {
                         v8f p = splat8(scores[tt]);
-                        const float *v = values + (size_t)tt * hd + i;
+                        if (left) {
+                            v += hd;
+                        } else {
+                            v = vc + kv_at(pg, slots[r], h, tt, nkv, hd) + i;
+                            left = pg->block;
+                        }
                         for (int j = 0; j < n; j++) acc[j] += p * load8(v + j * LANES);
                     }
                     for (int j = 0; j < n; j++) store8(o + i + j * LANES, acc[j] * splat8(inv));
@@ -350,19 +379,20 @@ static void attention_attend(const float *qkv, int real_rows, const int32_t *pos
 }
 
 void ek_attention(const float *qkv, int rows, int real_rows, const int32_t *pos, const int32_t *slots,
-                  const float *cos, const float *ssin, float *kc, float *vc, int capacity, int nh, int nkv, int hd,
-                  float scale, float *out, int nthreads) {
+                  const float *cos, const float *ssin, float *kc, float *vc, const int32_t *tables, int width,
+                  int block, int nh, int nkv, int hd, float scale, float *out, int nthreads) {
+    const kv_pages pg = {tables, width, block};
     const int max_len = attention_max_len(real_rows, pos);
     /* A lone stream's few rows over short contexts are less work than waking a passive OpenMP thread. */
     long work = 0;
     for (int r = 0; r < real_rows; r++) work += (long)(pos[r] + 1) * nh * hd;
 #pragma omp parallel num_threads(nthreads) if (real_rows * nkv > 1 && work >= (1L << 18))
     {
-        attention_write(qkv, rows, real_rows, pos, slots, cos, ssin, kc, vc, capacity, nh, nkv, hd, out);
+        attention_write(qkv, rows, real_rows, pos, slots, cos, ssin, kc, vc, &pg, nh, nkv, hd, out);
 #pragma omp barrier
         float *scores = malloc(sizeof(float) * (size_t)max_len);
         float *q = malloc(sizeof(float) * (size_t)hd);
-        attention_attend(qkv, real_rows, pos, slots, cos, ssin, kc, vc, capacity, nh, nkv, hd, scale, out, scores, q);
+        attention_attend(qkv, real_rows, pos, slots, cos, ssin, kc, vc, &pg, nh, nkv, hd, scale, out, scores, q);
         free(scores);
         free(q);
     }
@@ -623,14 +653,16 @@ typedef struct {
  * this runs with the GIL released from the embeddings to the final norm. And it is one parallel region, its ~60
  * phases separated by spin_wait instead of ~35 regions each woken from sleep.
  *
+ * Row r is at position pos[r] of slot slots[r], whose blocks tables[slots[r] * table_width ..] lists (kv_pages).
  * x (rows, hidden): the token embeddings in, the residual stream after; h (rows, hidden): the final-normed hidden
  * states out. Scratch: qkv (rows, (nh + 2 nkv) hd), attn (rows, nh hd), delta (rows, hidden), gu (rows, 2 ffn),
  * act (rows, ffn). Same kernels, same order as calling them one by one, so the same bits. */
 void ek_forward(const ek_layer *layers, int n_layers, const float *final_norm, float *x, float *h, float *qkv,
                 float *attn, float *delta, float *gu, float *act, int rows, int real_rows, const int32_t *pos,
-                const int32_t *slots, const float *cos, const float *ssin, int capacity, int nh, int nkv, int hd,
-                int hidden, int ffn, float eps, float scale, int nthreads) {
+                const int32_t *slots, const int32_t *tables, int table_width, int block, const float *cos,
+                const float *ssin, int nh, int nkv, int hd, int hidden, int ffn, float eps, float scale, int nthreads) {
     const int width = (nh + 2 * nkv) * hd;
+    const kv_pages pg = {tables, table_width, block};
     const int max_len = attention_max_len(real_rows, pos);
     spin_barrier barrier = {0, 0};
 #pragma omp parallel num_threads(nthreads)
@@ -645,10 +677,10 @@ void ek_forward(const ek_layer *layers, int n_layers, const float *final_norm, f
             const ek_layer *L = &layers[l];
             linear_body(h, L->qkv, L->wtype, L->qkv_bias, qkv, rows, width, hidden, nth);
             spin_wait(&barrier, nth, &sense);
-            attention_write(qkv, rows, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, capacity, nh, nkv,
+            attention_write(qkv, rows, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, &pg, nh, nkv,
                             hd, attn);
             spin_wait(&barrier, nth, &sense);
-            attention_attend(qkv, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, capacity, nh, nkv, hd,
+            attention_attend(qkv, real_rows, pos, slots, cos, ssin, L->k_cache, L->v_cache, &pg, nh, nkv, hd,
                              scale, attn, scores, q);
             spin_wait(&barrier, nth, &sense);
             linear_body(attn, L->o, L->wtype, L->o_bias, delta, rows, hidden, nh * hd, nth);
