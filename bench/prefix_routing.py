@@ -139,7 +139,8 @@ async def run_load(url: str, systems: list[str], order: list[tuple[int, str]], a
 
 def one_mode(args, model: Path, prefix_routing: bool) -> dict:
     systems, order = workload(args)
-    env = {**QUIET_BEAT, "ENDPOINTCTL_GATEWAY_PREFIX_ROUTING": "true" if prefix_routing else "false"}
+    env = {**QUIET_BEAT, "ENDPOINTCTL_GATEWAY_PREFIX_ROUTING": "true" if prefix_routing else "false",
+           "ENDPOINTCTL_GATEWAY_PREFIX_LOAD_FACTOR": str(args.load_factor)}
     replica_env = {"MAX_INPUT_TOKENS": str(args.system_tokens * 2), "MAX_TOTAL_TOKENS": str(args.system_tokens * 2
                                                                                              + args.max_tokens)}
     replica_env.update(dict(item.split("=", 1) for item in args.replica_env))
@@ -196,6 +197,9 @@ def main() -> None:
     parser.add_argument("--replica-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment of each replica (e.g. MAX_BATCH_TOTAL_TOKENS to size its KV pool)")
     parser.add_argument("--modes", default="prefix,least_outstanding")
+    parser.add_argument("--load-factor", type=float, default=1.25,
+                        help="the gateway's ENDPOINTCTL_GATEWAY_PREFIX_LOAD_FACTOR (how far over the average in-flight "
+                             "count a prefix's replica may go before requests spill)")
     args = parser.parse_args()
     for item in args.replica_env:
         if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", item):
@@ -207,7 +211,8 @@ def main() -> None:
     figures: dict = {"workload": {"model": args.model.name, "replicas": 2, "requests": args.requests,
                                   "clients": args.clients, "system_prompts": args.system_prompts,
                                   "system_tokens_approx": args.system_tokens, "max_tokens": args.max_tokens,
-                                  "replica_env": args.replica_env, "seed": args.seed}}
+                                  "replica_env": args.replica_env, "load_factor": args.load_factor,
+                                  "seed": args.seed}}
     for mode in args.modes.split(","):
         figures[mode] = one_mode(args, args.model, prefix_routing=mode == "prefix")
     prefix = figures.get("prefix")
