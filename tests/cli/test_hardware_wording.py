@@ -112,3 +112,29 @@ def test_hardware_and_describe_name_this_machine(hcli: Cli, tmp_path: Path) -> N
         assert r.code == 1, r
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "no GPU" in lines[0] and GPU_EMULATION_SETTING in lines[0], r
+
+
+def test_the_local_provider_names_the_machine_for_a_cloud_instance(tmp_path: Path) -> None:
+    """`describe` shows this event: a spec naming aws / us-east-1 runs here, and the event says where."""
+    import dataclasses
+
+    from common.config import Settings
+    from common.models import Endpoint
+    from worker.providers.local import LocalProvider
+    from worker.reconcile import build_deployment
+
+    spec = {"compute": {"accelerator": "cpu", "instanceType": "intel-icl", "instanceSize": "x2",
+                        "scaling": {"minReplica": 1, "maxReplica": 1}},
+            "model": {"repository": "acme/tiny", "framework": "pytorch", "task": "text-generation",
+                      "image": {"huggingface": {}}},
+            "provider": {"vendor": "aws", "region": "us-east-1"}}
+    row = Endpoint(id=1, namespace="alice", name="demo", type="protected", spec=spec, spec_revision=1, secrets={})
+    deployment = build_deployment(row, Settings(data_dir=tmp_path), replicas=1)
+    local = LocalProvider(tmp_path / "data")
+    [notice] = local.spec_notices(deployment)
+    assert notice.reason == "LocalHardware"
+    assert "aws / us-east-1 intel-icl x2" in notice.message and f"this machine ({socket.gethostname()}:" in notice.message
+    on_local = dataclasses.replace(deployment, hardware=dataclasses.replace(deployment.hardware, vendor="local",
+                                                                            region="local"))
+    assert local.spec_notices(on_local) == []
+

@@ -82,7 +82,8 @@ def test_the_local_provider_says_what_it_runs_instead(local: LocalProvider, kube
     assert [n.reason for n in notices] == ["CustomImageNotRunnable", "LocalHardware"]
     assert "ghcr.io/acme/server:1" in notices[0].message and "nvidia-l4 x1" in notices[1].message
     cpu_bundled = dataclasses.replace(deployment, image={"huggingface": {}},
-                                      hardware=dataclasses.replace(deployment.hardware, accelerator="cpu"))
+                                      hardware=dataclasses.replace(deployment.hardware, accelerator="cpu",
+                                                                   vendor="local", region="local"))
     assert local.spec_notices(cpu_bundled) == []
     assert kubernetes.spec_notices(deployment) == []
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.catalog import LOCAL_VENDOR, Machine
 from common.failure import failure_cause
 from common.logreader.local import REPLICAS_DIR, LocalLogReader, tail_lines
 from worker.providers.base import (
@@ -271,11 +272,14 @@ class LocalProvider:
             notices.append(SpecNotice("CustomImageNotRunnable",
                                       f"no container engine on the local provider: running the bundled runtime with "
                                       f"the env of image {url} instead"))
-        if desired.hardware.accelerator == "gpu":
+        hardware = desired.hardware
+        if hardware.accelerator == "gpu" or hardware.vendor != LOCAL_VENDOR:
+            # A cloud vendor or a GPU named in the spec is not what runs here: say which machine does (`describe`
+            # shows the event), instead of letting "aws / us-east-1" stand for a local process.
             notices.append(SpecNotice("LocalHardware",
-                                      f"{desired.hardware.instance_type} {desired.hardware.instance_size} requested; "
-                                      f"the local provider runs on this host's devices (CUDA when present, CPU "
-                                      f"otherwise)"))
+                                      f"{hardware.vendor} / {hardware.region} {hardware.instance_type} "
+                                      f"{hardware.instance_size} requested; the local provider runs it as processes "
+                                      f"on {Machine.detect().describe()} (CUDA when present, CPU otherwise)"))
         return notices
 
     def shutdown_all(self) -> None:
