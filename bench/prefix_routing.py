@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--replica-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment of each replica (e.g. MAX_BATCH_TOTAL_TOKENS to size its KV pool)")
     parser.add_argument("--modes", default="prefix,least_outstanding")
-    parser.add_argument("--load-factor", type=float, default=1.25,
+    parser.add_argument("--load-factor", type=float, default=1.5,
                         help="the gateway's ENDPOINTCTL_GATEWAY_PREFIX_LOAD_FACTOR (how far over the average in-flight "
                              "count a prefix's replica may go before requests spill)")
     args = parser.parse_args()

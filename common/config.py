@@ -65,9 +65,12 @@ class Settings(BaseSettings):
     gateway_payload_limit: int = Field(default=2_000_000, ge=1)
     # --- Gateway replica choice (controlplane/gateway/routing.py) --------------------------------------------
     # Requests whose prompts start alike go to the same replica (its prefix cache holds that start) until it
-    # carries more than load_factor × the average in flight; off: least outstanding requests only.
+    # carries more than load_factor × the average in flight; off: least outstanding requests only. 1.5 rather
+    # than the usual 1.25: a request sent away from its prefix pays a whole prefill, an uneven load only some
+    # queueing (with two replicas one may carry up to three quarters of the requests). bench/prefix_routing.py
+    # --load-factor measures the trade-off.
     gateway_prefix_routing: bool = True
-    gateway_prefix_load_factor: float = Field(default=1.25, ge=1.0, le=10.0)
+    gateway_prefix_load_factor: float = Field(default=1.5, ge=1.0, le=10.0)
     # Requests in flight per replica through one gateway process; beyond it requests queue in the gateway, up
     # to queue_size per endpoint and queue_timeout seconds, then 503 with Retry-After. Default: the bundled
     # runtime's MAX_CONCURRENT_REQUESTS, over which a replica answers 429.

@@ -68,7 +68,7 @@ class ReplicasSaturated(Exception):
 @dataclass(frozen=True)
 class RoutingPolicy:
     prefix_routing: bool = True
-    load_factor: float = 1.25
+    load_factor: float = 1.5
     max_inflight: int = 128  # per replica; the bundled runtime's MAX_CONCURRENT_REQUESTS default
     queue_timeout: float = 30.0
     queue_size: int = 1024  # per endpoint
