@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cli.errors import EXIT_CODES
 from cli.output import OutputFormat
 from cli.state import get_state
 
@@ -15,10 +16,12 @@ app = typer.Typer(
         "Manage self-hosted LLM inference endpoints.\n\n"
         "Connection settings come from flags, then ENDPOINTCTL_URL / ENDPOINTCTL_TOKEN / ENDPOINTCTL_NAMESPACE, "
         "then the config file (`endpointctl config show`), then what `endpointctl up` recorded.\n\n"
-        "Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage, 124 `wait` timed out, 130 interrupted."
+        "Shell completion: `endpointctl completion bash|zsh|fish` prints the script to source.\n\n"
+        + EXIT_CODES
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -42,7 +45,7 @@ def root(
     url: Annotated[str | None, typer.Option("--url", help="Control-plane URL (env: ENDPOINTCTL_URL; default http://127.0.0.1:8000).")] = None,
     token: Annotated[str | None, typer.Option("--token", help="Bearer token (env: ENDPOINTCTL_TOKEN).")] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (env: ENDPOINTCTL_NAMESPACE; default: whoami's name).")] = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)] = OutputFormat.table,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format: table, wide (every column), json or yaml.", case_sensitive=False)] = OutputFormat.table,
 ) -> None:
     state = get_state(ctx)
     state.url, state.token, state.namespace, state.output = url, token, namespace, output

@@ -4,6 +4,7 @@
     ├── ConfigError           a bad or unreadable config file / setting
     ├── WaitFailed            `wait` saw `failed` / `updateFailed`
     ├── WaitTimeout           `wait` ran out of time (exit code 124, like coreutils `timeout`)
+    ├── NotRunning            `wait` found the endpoint paused or scaled to zero (exit code 3): nothing would wake it
     ├── MissingComponent      a verb whose implementation lives in a module that is not there
     └── MissingExtra          a verb whose dependencies come with an extra that is not installed
 
@@ -43,6 +44,26 @@ class WaitTimeout(CliError):
     """The endpoint did not become ready in time."""
 
     exit_code = 124
+
+
+class NotRunning(CliError):
+    """`wait` found the endpoint paused or scaled to zero: it would poll forever, since nothing is waking it."""
+
+    exit_code = 3
+
+
+# Exit codes, shown in `--help` (the root's and `wait`'s).
+EXIT_CODES = ("Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage, 3 `wait` found the endpoint paused "
+              "or scaled to zero, 124 `wait` timed out, 130 interrupted (Ctrl-C).")
+
+
+def with_hint(exc: Exception, message: str) -> str:
+    """`message` plus what to do about it: a 401 (no token, or a bad one) says where the CLI takes a token from,
+    instead of the API's "send 'Authorization: Bearer <token>'", which is advice for raw HTTP."""
+    if getattr(exc, "status_code", None) == 401:
+        message = message.split(": send 'Authorization", 1)[0]
+        return f"{message}; pass --token, set ENDPOINTCTL_TOKEN or run `endpointctl login`"
+    return message
 
 
 class MissingComponent(CliError):

@@ -14,8 +14,8 @@ import sys
 import typer
 
 from cli.app import app
-from cli.commands import chat, config, dev, endpoints, hardware, logs, tokens  # noqa: F401  (registers the verbs)
-from cli.errors import CliError
+from cli.commands import chat, completion, config, dev, endpoints, hardware, logs, namespaces, tokens  # noqa: F401  (registers the verbs)
+from cli.errors import CliError, with_hint
 from cli.output import err
 from controlplane.client import ControlPlaneError, InvalidName
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except ControlPlaneError as exc:
         if debug:
             raise
-        _fail(exc.message, 2 if isinstance(exc, InvalidName) else 1)
+        _fail(with_hint(exc, exc.message), 2 if isinstance(exc, InvalidName) else 1)
     except BrokenPipeError:
         # The reader went away (`endpointctl list -o json | head -1`): stop quietly, as `cat` would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -19,13 +22,32 @@ from rich.text import Text
 
 class OutputFormat(str, enum.Enum):
     table = "table"
+    wide = "wide"
     json = "json"
     yaml = "yaml"
 
+    @property
+    def machine(self) -> bool:
+        """JSON or YAML: the API's objects as received; `table` and `wide` are for people."""
+        return self in (OutputFormat.json, OutputFormat.yaml)
 
-# Non-terminals (pipes, CI logs) get a wide fixed width so tables are not folded into unreadable columns.
-out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200, highlight=False)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
+def terminal_width(stream: Any = None) -> int | None:
+    """The width tables must fit: `COLUMNS` when set (as kubectl and less honour it), else the terminal's; None
+    for a pipe, where a table is printed whole (cut or wrapped, a line would break scripts reading it)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = stream or sys.stdout
+    if stream.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+# A pipe gets a console wide enough that rich never folds a line; tables are sized by `fit` beforehand.
+_UNBOUNDED = 100_000
+out = Console(soft_wrap=False, width=terminal_width() or _UNBOUNDED, highlight=False)
+err = Console(stderr=True, highlight=False, width=terminal_width(sys.stderr) or 200)
 
 STATE_STYLES = {
     "running": "green",
@@ -55,13 +77,73 @@ def emit_data(data: Any, fmt: OutputFormat) -> None:
     sys.stdout.flush()
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> Table:
-    tbl = Table(title=title, box=None, header_style="bold", pad_edge=False, show_edge=False)
-    for column in columns:
-        tbl.add_column(column, overflow="fold")
-    for row in rows:
-        tbl.add_row(*[cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row])
+@dataclass(frozen=True)
+class Column:
+    """A table column. `optional` columns are dropped, last first, when the table does not fit; `keep` columns
+    (names, states) are never cut; the others are cut with "…" from the widest down, as `kubectl get` does."""
+
+    header: str
+    optional: bool = False
+    keep: bool = False
+
+
+GAP = 2  # spaces between columns
+MIN_CUT = 6  # a cut cell keeps at least this many characters (and never less than its header)
+
+
+def _cell(value: Any) -> Text:
+    text = value if isinstance(value, Text) else Text("" if value is None else str(value))
+    if "\n" in text.plain:
+        # One line per row: a multi-line value (an old traceback in a message) shows its first line.
+        text = Text(text.plain.splitlines()[0] + " …", style=text.style)
+    return text
+
+
+def fit(columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], *, width: int | None) -> Table:
+    """A table of one line per row that fits `width` (None: as wide as it needs): optional columns are dropped,
+    then cells cut with "…" — never folded onto several lines."""
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c.header)] + [t.cell_len for t in (r[i] for r in cells)]) for i, c in enumerate(cols)]
+    shown = list(range(len(cols)))
+
+    def total() -> int:
+        return sum(widths[i] for i in shown) + GAP * (len(shown) - 1)
+
+    if width is not None:
+        for i in reversed(range(len(cols))):
+            if total() <= width:
+                break
+            if cols[i].optional:
+                shown.remove(i)
+        while total() > width:
+            cuttable = [i for i in shown if not cols[i].keep and widths[i] > max(MIN_CUT, len(cols[i].header))]
+            if not cuttable:
+                break  # even cut to the bone it is wider: rich cuts further rather than fold
+            widest = max(cuttable, key=lambda i: widths[i])
+            widths[widest] -= 1
+    tbl = Table(box=None, header_style="bold", pad_edge=False, show_edge=False, padding=(0, GAP // 2))
+    for i in shown:
+        tbl.add_column(cols[i].header, width=widths[i], no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        tbl.add_row(*[row[i] for i in shown])
     return tbl
+
+
+def table(columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], *, wide: bool = False) -> Table:
+    """A fitted table for `out` (wide: every column, whole cells)."""
+    return fit(columns, rows, width=None if wide else terminal_width())
+
+
+def print_table(tbl: Table) -> None:
+    """Print a table `fit` sized: at its own width (a wide one runs past the terminal, as `kubectl -o wide` does,
+    rather than be folded by rich)."""
+    if out.width >= _UNBOUNDED:
+        out.print(tbl)
+        return
+    # rich caps a print at the console's width; a table already sized by `fit` gets a console without that cap.
+    Console(width=_UNBOUNDED, soft_wrap=False, highlight=False, force_terminal=out.is_terminal,
+            no_color=out.no_color).print(tbl, crop=False)
 
 
 def message(text: str) -> None:
@@ -88,45 +170,61 @@ def replicas(endpoint: dict[str, Any]) -> str:
     return f"{ready if ready is not None else '?'}/{target if target is not None else '?'}"
 
 
-ENDPOINT_COLUMNS = ("NAME", "MODEL", "STATUS", "REPLICAS", "TASK", "FRAMEWORK", "INSTANCE", "VENDOR", "REGION", "URL")
+# `list` shows these by default (URL and INSTANCE go first when the terminal is narrow); `-o wide` adds the rest.
+ENDPOINT_COLUMNS = (Column("NAME", keep=True), Column("STATUS", keep=True), Column("REPLICAS", keep=True),
+                    Column("MODEL"), Column("INSTANCE", optional=True), Column("URL", optional=True))
+WIDE_ENDPOINT_COLUMNS = ("NAME", "STATUS", "REPLICAS", "MODEL", "TASK", "FRAMEWORK", "INSTANCE", "VENDOR", "REGION",
+                         "URL")
 
 
-def endpoint_row(ep: dict[str, Any]) -> list[Any]:
+def endpoint_row(ep: dict[str, Any], *, wide: bool = False) -> list[Any]:
     instance_type, instance_size = _get(ep, "compute", "instanceType"), _get(ep, "compute", "instanceSize")
     instance = f"{instance_type}-{instance_size}" if instance_type and instance_size else (instance_type or "")
-    return [
-        ep.get("name"),
-        _get(ep, "model", "repository"),
-        state_text(_get(ep, "status", "state")),
-        replicas(ep),
-        _get(ep, "model", "task"),
-        _get(ep, "model", "framework"),
-        instance,
-        _get(ep, "provider", "vendor"),
-        _get(ep, "provider", "region"),
-        _get(ep, "status", "url"),
-    ]
+    head = [ep.get("name"), state_text(_get(ep, "status", "state")), replicas(ep), _get(ep, "model", "repository")]
+    if not wide:
+        return [*head, instance, _get(ep, "status", "url")]
+    return [*head, _get(ep, "model", "task"), _get(ep, "model", "framework"), instance,
+            _get(ep, "provider", "vendor"), _get(ep, "provider", "region"), _get(ep, "status", "url")]
 
 
 def show_items(items: Sequence[Any], fmt: OutputFormat, *, columns: Sequence[str], row: Callable[[Any], Sequence[Any]],
                empty: str, data: Any = None) -> None:
     """How every listing verb shows its list: the data as received for machines (`{"items": ...}` unless `data`
     says otherwise), a table for people, or one line on stderr when there is nothing."""
-    if fmt is not OutputFormat.table:
+    if fmt.machine:
         emit_data({"items": list(items)} if data is None else data, fmt)
         return
     if not items:
         message(empty)
         return
-    out.print(table(columns, (row(item) for item in items)))
+    print_table(table(columns, (row(item) for item in items), wide=fmt is OutputFormat.wide))
 
 
-def show_endpoints(endpoints: list[dict[str, Any]], fmt: OutputFormat) -> None:
-    show_items(endpoints, fmt, columns=ENDPOINT_COLUMNS, row=endpoint_row, empty="no endpoints")
+def show_endpoints(endpoints: list[dict[str, Any]], fmt: OutputFormat, *, all_namespaces: bool = False) -> None:
+    """`list`: short columns fitted to the terminal; `-o wide` every column; `-A` a NAMESPACE column first."""
+    wide = fmt is OutputFormat.wide
+    columns: list[str | Column] = list(WIDE_ENDPOINT_COLUMNS if wide else ENDPOINT_COLUMNS)
+    if all_namespaces:
+        columns.insert(0, Column("NAMESPACE", keep=True))
+
+    def row(ep: dict[str, Any]) -> list[Any]:
+        cells = endpoint_row(ep, wide=wide)
+        return [ep.get("namespace"), *cells] if all_namespaces else cells
+
+    show_items(endpoints, fmt, columns=columns, row=row, empty="no endpoints")
 
 
-def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:
-    if fmt is not OutputFormat.table:
+EVENT_COLUMNS = (Column("TIME", keep=True), Column("TYPE", keep=True), Column("REASON", keep=True), Column("MESSAGE"))
+
+
+def event_row(ev: dict[str, Any]) -> list[Any]:
+    return [ev.get("createdAt") or ev.get("timestamp") or ev.get("time"), ev.get("type") or ev.get("kind"),
+            ev.get("reason"), ev.get("message")]
+
+
+def show_endpoint(ep: dict[str, Any], fmt: OutputFormat, *, events: Sequence[dict[str, Any]] | None = None) -> None:
+    """`describe`: the endpoint's fields, its conditions, then (as `kubectl describe`) its recent events."""
+    if fmt.machine:
         emit_data(ep, fmt)
         return
     image = _get(ep, "model", "image") or {}
@@ -167,11 +265,21 @@ def show_endpoint(ep: dict[str, Any], fmt: OutputFormat) -> None:
             continue
         tbl.add_row(label, value if isinstance(value, Text) else Text(str(value)))
     out.print(tbl)
+    wide = fmt is OutputFormat.wide
     conditions = _get(ep, "status", "conditions") or []
     if conditions:
-        out.print(table(("CONDITION", "STATUS", "REASON", "MESSAGE", "SINCE"),
+        out.print()
+        print_table(table((Column("CONDITION", keep=True), Column("STATUS", keep=True), Column("REASON", keep=True),
+                         Column("MESSAGE"), Column("SINCE", optional=True)),
                         [[c.get("type"), c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime")]
-                         for c in conditions if isinstance(c, dict)]))
+                         for c in conditions if isinstance(c, dict)], wide=wide))
+    if events is not None:
+        out.print()
+        if events:
+            out.print("Events (newest first):", markup=False, highlight=False)
+            print_table(table(EVENT_COLUMNS, (event_row(ev) for ev in events), wide=wide))
+        else:
+            out.print("Events: none", markup=False, highlight=False)
 
 
 def _desired(ep: dict[str, Any]) -> str | None:

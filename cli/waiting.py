@@ -3,8 +3,11 @@
 Semantics follow huggingface_hub's `InferenceEndpoint.wait()`: `failed` and `updateFailed` end the wait with an
 error, `running` with a URL ends it successfully — once the worker has reconciled the latest generation, so
 `update --wait` does not return on the old spec's `running` (nor fail on its `failed`) — and anything else keeps
-polling. `paused` and `scaledToZero` keep polling too (a `resume` may just have been issued and the worker not yet
-picked it up) but the spinner says what would move them.
+polling. `paused` and `scaledToZero` end it too (`NotRunning`, exit code 3) once the worker has caught up: nothing
+would wake the endpoint, so polling would only run out the timeout; a `resume` just issued is still "behind" and
+keeps the wait going. `wait --wake` resumes first.
+
+`wait_for_state` is the same loop for `pause --wait` and `scale-to-zero --wait`, which wait for those states.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cli.errors import WaitFailed, WaitTimeout
+from cli.errors import NotRunning, WaitFailed, WaitTimeout
 from cli.output import err, replicas
 from controlplane.client import ControlPlaneClient, ControlPlaneUnreachable, EndpointctlHTTPError
 
@@ -49,9 +52,20 @@ def describe_progress(ep: dict[str, Any]) -> str:
 
 
 def wait_for_running(
-    client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0
+    client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Return the endpoint once `running` with a URL; raise `WaitFailed` / `WaitTimeout` otherwise."""
+    """Return the endpoint once `running` with a URL; raise `WaitFailed` / `NotRunning` / `WaitTimeout` otherwise.
+
+    `quiet`: only the spinner (on a terminal), no line per transition (chat's wake-up says one line itself)."""
+    return wait_for_state(client, namespace, name, target="running", timeout=timeout, interval=interval, quiet=quiet)
+
+
+def wait_for_state(
+    client: ControlPlaneClient, namespace: str, name: str, *, target: str, timeout: float | None,
+    interval: float = 1.0, quiet: bool = False,
+) -> dict[str, Any]:
+    """Poll until the endpoint is in `target` (running: with a URL) for the latest generation."""
     deadline = None if timeout is None else time.monotonic() + timeout
     last_line = None
     unreachable_since: float | None = None
@@ -71,9 +85,9 @@ def wait_for_running(
             unreachable_since = None
             status = ep.get("status") or {}
             state = status.get("state")
-            line = describe_progress(ep)
+            line = describe_progress(ep) if target == "running" else _progress_towards(ep, target)
             spinner.update(line)
-            if line != last_line:
+            if line != last_line and not quiet:
                 # One line per transition, so non-terminal logs (CI) show the progression too.
                 err.print(line, markup=False)
                 last_line = line
@@ -82,12 +96,30 @@ def wait_for_running(
                 raise WaitFailed(f"endpoint {name} failed to deploy: {status.get('message') or 'no reason given'}")
             if state == "updateFailed" and not stale:
                 raise WaitFailed(f"endpoint {name} failed to update: {status.get('message') or 'no reason given'}")
-            if state == "running" and status.get("url") and not stale:
+            if target == "running":
+                if state == "running" and status.get("url") and not stale:
+                    return ep
+                if state in HINTS and not stale:
+                    raise NotRunning(f"endpoint {name} is {HINTS[state].format(name=name)} "
+                                     "(or wait with --wake to resume it first)")
+            elif state == target and not stale:
                 return ep
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise WaitTimeout(f"timed out after {timeout:g}s waiting for endpoint {name} to be running (state: {state})")
+                wanted = "running" if target == "running" else target
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for endpoint {name} to be {wanted} (state: {state})")
             time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+
+
+def _progress_towards(ep: dict[str, Any], target: str) -> str:
+    status = ep.get("status") or {}
+    parts = [f"{ep.get('name')}: {status.get('state') or 'unknown'}"]
+    counts = replicas(ep)
+    if counts:
+        parts.append(f"replicas {counts} ready")
+    if status.get("state") != target:
+        parts.append(f"waiting for {target}")
+    return " — ".join(parts)
 
 
 def wait_for_deletion(client: ControlPlaneClient, namespace: str, name: str, *, timeout: float | None, interval: float = 1.0) -> None:

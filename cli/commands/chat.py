@@ -3,21 +3,24 @@
 It goes through the same door as any user's code: the openai SDK with `base_url = status.url + "/v1/"` and the
 CLI's token as the API key (authenticated endpoints accept the control plane's tokens). With a prompt argument it
 answers once; without, it reads one user turn per line from stdin (an interactive REPL on a terminal) and keeps
-the conversation.
+the conversation. `-o json`/`yaml` prints each answer as the API's chat completion object (not streamed).
+
+An endpoint scaled to zero is woken first (`resume`, then the same wait as `wait`): on a terminal a spinner shows
+its state until a replica is ready; otherwise one line says it is waking. Without that the first answer would just
+hang for the seconds a replica takes to load.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 
 from cli.app import app
 from cli.errors import CliError
-from cli.output import err
-from cli.state import NamespaceOpt, get_state
+from cli.output import OutputFormat, emit_data, err, message
+from cli.state import NamespaceOpt, OutputOpt, get_state
 
 
 # Without a bound the runtime lets an answer run to the end of the context (TGI's default), which for a model that
@@ -33,8 +36,8 @@ def _client(url: str, token: str | None) -> Any:
 
 
 def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream: bool, max_tokens: int,
-              temperature: float | None) -> str:
-    """Send one chat turn; print the answer as it arrives; return its text."""
+              temperature: float | None, fmt: OutputFormat = OutputFormat.table) -> str:
+    """Send one chat turn; print the answer as it arrives (or, for -o json/yaml, the whole object); return its text."""
     import openai
 
     kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
@@ -42,6 +45,10 @@ def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream
         kwargs["temperature"] = temperature
     parts: list[str] = []
     try:
+        if fmt.machine:
+            answer = client.chat.completions.create(**kwargs)
+            emit_data(answer.model_dump(mode="json", exclude_none=True), fmt)
+            return answer.choices[0].message.content or ""
         if stream:
             for chunk in client.chat.completions.create(stream=True, **kwargs):
                 if not chunk.choices:
@@ -69,27 +76,37 @@ def _complete(client: Any, *, model: str, messages: list[dict[str, str]], stream
 @app.command(rich_help_panel="Endpoints")
 def chat(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)],
-    prompt: Annotated[str | None, typer.Argument(help="Ask once and exit; omit for a conversation (one turn per line; /exit or Ctrl-D ends it).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Endpoint name.", show_default=False)],
+    prompt: Annotated[str | None, typer.Argument(metavar="[PROMPT]", help="Ask once and exit; omit for a conversation (one turn per line; /exit or Ctrl-D ends it).")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System message.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Upper bound on the answer's tokens (an answer that stops early is not padded).")] = DEFAULT_MAX_TOKENS,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature (0 = greedy).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name sent in the request (default: the endpoint's repository).")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream tokens as they are generated.")] = True,
     namespace: NamespaceOpt = None,
+    output: OutputOpt = None,
 ) -> None:
-    """Chat with a running endpoint through its OpenAI-compatible API."""
+    """Chat with a running endpoint through its OpenAI-compatible API (one scaled to zero is woken first)."""
+    from cli.commands.endpoints import not_found_hint
+    from controlplane.client import EndpointctlHTTPError
+
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
-    ep = state.client.get_endpoint(ns, name)
+    fmt = state.fmt(output)
+    try:
+        ep = state.client.get_endpoint(ns, name)
+    except EndpointctlHTTPError as exc:
+        raise (not_found_hint(state.client, ns, name, exc) or exc) from exc
     status = ep.get("status") or {}
+    if status.get("state") == "scaledToZero":
+        ep = _wake(state.client, ns, name)
+        status = ep.get("status") or {}
     url = status.get("url")
-    if status.get("state") == "scaledToZero" and not url:
-        # The API publishes a URL only while running; the gateway (part of the control-plane app) still answers
-        # at the same place and wakes the endpoint, holding the request until a replica is ready.
-        url = f"{state.settings.url}/endpoints/{quote(ns, safe='')}/{quote(name, safe='')}"
-    if status.get("state") not in ("running", "scaledToZero") or not url:
-        raise CliError(f"endpoint is not running (state: {status.get('state')})")
+    if status.get("state") == "paused":
+        raise CliError(f"endpoint {name} is paused: run `endpointctl resume {name}` first")
+    if status.get("state") != "running" or not url:
+        raise CliError(f"endpoint {name} is not running (state: {status.get('state')}); "
+                       f"`endpointctl wait {name}` waits until it is")
     client = _client(url, state.settings.token)
     model_name = model or (ep.get("model") or {}).get("repository") or "tgi"
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -97,7 +114,7 @@ def chat(
     def turn(text: str) -> None:
         messages.append({"role": "user", "content": text})
         answer = _complete(client, model=model_name, messages=messages, stream=stream, max_tokens=max_tokens,
-                           temperature=temperature)
+                           temperature=temperature, fmt=fmt)
         messages.append({"role": "assistant", "content": answer})
 
     if prompt is not None:
@@ -124,3 +141,15 @@ def chat(
             messages.pop()
             sys.stdout.write("\n")
             err.print("(answer interrupted)", markup=False)
+
+
+def _wake(client: Any, ns: str, name: str) -> dict[str, Any]:
+    """Resume an endpoint scaled to zero and wait for a replica, saying so (spinner with the state on a terminal,
+    one line otherwise); returns the running endpoint."""
+    from cli.commands.endpoints import request_resume
+    from cli.waiting import wait_for_running
+
+    if not sys.stderr.isatty():
+        message(f"waking {ns}/{name} (scaled to zero); the answer follows once a replica is ready")
+    request_resume(client, ns, name)
+    return wait_for_running(client, ns, name, timeout=None, quiet=True)

@@ -9,7 +9,8 @@ import typer
 
 from cli import config
 from cli.app import app
-from cli.output import OutputFormat, emit_data, message, out, table
+from cli.errors import CliError
+from cli.output import emit_data, message, out, print_table, table
 from cli.state import OutputOpt, get_state
 from controlplane.client import ControlPlaneClient
 
@@ -54,23 +55,27 @@ def config_show(
     s = state.settings
     values = {"url": s.url, "token": s.token if reveal else _mask(s.token), "namespace": s.namespace}
     fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
+    if fmt.machine:
         emit_data({"config_file": str(config.config_path()), "settings": values, "sources": s.sources}, fmt)
         return
-    out.print(table(("SETTING", "VALUE", "SOURCE"), [[k, values[k] or "", s.sources[k]] for k in config.KEYS]))
+    print_table(table(("SETTING", "VALUE", "SOURCE"), [[k, values[k] or "", s.sources[k]] for k in config.KEYS]))
     message(f"config file: {config.config_path()}")
 
 
 @app.command(rich_help_panel="Setup")
 def login(
     ctx: typer.Context,
-    token: Annotated[str | None, typer.Option("--token", help="Token to store (prompted for if omitted).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Token to store (default: asked for on a terminal, else read from stdin).")] = None,
     url: Annotated[str | None, typer.Option("--url", help="Control-plane URL to store along with it.")] = None,
 ) -> None:
-    """Check a token against the control plane and store it (and the URL) in the config file."""
+    """Check a token against the control plane and store it (and the URL) in the config file.
+
+    Without --token it asks on a terminal; with stdin not a terminal it reads the token from stdin, as
+    `docker login --password-stdin` does: `endpointctl login < token-file` keeps it out of the shell history.
+    """
     state = get_state(ctx)
     url = (url or state.settings.url).rstrip("/")
-    token = token or state.token or typer.prompt("Token", hide_input=True, err=True)
+    token = token or state.token or _read_token()
     with ControlPlaneClient(url, token) as client:
         me = client.whoami()
     config.set_config_value("url", url)
@@ -78,15 +83,28 @@ def login(
     message(f"logged in to {url} as {me.get('name')}; saved to {path}")
 
 
+def _read_token() -> str:
+    import sys
+
+    if not sys.stdin.isatty():
+        token = sys.stdin.readline().strip()  # the first line; nothing is asked, so nothing is asked twice
+        if not token:
+            raise CliError("no token on stdin: pipe one in, or pass --token", exit_code=2)
+        return token
+    return typer.prompt("Token", hide_input=True, err=True).strip()
+
+
 @app.command(rich_help_panel="Setup")
 def whoami(ctx: typer.Context, output: OutputOpt = None) -> None:
-    """Show who the token belongs to and the namespaces it can use."""
+    """Show who the token belongs to and the namespaces it can use (every one, for the admin)."""
     state = get_state(ctx)
     me = state.whoami()
+    namespaces = [n.get("name") for n in state.client.namespaces()]
     fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
-        emit_data(me, fmt)
+    if fmt.machine:
+        emit_data({**me, "namespaces": namespaces}, fmt)
         return
     orgs = ", ".join(o.get("name", "") for o in me.get("orgs") or [])
     out.print(f"{me.get('name')} ({me.get('type')})" + (f" — orgs: {orgs}" if orgs else "") + f" at {state.settings.url}",
               markup=False, highlight=False)
+    out.print(f"namespaces: {', '.join(filter(None, namespaces)) or '(none)'}", markup=False, highlight=False)

@@ -1,8 +1,15 @@
-"""Endpoint verbs: create, list, describe, wait, update, pause, resume, scale-to-zero, delete, events."""
+"""Endpoint verbs: create, list, describe (get, status), wait, update, pause, resume, scale-to-zero, delete, events.
+
+A verb naming an endpoint that does not exist answers with the closest names in the namespace ("did you mean"),
+as Click does for mistyped verbs (`suggest_names`).
+"""
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -10,13 +17,13 @@ import typer
 
 from cli.app import app
 from cli.errors import CliError
-from cli.output import OutputFormat, emit_data, message, out, show_endpoint, show_endpoints, show_items
+from cli.output import EVENT_COLUMNS, OutputFormat, emit_data, err, event_row, message, out, show_endpoint, show_endpoints, show_items
 from cli.spec import Accelerator, EndpointOptions, EndpointType, ScalingMetric, create_body, needs_catalog, parse_pairs, update_body
 from cli.state import NamespaceOpt, OutputOpt, get_state
-from cli.waiting import wait_for_deletion, wait_for_running
-from controlplane.client import EndpointctlHTTPError
+from cli.waiting import wait_for_deletion, wait_for_running, wait_for_state
+from controlplane.client import ControlPlaneClient, EndpointctlHTTPError
 
-NameArg = Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Endpoint name.", show_default=False)]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Then wait until the endpoint is running.")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0, help="Seconds to wait before giving up (default: no limit).")]
 IntervalOpt = Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
@@ -82,12 +89,49 @@ def _options(**kwargs: Any) -> EndpointOptions:
     )
 
 
+def closest_names(client: ControlPlaneClient, namespace: str, name: str) -> list[str]:
+    """Names in `namespace` close to `name` (a mistyped endpoint name); none when they cannot be listed."""
+    try:
+        names = [ep.get("name") for ep in client.list_endpoints(namespace)]
+    except EndpointctlHTTPError:
+        return []
+    return difflib.get_close_matches(name, [n for n in names if isinstance(n, str)], n=3, cutoff=0.6)
+
+
+def not_found_hint(client: ControlPlaneClient, namespace: str, name: str, exc: EndpointctlHTTPError) -> CliError | None:
+    """For a 404 about endpoint `namespace/name`: the same message plus "did you mean …?" when a name is close."""
+    if exc.status_code != 404 or not re.match(rf"endpoint {re.escape(namespace)}/\S+ not found", exc.message):
+        return None
+    close = closest_names(client, namespace, name)
+    if not close:
+        return None
+    return CliError(f"{exc.message}; did you mean {' or '.join(repr(c) for c in close)}?")
+
+
+def suggest_names(verb: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a verb taking (ctx, name, namespace): an unknown endpoint name gets "did you mean"."""
+
+    @functools.wraps(verb)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            verb(*args, **kwargs)
+        except EndpointctlHTTPError as exc:
+            state = get_state(kwargs["ctx"])
+            ns = state.resolve_namespace(kwargs.get("namespace"))
+            hint = not_found_hint(state.client, ns, kwargs["name"], exc)
+            if hint is None:
+                raise
+            raise hint from exc
+
+    return wrapper
+
+
 def _after_change(ctx: typer.Context, ep: dict[str, Any], ns: str, name: str, fmt: OutputFormat, *, verb: str,
                   wait: bool = False, timeout: float | None = None, interval: float = 1.0) -> None:
     state = get_state(ctx)
     if wait:
         ep = wait_for_running(state.client, ns, name, timeout=timeout, interval=interval)
-    if fmt is OutputFormat.table:
+    if not fmt.machine:
         status = ep.get("status") or {}
         line = f"endpoint {ns}/{name} {verb}"
         if status.get("state") != "running" or verb != "is running":
@@ -129,51 +173,82 @@ def create(
 def list_(
     ctx: typer.Context,
     namespace: NamespaceOpt = None,
-    all_namespaces: Annotated[bool, typer.Option("--all", "-A", help="List every namespace you can see (yours and your organisations').")] = False,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "--all", "-A", help="List every namespace the token can see (all of them for the admin), with a NAMESPACE column.")] = False,
     output: OutputOpt = None,
 ) -> None:
-    """List endpoints."""
+    """List endpoints (-o wide for every column)."""
     state = get_state(ctx)
     if all_namespaces:
-        me = state.whoami()
-        namespaces = [me.get("name")] + [org.get("name") for org in me.get("orgs") or []]
         endpoints: list[dict[str, Any]] = []
-        for ns in filter(None, namespaces):
+        for ns in [n.get("name") for n in state.client.namespaces()]:
             try:
                 endpoints.extend(state.client.list_endpoints(ns))
             except EndpointctlHTTPError as exc:
-                if exc.status_code not in (401, 403, 404):
+                if exc.status_code != 404:  # gone since the namespaces were listed
                     raise
     else:
         endpoints = state.client.list_endpoints(state.resolve_namespace(namespace))
-    show_endpoints(endpoints, state.fmt(output))
+    show_endpoints(endpoints, state.fmt(output), all_namespaces=all_namespaces)
 
 
-@app.command(rich_help_panel="Endpoints")
+# How many recent events `describe` shows under the endpoint (`events` shows more).
+DESCRIBE_EVENTS = 5
+
+
+@suggest_names
 def describe(ctx: typer.Context, name: NameArg, namespace: NamespaceOpt = None, output: OutputOpt = None) -> None:
-    """Show one endpoint: state, message, URL, replicas, model, hardware, scaling."""
+    """Show one endpoint: state, message, URL, replicas, model, hardware, scaling and its recent events."""
     state = get_state(ctx)
-    ep = state.client.get_endpoint(state.resolve_namespace(namespace), name)
-    show_endpoint(ep, state.fmt(output))
+    ns = state.resolve_namespace(namespace)
+    ep = state.client.get_endpoint(ns, name)
+    fmt = state.fmt(output)
+    events = None
+    if not fmt.machine:
+        body = state.client.events(ns, name, limit=DESCRIBE_EVENTS)
+        events = (body.get("items") if isinstance(body, dict) else None) or []
+    show_endpoint(ep, fmt, events=events)
 
 
-@app.command(rich_help_panel="Endpoints")
+app.command("describe", rich_help_panel="Endpoints")(describe)
+for _alias in ("get", "status"):
+    app.command(_alias, rich_help_panel="Endpoints", help="Same as `describe`.")(describe)
+
+
+@app.command(rich_help_panel="Endpoints", help=(
+    "Wait until the endpoint is running.\n\n"
+    "It ends at once, with exit code 3, on a paused or scaled-to-zero endpoint (nothing would wake it) unless "
+    "--wake resumes it first; with exit code 1 on failed/updateFailed; 124 when --timeout runs out; "
+    "130 on Ctrl-C."))
+@suggest_names
 def wait(
     ctx: typer.Context,
     name: NameArg,
+    wake: Annotated[bool, typer.Option("--wake", help="Resume a paused or scaled-to-zero endpoint, then wait.")] = False,
     timeout: TimeoutOpt = None,
     interval: IntervalOpt = 1.0,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
 ) -> None:
-    """Wait until the endpoint is running. Exit 1 on failed/updateFailed, 124 on timeout."""
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
+    if wake:
+        request_resume(state.client, ns, name)
     ep = wait_for_running(state.client, ns, name, timeout=timeout, interval=interval)
     _after_change(ctx, ep, ns, name, state.fmt(output), verb="is running")
 
 
+def request_resume(client: ControlPlaneClient, ns: str, name: str) -> tuple[dict[str, Any], str]:
+    """POST resume; a running endpoint is not an error for the user (the API answers 400 "already running")."""
+    try:
+        return client.action(ns, name, "resume"), "resume requested"
+    except EndpointctlHTTPError as exc:
+        if exc.status_code != 400 or "already running" not in exc.message:
+            raise
+        return client.get_endpoint(ns, name), "is already running"
+
+
 @app.command(rich_help_panel="Endpoints")
+@suggest_names
 @with_spec_options
 def update(
     ctx: typer.Context,
@@ -195,16 +270,31 @@ def update(
     _after_change(ctx, ep, ns, name, state.fmt(output), verb="updated", wait=wait, timeout=timeout, interval=interval)
 
 
-@app.command(rich_help_panel="Endpoints")
-def pause(ctx: typer.Context, name: NameArg, namespace: NamespaceOpt = None, output: OutputOpt = None) -> None:
-    """Pause: stop all replicas; requests get 503 and do not wake it until `resume`."""
+StopWaitOpt = Annotated[bool, typer.Option("--wait", help="Then wait until every replica has stopped.")]
+
+
+def _stop(ctx: typer.Context, name: str, namespace: str | None, output: OutputFormat | None, *, action: str,
+          target: str, wait: bool, timeout: float | None, interval: float) -> None:
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
-    ep = state.client.action(ns, name, "pause")
-    _after_change(ctx, ep, ns, name, state.fmt(output), verb="pause requested")
+    ep = state.client.action(ns, name, action)
+    verb = f"{action.replace('-', ' ')} requested"
+    if wait:
+        ep = wait_for_state(state.client, ns, name, target=target, timeout=timeout, interval=interval)
+        verb = "paused" if target == "paused" else "scaled to zero"
+    _after_change(ctx, ep, ns, name, state.fmt(output), verb=verb)
 
 
 @app.command(rich_help_panel="Endpoints")
+@suggest_names
+def pause(ctx: typer.Context, name: NameArg, wait: StopWaitOpt = False, timeout: TimeoutOpt = None,
+          interval: IntervalOpt = 1.0, namespace: NamespaceOpt = None, output: OutputOpt = None) -> None:
+    """Pause: stop all replicas; requests get 503 and do not wake it until `resume`."""
+    _stop(ctx, name, namespace, output, action="pause", target="paused", wait=wait, timeout=timeout, interval=interval)
+
+
+@app.command(rich_help_panel="Endpoints")
+@suggest_names
 def resume(
     ctx: typer.Context,
     name: NameArg,
@@ -217,27 +307,21 @@ def resume(
     """Resume a paused or scaled-to-zero endpoint (a running one is left as is)."""
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
-    verb = "resume requested"
-    try:
-        ep = state.client.action(ns, name, "resume")
-    except EndpointctlHTTPError as exc:
-        # The API's (and Hugging Face's) answer for a running endpoint; not an error for the user.
-        if exc.status_code != 400 or "already running" not in exc.message:
-            raise
-        ep, verb = state.client.get_endpoint(ns, name), "is already running"
+    ep, verb = request_resume(state.client, ns, name)
     _after_change(ctx, ep, ns, name, state.fmt(output), verb=verb, wait=wait, timeout=timeout, interval=interval)
 
 
 @app.command("scale-to-zero", rich_help_panel="Endpoints")
-def scale_to_zero(ctx: typer.Context, name: NameArg, namespace: NamespaceOpt = None, output: OutputOpt = None) -> None:
+@suggest_names
+def scale_to_zero(ctx: typer.Context, name: NameArg, wait: StopWaitOpt = False, timeout: TimeoutOpt = None,
+                  interval: IntervalOpt = 1.0, namespace: NamespaceOpt = None, output: OutputOpt = None) -> None:
     """Scale to zero replicas now; the next request wakes the endpoint."""
-    state = get_state(ctx)
-    ns = state.resolve_namespace(namespace)
-    ep = state.client.action(ns, name, "scale-to-zero")
-    _after_change(ctx, ep, ns, name, state.fmt(output), verb="scale to zero requested")
+    _stop(ctx, name, namespace, output, action="scale-to-zero", target="scaledToZero", wait=wait, timeout=timeout,
+          interval=interval)
 
 
 @app.command(rich_help_panel="Endpoints")
+@suggest_names
 def delete(
     ctx: typer.Context,
     name: NameArg,
@@ -246,14 +330,20 @@ def delete(
     timeout: TimeoutOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Delete an endpoint and stop its replicas (asks first unless --yes)."""
+    """Delete an endpoint and stop its replicas (asks first unless --yes; answering no exits 1)."""
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
     if not yes:
         # Fetch first, so a typo says "not found" instead of asking about an endpoint that does not exist.
         state.client.get_endpoint(ns, name)
-        if not typer.confirm(f"Delete endpoint {ns}/{name}?", default=False, err=True):
-            raise CliError("aborted: nothing deleted")
+        try:
+            confirmed = typer.confirm(f"Delete endpoint {ns}/{name}?", default=False, err=True)
+        except typer.Abort:  # stdin closed before an answer: no answer is no
+            err.print()
+            confirmed = False
+        if not confirmed:
+            message("Not deleted.")  # an answer, not an error; exit 1 so `delete x && …` stops
+            raise typer.Exit(1)
     state.client.delete_endpoint(ns, name)
     if wait:
         wait_for_deletion(state.client, ns, name, timeout=timeout)
@@ -263,6 +353,7 @@ def delete(
 
 
 @app.command(rich_help_panel="Endpoints")
+@suggest_names
 def events(
     ctx: typer.Context,
     name: NameArg,
@@ -276,7 +367,4 @@ def events(
     items = body.get("items", []) if isinstance(body, dict) else list(body or [])
     if limit is not None:
         items = items[:limit]
-    show_items(items, state.fmt(output), columns=("TIME", "TYPE", "REASON", "MESSAGE"),
-               row=lambda ev: [ev.get("createdAt") or ev.get("timestamp") or ev.get("time"), ev.get("type") or ev.get("kind"),
-                               ev.get("reason"), ev.get("message")],
-               empty="no events")
+    show_items(items, state.fmt(output), columns=EVENT_COLUMNS, row=event_row, empty="no events")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.app import app
-from cli.output import message, show_items
+from cli.output import Column, message, show_items
 from cli.spec import Accelerator
 from cli.state import NamespaceOpt, OutputOpt, get_state
 
@@ -60,4 +60,7 @@ def hardware(
         # The local provider runs every instance here, whatever vendor it names: say which machine that is.
         message(f"every instance runs on {machine.get('description') or machine.get('name')} (local provider)")
     show_items(rows, state.fmt(output), data=data, row=lambda r: r, empty="no hardware matches",
-               columns=("VENDOR", "REGION", "ID", "ACCEL", "TYPE", "SIZE", "#ACCEL", "CPUS", "MEMORY", "GPU MEMORY", "$/H", "STATUS"))
+               columns=(Column("VENDOR", keep=True), "REGION", Column("ID", keep=True), Column("ACCEL", keep=True),
+                        Column("TYPE", optional=True), Column("SIZE", optional=True), Column("#ACCEL", optional=True),
+                        Column("CPUS", optional=True), Column("MEMORY", optional=True),
+                        Column("GPU MEMORY", optional=True), Column("$/H", optional=True), Column("STATUS", keep=True)))

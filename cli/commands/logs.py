@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from cli.app import app
-from cli.output import OutputFormat, emit_data
+from cli.commands.endpoints import not_found_hint
+from cli.output import emit_data, message
 from cli.state import NamespaceOpt, OutputOpt, get_state
+from controlplane.client import EndpointctlHTTPError
 
 
 def _lines(body: Any) -> list[str]:
@@ -37,26 +39,29 @@ def _lines(body: Any) -> list[str]:
 @app.command(rich_help_panel="Endpoints")
 def logs(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until interrupted.")] = False,
-    tail: Annotated[int | None, typer.Option("--tail", min=0, help="Only the last N lines.")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Endpoint name.", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C (exit 130).")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", min=0, max=100_000, help="Only the last N lines of each replica (default 200).")] = None,
+    replica: Annotated[str | None, typer.Option("--replica", help="Only this replica (the name in the [..] prefix, e.g. r1-0 or a pod name).")] = None,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
 ) -> None:
-    """Print an endpoint's replica logs."""
+    """Print an endpoint's replica logs (the detail behind a failed state's one-line message)."""
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
     fmt = state.fmt(output)
-    if follow:
-        try:
-            for line in state.client.stream_logs(ns, name, tail=tail, follow="true"):
+    try:
+        if follow:
+            # Ctrl-C ends it with exit code 130, as for `wait` (cli.main turns KeyboardInterrupt into 130).
+            for line in state.client.stream_logs(ns, name, tail=tail, follow="true", replica=replica):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how one stops following; not an error
-        return
-    body = state.client.logs(ns, name, tail=tail)
-    if fmt is not OutputFormat.table:
+            return
+        body = state.client.logs(ns, name, tail=tail, replica=replica)
+    except EndpointctlHTTPError as exc:
+        hint = not_found_hint(state.client, ns, name, exc)
+        raise (hint or exc) from exc
+    if fmt.machine:
         emit_data(body if isinstance(body, (dict, list)) else {"logs": body}, fmt)
         return
     lines = _lines(body)
@@ -64,3 +69,17 @@ def logs(
         lines = lines[-tail:] if tail else []
     for line in lines:
         sys.stdout.write(line + "\n")
+    if not lines:
+        message(_why_empty(state.client.get_endpoint(ns, name)))
+
+
+def _why_empty(ep: dict[str, Any]) -> str:
+    """Why there is nothing to show, rather than printing nothing at all."""
+    status = ep.get("status") or {}
+    state = status.get("state")
+    if state == "pending":
+        return f"no logs: {ep.get('name')} has not started a replica yet (state: pending" + (
+            f" — {status['message']}" if status.get("message") else "") + ")"
+    if state in ("paused", "scaledToZero"):
+        return f"no logs: {ep.get('name')} is {state}, so no replica runs (the logs of stopped replicas are not kept)"
+    return f"no logs yet from {ep.get('name')}'s replicas (state: {state})"

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from cli.app import app
-from cli.output import OutputFormat, emit_data, message, show_items
+from cli.errors import CliError
+from cli.output import Column, emit_data, message, show_items
 from cli.state import OutputOpt, get_state
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -31,7 +32,7 @@ def token_create(
         payload["orgs"] = org
     created = state.client.create_token(payload)
     fmt = state.fmt(output)
-    if fmt is not OutputFormat.table:
+    if fmt.machine:
         emit_data(created, fmt)
         return
     # The token alone on stdout, so `TOKEN=$(endpointctl token create)` works; the rest is for people.
@@ -46,16 +47,40 @@ def token_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     state = get_state(ctx)
     body = state.client.list_tokens()
     items = body.get("items", []) if isinstance(body, dict) else list(body or [])
-    show_items(items, state.fmt(output), columns=("ID", "NAME", "NAMESPACE", "PREFIX", "CREATED", "LAST USED", "STATUS"),
+    show_items(items, state.fmt(output), columns=(Column("ID", keep=True), "NAME", "NAMESPACE", Column("PREFIX", keep=True),
+                                                  Column("CREATED", optional=True), Column("LAST USED", optional=True),
+                                                  Column("STATUS", keep=True)),
                row=lambda t: [t.get("id"), t.get("name"), t.get("namespace"), (t.get("prefix") or "") + "…",
                               t.get("createdAt"), t.get("lastUsedAt") or "never",
                               "revoked" if t.get("revoked") else "active"],
                empty="no tokens")
 
 
+def resolve_token_id(tokens: list[dict], ref: str) -> int:
+    """The id of the token `ref` names: its id, or the prefix `token list` shows (with or without the "…")."""
+    if ref.isdigit():
+        return int(ref)
+    prefix = ref.strip().rstrip("…").rstrip(".")
+    if not prefix:
+        raise CliError("give a token id or the prefix `endpointctl token list` shows", exit_code=2)
+    matches = [t for t in tokens if isinstance(t.get("prefix"), str) and not t.get("revoked")
+               and (t["prefix"].startswith(prefix) or prefix.startswith(t["prefix"]))]
+    if not matches:
+        raise CliError(f"no active token has the prefix {prefix!r} (see `endpointctl token list`)")
+    if len(matches) > 1:
+        ids = ", ".join(str(t.get("id")) for t in matches)
+        raise CliError(f"the prefix {prefix!r} matches {len(matches)} tokens (ids {ids}); give the id instead")
+    return int(matches[0]["id"])
+
+
 @token_app.command("revoke")
-def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (see `token list`).", show_default=False)]) -> None:
+def token_revoke(ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="ID|PREFIX", help="Token id or the prefix `token list` shows.", show_default=False)]) -> None:
     """Revoke a token: it stops working at once."""
     state = get_state(ctx)
-    state.client.revoke_token(token_id)
-    message(f"token {token_id} revoked")
+    if ref.isdigit():
+        token_id = int(ref)
+    else:
+        body = state.client.list_tokens()
+        token_id = resolve_token_id(body.get("items", []) if isinstance(body, dict) else [], ref)
+    state.client.revoke_token(str(token_id))
+    message(f"token {token_id} revoked" + (f" ({ref})" if str(token_id) != ref else ""))

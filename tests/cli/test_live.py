@@ -68,12 +68,12 @@ def test_create_then_list_and_describe(cli: Cli, unique_name: str) -> None:
     assert ep["compute"]["scaling"]["scaleToZeroTimeout"] == 15
     assert ep["model"]["env"] == {"A": "1"} and ep["tags"] == ["demo"]
 
-    r = cli("list")
+    r = cli("list", "-o", "wide")
     assert r.code == 0, r
     header = r.stdout.splitlines()[0].split()
-    assert header == ["NAME", "MODEL", "STATUS", "REPLICAS", "TASK", "FRAMEWORK", "INSTANCE", "VENDOR", "REGION", "URL"]
+    assert header == ["NAME", "STATUS", "REPLICAS", "MODEL", "TASK", "FRAMEWORK", "INSTANCE", "VENDOR", "REGION", "URL"]
     row = next(line for line in r.stdout.splitlines() if line.startswith(unique_name + " "))
-    assert row.split()[:7] == [unique_name, "/models/tiny", "pending", "0/0", "text-generation", "pytorch", "cpu-x1"], row
+    assert row.split()[:7] == [unique_name, "pending", "0/0", "/models/tiny", "text-generation", "pytorch", "cpu-x1"], row
     items = json.loads(cli("list", "-o", "json").stdout)["items"]
     assert unique_name in [i["name"] for i in items]
 
@@ -166,10 +166,11 @@ def test_pause_resume_scale_to_zero(cli: Cli, unique_name: str) -> None:
 def test_delete_asks_for_confirmation(cli: Cli, unique_name: str) -> None:
     create(cli, unique_name)
     r = cli("delete", unique_name, input="n\n")
-    assert r.code == 1 and "Delete endpoint admin/" in r.stderr and "aborted: nothing deleted" in r.stderr, r
+    assert r.code == 1 and "Delete endpoint admin/" in r.stderr and r.stderr.endswith("Not deleted.\n"), r
+    assert "error" not in r.stderr, r
     assert cli("describe", unique_name).code == 0
     r = cli("delete", unique_name, input="")  # no answer (stdin closed) is no
-    assert r.code == 1, r
+    assert r.code == 1 and "Not deleted." in r.stderr and "error" not in r.stderr, r
     assert cli("describe", unique_name).code == 0
     r = cli("delete", unique_name, input="y\n")
     assert r.code == 0 and "deletion requested" in r.stderr, r
@@ -211,8 +212,9 @@ def test_logs_of_a_pending_endpoint(cli: Cli, unique_name: str) -> None:
 
 def test_chat_needs_a_running_endpoint(cli: Cli, unique_name: str) -> None:
     create(cli, unique_name)
-    assert one_line_error(cli("chat", unique_name, "hello")) == "endpoint is not running (state: pending)"
-    assert one_line_error(cli("chat", unique_name, input="hello\n")) == "endpoint is not running (state: pending)"
+    expected = f"endpoint {unique_name} is not running (state: pending); `endpointctl wait {unique_name}` waits until it is"
+    assert one_line_error(cli("chat", unique_name, "hello")) == expected
+    assert one_line_error(cli("chat", unique_name, input="hello\n")) == expected
 
 
 # -- tokens and namespaces -----------------------------------------------------------------------------------
@@ -277,6 +279,6 @@ def test_on_a_terminal_wait_spins_and_delete_asks(cli: Cli, unique_name: str) ->
     assert r.code == 124, r
     assert f"timed out after 1.5s waiting for endpoint {unique_name}" in r.stdout, r
     r = run_in_terminal(cli, "delete", unique_name, answers="n\r")
-    assert r.code == 1 and f"Delete endpoint admin/{unique_name}?" in r.stdout and "aborted" in r.stdout, r
+    assert r.code == 1 and f"Delete endpoint admin/{unique_name}?" in r.stdout and "Not deleted." in r.stdout, r
     r = run_in_terminal(cli, "delete", unique_name, answers="y\r")
     assert r.code == 0 and "deletion requested" in r.stdout, r
