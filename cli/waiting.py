@@ -42,9 +42,10 @@ def describe_progress(ep: dict[str, Any]) -> str:
     if counts:
         parts.append(f"replicas {counts} ready")
     hint = HINTS.get(state)
-    if _behind(status) and status.get("desiredState"):
+    behind = _behind(status) and status.get("desiredState")
+    if behind:
         parts.append(f"asked: {status['desiredState']}, not yet picked up by the worker")
-    if hint:
+    if hint and not behind:  # a resume just sent: "run resume" would be the wrong advice
         parts.append(hint.format(name=ep.get("name")))
     elif status.get("message"):
         parts.append(str(status["message"]))
