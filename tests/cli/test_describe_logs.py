@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, run_in_terminal
 from tests.cli.test_stack import scli, stack  # noqa: F401  (fixtures: a real `endpointctl up` for this module)
 
 
@@ -61,5 +61,11 @@ def test_describe_logs_chat_and_stopped_states(scli: Cli, unique_name: str, tiny
     assert r.code == 3 and f"is paused: run `endpointctl resume {unique_name}`" in r.stderr, r
     r = scli("wait", unique_name, "--wake", "--timeout", "300", timeout=360)
     assert r.code == 0 and f"endpoint admin/{unique_name} is running" in r.stdout, r
+
+    # On a terminal the wake-up shows a spinner with the endpoint's state instead of the line.
+    assert scli("scale-to-zero", unique_name, "--wait", "--timeout", "120", timeout=180).code == 0
+    r = run_in_terminal(scli, "chat", unique_name, "wake up", "--max-tokens", "4", timeout=300)
+    assert r.code == 0, r
+    assert f"{unique_name}: " in r.stdout and "waking admin/" not in r.stdout, r  # the spinner's state line
 
     assert scli("delete", unique_name, "--yes", "--wait", "--timeout", "120", timeout=180).code == 0
