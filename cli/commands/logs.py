@@ -9,6 +9,7 @@ import typer
 
 from cli.app import app
 from cli.commands.endpoints import not_found_hint
+from cli.errors import CliError
 from cli.output import emit_data, message
 from cli.state import NamespaceOpt, OutputOpt, get_state
 from controlplane.client import EndpointctlHTTPError
@@ -43,21 +44,24 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C (exit 130).")] = False,
     tail: Annotated[int | None, typer.Option("--tail", min=0, max=100_000, help="Only the last N lines of each replica (default 200).")] = None,
     replica: Annotated[str | None, typer.Option("--replica", help="Only this replica (the name in the [..] prefix, e.g. r1-0 or a pod name).")] = None,
+    since: Annotated[str | None, typer.Option("--since", metavar="DURATION", help="Only lines of the last DURATION: 30s, 5m, 2h or 1d (of the tail).")] = None,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
 ) -> None:
     """Print an endpoint's replica logs (the detail behind a failed state's one-line message)."""
+    since_seconds = parse_duration(since) if since is not None else None
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
     fmt = state.fmt(output)
     try:
         if follow:
             # Ctrl-C ends it with exit code 130, as for `wait` (cli.main turns KeyboardInterrupt into 130).
-            for line in state.client.stream_logs(ns, name, tail=tail, follow="true", replica=replica):
+            for line in state.client.stream_logs(ns, name, tail=tail, follow="true", replica=replica,
+                                                 since=since_seconds):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
             return
-        body = state.client.logs(ns, name, tail=tail, replica=replica)
+        body = state.client.logs(ns, name, tail=tail, replica=replica, since=since_seconds)
     except EndpointctlHTTPError as exc:
         hint = not_found_hint(state.client, ns, name, exc)
         raise (hint or exc) from exc
@@ -71,6 +75,21 @@ def logs(
         sys.stdout.write(line + "\n")
     if not lines:
         message(_why_empty(state.client.get_endpoint(ns, name)))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`30s`, `5m`, `2h`, `1d` or plain seconds, as `kubectl logs --since` takes them."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d{1,9})\s*([smhd]?)\s*", text)
+    seconds = int(found.group(1)) * _UNITS[found.group(2) or "s"] if found else 0
+    if not found or not 1 <= seconds <= 10 * 365 * 86400:
+        raise CliError(f"--since {text[:40]!r}: give a duration such as 30s, 5m, 2h or 1d (up to ten years)",
+                       exit_code=2)
+    return seconds
 
 
 def _why_empty(ep: dict[str, Any]) -> str:

@@ -31,9 +31,10 @@ class NoSuchReplica(LogReadError):
 
 
 class LogReader(Protocol):
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
-        """Log lines of the endpoint's replicas (only `replica`'s when given), oldest first, each prefixed with its
-        replica when there are several; `follow` keeps yielding new lines, and an empty string now and then while
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None,
+             since_seconds: int | None = None) -> Iterator[str]:
+        """Log lines of the endpoint's replicas (only `replica`'s when given; of the tail, only those written in the
+        last `since_seconds`), oldest first, each prefixed with its replica when there are several; `follow` keeps yielding new lines, and an empty string now and then while
         quiet (a heartbeat that lets the consumer notice a departed client)."""
 
 

@@ -58,7 +58,8 @@ class KubernetesLogReader:
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             raise LogReadError(f"listing the pods of {key}: {_detail(exc)}") from exc
 
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None,
+             since_seconds: int | None = None) -> Iterator[str]:
         pods = self.pods(key)
         if replica is not None:
             chosen = [p for p in pods if p["metadata"]["name"] == replica]
@@ -68,16 +69,19 @@ class KubernetesLogReader:
                 names = ", ".join(p["metadata"]["name"] for p in pods) or "none"
                 raise NoSuchReplica(f"no replica {replica!r} (replicas: {names})")
             pods = chosen
-        return self.pod_logs(pods, tail=tail, follow=follow)
+        return self.pod_logs(pods, tail=tail, follow=follow, since_seconds=since_seconds)
 
-    def pod_logs(self, pods: Iterable[dict], *, tail: int = 200, follow: bool = False) -> Iterator[str]:
+    def pod_logs(self, pods: Iterable[dict], *, tail: int = 200, follow: bool = False,
+                 since_seconds: int | None = None) -> Iterator[str]:
         """Each pod's runtime container log in turn, oldest pod first, every line prefixed with its pod's name.
         A pod whose container has not started yet, or that is gone, is skipped."""
         for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
             name = pod["metadata"]["name"]
             try:
+                extra = {"since_seconds": since_seconds} if since_seconds is not None else {}
                 resp = self.core.read_namespaced_pod_log(name, self.namespace, container=RUNTIME_CONTAINER,
-                                                         tail_lines=tail, follow=follow, _preload_content=False)
+                                                         tail_lines=tail, follow=follow, _preload_content=False,
+                                                         **extra)
             except ApiException as exc:
                 if exc.status in (400, 404):
                     continue

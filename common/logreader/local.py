@@ -4,8 +4,10 @@ supervisor (`worker/providers/local_replica.py`). Reading them needs no process 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 REPLICAS_DIR = "local-replicas"
@@ -27,11 +29,41 @@ def tail_lines(path: Path, n: int) -> list[str]:
     return data.splitlines()[-n:]
 
 
+# The two clocks a replica's log carries: the runtime's logging (`2026-12-04 15:00:40,869 ...`) and its
+# supervisor's (`[supervisor 15:00:41] ...`, time of day only); both local time. Other lines (progress bars,
+# tracebacks) belong with the last stamped line before them.
+_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})|^\[supervisor (\d{2}:\d{2}:\d{2})\]")
+
+
+def _stamp(line: str, now: datetime) -> datetime | None:
+    found = _STAMP.match(line)
+    if not found:
+        return None
+    if found.group(1):
+        return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")
+    clock = datetime.strptime(found.group(2), "%H:%M:%S").time()
+    stamped = datetime.combine(now.date(), clock)
+    return stamped - timedelta(days=1) if stamped > now + timedelta(minutes=1) else stamped  # before midnight
+
+
+def since(lines: list[str], seconds: int, *, now: datetime | None = None) -> list[str]:
+    """The lines written in the last `seconds`: from the first stamped line at or after the cutoff on (a log
+    file is appended in order); none when no stamped line is that recent."""
+    now = now or datetime.now()
+    cutoff = now - timedelta(seconds=seconds)
+    for i, line in enumerate(lines):
+        stamped = _stamp(line, now)
+        if stamped is not None and stamped >= cutoff.replace(microsecond=0):
+            return lines[i:]
+    return []
+
+
 class LocalLogReader:
     def __init__(self, data_dir: Path | str) -> None:
         self.root = Path(data_dir) / REPLICAS_DIR
 
-    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None) -> Iterator[str]:
+    def logs(self, key: str, *, tail: int = 200, follow: bool = False, replica: str | None = None,
+             since_seconds: int | None = None) -> Iterator[str]:
         directory = self.root / key
         files = sorted(directory.glob("r*.log"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
         if replica is not None:
@@ -43,13 +75,14 @@ class LocalLogReader:
                 raise NoSuchReplica(f"no replica {replica!r} (replicas: {names})")
             files = chosen
         # Checked above, before the first line: the lines themselves come from a generator.
-        return self._lines(directory, files, tail=tail, follow=follow, replica=replica)
+        return self._lines(directory, files, tail=tail, follow=follow, replica=replica, since_seconds=since_seconds)
 
-    def _lines(self, directory: Path, files: list[Path], *, tail: int, follow: bool,
-               replica: str | None) -> Iterator[str]:
+    def _lines(self, directory: Path, files: list[Path], *, tail: int, follow: bool, replica: str | None,
+               since_seconds: int | None) -> Iterator[str]:
         multi = len(files) > 1
         for path in files:
-            for line in tail_lines(path, tail):
+            lines = tail_lines(path, tail)
+            for line in lines if since_seconds is None else since(lines, since_seconds):
                 yield f"[{path.stem}] {line}" if multi else line
         if not follow:
             return

@@ -18,13 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def endpoint_logs(settings: Settings, endpoint: Endpoint, *, tail: int = 200, follow: bool = False,
-                  replica: str | None = None) -> Iterator[str]:
+                  replica: str | None = None, since_seconds: int | None = None) -> Iterator[str]:
     """Log lines of the endpoint's replicas (oldest first), secrets masked; raises NotFound (no such replica) or
     ServiceUnavailable up front."""
     redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
     try:
         # Set-up and the pod list happen here, before the response starts; the log requests run as it streams.
-        lines = log_reader(settings).logs(endpoint.provider_key, tail=tail, follow=follow, replica=replica)
+        lines = log_reader(settings).logs(endpoint.provider_key, tail=tail, follow=follow, replica=replica,
+                                          since_seconds=since_seconds)
     except NoSuchReplica as exc:
         raise NotFound(f"endpoint {endpoint.namespace}/{endpoint.name}: {exc}") from exc
     except (LogReadError, OSError) as exc:

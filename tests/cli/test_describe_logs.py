@@ -28,6 +28,8 @@ def test_describe_logs_chat_and_stopped_states(scli: Cli, unique_name: str, tiny
     # logs of one replica, unprefixed; a replica the endpoint does not have is one clear line.
     r = scli("logs", unique_name, "--replica", "r1-0", "--tail", "5")
     assert r.code == 0 and len(r.stdout.splitlines()) == 5 and "[r1-0]" not in r.stdout, r
+    recent = scli("logs", unique_name, "--replica", "r1-0", "--since", "1h")
+    assert recent.code == 0 and "health check passed" in recent.stdout, recent
     r = scli("logs", unique_name, "--replica", "r9")
     assert r.code == 1 and r.stderr.strip() == f"error: endpoint admin/{unique_name}: no replica 'r9' (replicas: r1-0)", r
 

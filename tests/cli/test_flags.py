@@ -93,3 +93,12 @@ def test_pause_and_scale_to_zero_take_wait_and_timeout(cli: Cli, unique_name: st
     assert r.code == 124 and f"waiting for endpoint {unique_name} to be scaledToZero" in r.stderr, r
     r = cli("pause", unique_name, "--wait", "--timeout", "1", "--interval", "0.2")
     assert r.code == 124 and f"waiting for endpoint {unique_name} to be paused" in r.stderr, r
+
+
+def test_logs_since_takes_kubectl_durations(cli: Cli, unique_name: str) -> None:
+    _create(cli, unique_name)
+    for bad in ("5x", "0s", "-1m", "soon"):
+        msg = _one_line_error(cli("logs", unique_name, "--since", bad), code=2)
+        assert msg.startswith(f"--since '{bad}': give a duration such as 30s, 5m, 2h or 1d"), msg
+    r = cli("logs", unique_name, "--since", "5m", "--tail", "10")
+    assert r.code == 0 and "has not started a replica yet" in r.stderr, r

@@ -80,3 +80,10 @@ def test_logs_replica_filter_rejects_bad_names(api: Api, replica: str) -> None:
     assert api.http.post("/v2/endpoint/admin", json=payload("e1"), headers=api.admin).status_code == 201
     r = api.http.get("/v2/endpoint/admin/e1/logs", params={"replica": replica}, headers=api.admin)
     assert r.status_code == 422 and "replica" in r.json()["error"], (replica, r.text)
+
+
+@pytest.mark.parametrize("since", ["0", "-5", "abc", "1.5", str(10 * 365 * 86400 + 1), "9" * 30])
+def test_logs_since_rejects_bad_durations(api: Api, since: str) -> None:
+    assert api.http.post("/v2/endpoint/admin", json=payload("e1"), headers=api.admin).status_code == 201
+    r = api.http.get("/v2/endpoint/admin/e1/logs", params={"since": since}, headers=api.admin)
+    assert r.status_code == 422 and "since" in r.json()["error"], (since, r.text)

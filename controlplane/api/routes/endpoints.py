@@ -102,8 +102,11 @@ def read_endpoint_logs(namespace: str, name: str, ctx: ContextDep,
                        tail: Annotated[int, Query(ge=0, le=100_000)] = 200, follow: bool = False,
                        replica: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$",
                                                             description="only this replica (as `[name]` prefixes show)")]
-                       = None) -> Response:
+                       = None,
+                       since: Annotated[int | None, Query(ge=1, le=10 * 365 * 86400,
+                                                          description="only lines of the last N seconds")] = None,
+                       ) -> Response:
     with ctx:
         row = ctx.endpoints().get(namespace, name)
-        lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow, replica=replica)
+        lines = endpoint_logs(ctx.settings, row, tail=tail, follow=follow, replica=replica, since_seconds=since)
         return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
