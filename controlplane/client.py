@@ -231,8 +231,9 @@ class ControlPlaneClient:
         """PUT a body built by `controlplane.bodies.update_body`; the API merges it field by field."""
         return self._json("PUT", self._ep(namespace, name), json=body)
 
-    def delete_endpoint(self, namespace: str, name: str) -> None:
-        self.request("DELETE", self._ep(namespace, name))
+    def delete_endpoint(self, namespace: str, name: str) -> Any:
+        """DELETE; answers the endpoint as the API accepted the deletion (202)."""
+        return self._json("DELETE", self._ep(namespace, name))
 
     def action(self, namespace: str, name: str, verb: str) -> dict[str, Any]:
         """`pause`, `resume` or `scale-to-zero`: POST with no body, answers the endpoint."""
@@ -275,5 +276,6 @@ class ControlPlaneClient:
     def list_tokens(self) -> Any:
         return self._json("GET", "/api/tokens")
 
-    def revoke_token(self, token_id: str) -> None:
-        self.request("DELETE", f"/api/tokens/{_segment(token_id)}")
+    def revoke_token(self, token_id: str) -> Any:
+        """DELETE; answers the revoked token's record (never its secret)."""
+        return self._json("DELETE", f"/api/tokens/{_segment(token_id)}")

@@ -329,8 +329,11 @@ def delete(
     wait: Annotated[bool, typer.Option("--wait", help="Then wait until the endpoint is gone.")] = False,
     timeout: TimeoutOpt = None,
     namespace: NamespaceOpt = None,
+    output: OutputOpt = None,
 ) -> None:
-    """Delete an endpoint and stop its replicas (asks first unless --yes; answering no exits 1)."""
+    """Delete an endpoint and stop its replicas (asks first unless --yes; answering no exits 1).
+
+    With -o json/yaml it prints the endpoint as the API accepted the deletion."""
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
     if not yes:
@@ -344,12 +347,15 @@ def delete(
         if not confirmed:
             message("Not deleted.")  # an answer, not an error; exit 1 so `delete x && …` stops
             raise typer.Exit(1)
-    state.client.delete_endpoint(ns, name)
+    accepted = state.client.delete_endpoint(ns, name)
     if wait:
         wait_for_deletion(state.client, ns, name, timeout=timeout)
         message(f"endpoint {ns}/{name} deleted")
     else:
         message(f"endpoint {ns}/{name} deletion requested")
+    fmt = state.fmt(output)
+    if fmt.machine:
+        emit_data(accepted, fmt)
 
 
 @app.command(rich_help_panel="Endpoints")

@@ -74,13 +74,17 @@ def resolve_token_id(tokens: list[dict], ref: str) -> int:
 
 
 @token_app.command("revoke")
-def token_revoke(ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="ID|PREFIX", help="Token id or the prefix `token list` shows.", show_default=False)]) -> None:
-    """Revoke a token: it stops working at once."""
+def token_revoke(ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="ID|PREFIX", help="Token id or the prefix `token list` shows.", show_default=False)],
+                 output: OutputOpt = None) -> None:
+    """Revoke a token: it stops working at once (-o json/yaml prints its record)."""
     state = get_state(ctx)
     if ref.isdigit():
         token_id = int(ref)
     else:
         body = state.client.list_tokens()
         token_id = resolve_token_id(body.get("items", []) if isinstance(body, dict) else [], ref)
-    state.client.revoke_token(str(token_id))
+    revoked = state.client.revoke_token(str(token_id))
+    fmt = state.fmt(output)
+    if fmt.machine:
+        emit_data(revoked, fmt)
     message(f"token {token_id} revoked" + (f" ({ref})" if str(token_id) != ref else ""))

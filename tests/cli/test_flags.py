@@ -102,3 +102,15 @@ def test_logs_since_takes_kubectl_durations(cli: Cli, unique_name: str) -> None:
         assert msg.startswith(f"--since '{bad}': give a duration such as 30s, 5m, 2h or 1d"), msg
     r = cli("logs", unique_name, "--since", "5m", "--tail", "10")
     assert r.code == 0 and "has not started a replica yet" in r.stderr, r
+
+
+def test_a_global_output_format_is_honoured_by_delete_and_token_revoke(cli: Cli, unique_name: str) -> None:
+    _create(cli, unique_name)
+    r = cli("-o", "json", "delete", unique_name, "--yes")
+    assert r.code == 0, r
+    accepted = json.loads(r.stdout)
+    assert accepted["name"] == unique_name and accepted["status"]["desiredState"] == "deleted", r
+    created = json.loads(cli("token", "create", "--for", f"{unique_name[:20]}-j", "-o", "json").stdout)
+    r = cli("-o", "yaml", "token", "revoke", str(created["id"]))
+    assert r.code == 0 and f"id: {created['id']}" in r.stdout and "revoked: true" in r.stdout, r
+    assert created["token"] not in r.stdout
