@@ -79,7 +79,7 @@ def get_state(ctx: typer.Context) -> State:
 # Options every resource command accepts locally too (overriding the global ones).
 OutputOpt = Annotated[
     OutputFormat | None,
-    typer.Option("--output", "-o", help="Output format: table, json or yaml (overrides the global --output).", case_sensitive=False),
+    typer.Option("--output", "-o", help="Output format: table, wide (every column), json or yaml (overrides the global --output).", case_sensitive=False),
 ]
 NamespaceOpt = Annotated[
     str | None,
