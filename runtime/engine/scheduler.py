@@ -116,10 +116,6 @@ class Sequence:
     def length(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
 
-    @property
-    def reserved_tokens(self) -> int:
-        return len(self.prompt_ids) + self.params.max_new_tokens
-
 
 class SequenceStream:
     """The asyncio side of one sequence: its events land on the request's shared queue as ``(index, event)``."""
