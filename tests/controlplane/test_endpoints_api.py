@@ -212,7 +212,8 @@ def test_logs_come_from_the_provider_with_secrets_masked(api: Api) -> None:
 
     from controlplane.app import create_app
 
-    settings = api.settings.model_copy(update={"provider": "local"})
+    # payload() asks for a GPU type: the local provider on this GPU-less machine runs it only when emulation is on.
+    settings = api.settings.model_copy(update={"provider": "local", "local_gpu_emulation": True})
     body = payload("lg2")
     body["model"]["secrets"] = {"HF_TOKEN": "hf_live_secret_123"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as http:

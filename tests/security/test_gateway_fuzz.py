@@ -90,6 +90,9 @@ def _serve_from(server: LiveServer, database: str, replica_url: str) -> None:
 
 @pytest.mark.slow
 def test_fuzz_the_gateway(live_server: LiveServer, db_url: str, runtime_server) -> None:
+    made = httpx.post(f"{live_server.url}/api/namespaces", json={"name": "alice", "kind": "user"}, headers=ADMIN,
+                      timeout=30)
+    assert made.status_code == 201, made.text
     for name, kind in (("pub", "public"), ("authn", "authenticated")):
         r = httpx.post(f"{live_server.url}/v2/endpoint/alice", json=payload(name, type=kind), headers=ADMIN,
                        timeout=30)

@@ -69,6 +69,7 @@ def _mint(api: Api, namespace: str) -> dict:
 def test_gateway_authorization_matrix(make_stack, tiny_model_dir):
     stack = make_stack(ENDPOINTCTL_PRIVATE_NETWORKS=f"{INSIDE}/32")
     api = Api(stack.url)
+    assert api.http.post("/api/namespaces", json={"name": "alice", "kind": "user"}).status_code == 201
     for name, kind in (("pub", "public"), ("authn", "authenticated"), ("priv", "private"),
                        ("paused", "authenticated"), ("sleepy", "authenticated")):
         r = api.http.post("/v2/endpoint/alice", json=create_body(name, str(tiny_model_dir), type=kind))
