@@ -226,3 +226,30 @@ def test_when_blocks_run_out_the_newest_is_preempted_and_every_request_completes
     assert got == want and all(len(ids) == 80 for ids in got)
     assert tight.stats.preemptions > 0 and roomy.stats.preemptions == 0
     assert tight.kv.used == 0  # every block back once everything finished
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+def test_a_prompt_prefilled_after_its_cached_prefix_gives_the_logits_of_a_whole_prefill(tiny_model_dir, use_native):
+    """The rest of a prompt computed over a shared prefix's blocks: the same logits as the prompt prefilled whole
+    (bit for bit on the native kernels; to rounding on PyTorch's attention, whose masked kernel sums differently),
+    and the decode step after it too."""
+    from transformers import AutoModelForCausalLM
+
+    from runtime.engine.model import LeanDecoderRunner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    runner = LeanDecoderRunner(model, max_slots=4, max_total_tokens=256, use_native=use_native)
+    kv = runner.kv
+    shared = [(5 * i) % 300 + 3 for i in range(3 * BLOCK_SIZE)]
+    prompt = shared + [7, 8, 9, 10, 11]
+    whole = runner.prefill([0], [prompt])
+    kv.commit(0, prompt, len(prompt))
+    cached = kv.match_prefix(1, prompt)
+    assert cached == len(shared) and kv.blocks(1)[:3] == kv.blocks(0)[:3]
+    part = runner.prefill([1], [prompt], [cached])
+    step = runner.decode([42, 42], [len(prompt), len(prompt)], [0, 1])
+    if use_native:
+        assert torch.equal(part, whole) and torch.equal(step[0], step[1])
+    else:
+        torch.testing.assert_close(part, whole, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(step[0], step[1], rtol=1e-4, atol=1e-4)
