@@ -222,8 +222,12 @@ def event_row(ev: dict[str, Any]) -> list[Any]:
             ev.get("reason"), ev.get("message")]
 
 
-def show_endpoint(ep: dict[str, Any], fmt: OutputFormat, *, events: Sequence[dict[str, Any]] | None = None) -> None:
-    """`describe`: the endpoint's fields, its conditions, then (as `kubectl describe`) its recent events."""
+def show_endpoint(ep: dict[str, Any], fmt: OutputFormat, *, events: Sequence[dict[str, Any]] | None = None,
+                  machine: str | None = None) -> None:
+    """`describe`: the endpoint's fields, its conditions, then (as `kubectl describe`) its recent events.
+
+    `machine` names the host when the provider runs everything locally: the spec's vendor and region are then only
+    what was asked for, and saying "aws / us-east-1" alone would claim a cloud that is not there."""
     if fmt.machine:
         emit_data(ep, fmt)
         return
@@ -248,7 +252,8 @@ def show_endpoint(ep: dict[str, Any], fmt: OutputFormat, *, events: Sequence[dic
         ("Health route", ep.get("healthRoute")),
         ("Accelerator", _get(ep, "compute", "accelerator")),
         ("Instance", f"{_get(ep, 'compute', 'instanceType')} {_get(ep, 'compute', 'instanceSize')}"),
-        ("Provider", f"{_get(ep, 'provider', 'vendor')} / {_get(ep, 'provider', 'region')}"),
+        ("Provider", f"{_get(ep, 'provider', 'vendor')} / {_get(ep, 'provider', 'region')}"
+                     + (f" — runs on {machine}" if machine else "")),
         ("Min/max replicas", f"{scaling.get('minReplica')} / {scaling.get('maxReplica')}"),
         ("Autoscale on", ", ".join(f"{k} {v if v is not None else '(default)'}" for k, v in (scaling.get("measure") or {}).items())),
         ("Scale to zero after", f"{scaling['scaleToZeroTimeout']} min" if scaling.get("scaleToZeroTimeout") is not None else "never"),

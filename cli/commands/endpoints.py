@@ -203,10 +203,14 @@ def describe(ctx: typer.Context, name: NameArg, namespace: NamespaceOpt = None, 
     ep = state.client.get_endpoint(ns, name)
     fmt = state.fmt(output)
     events = None
+    machine = None
     if not fmt.machine:
         body = state.client.events(ns, name, limit=DESCRIBE_EVENTS)
         events = (body.get("items") if isinstance(body, dict) else None) or []
-    show_endpoint(ep, fmt, events=events)
+        host = state.client.hardware(ns).get("machine")
+        if isinstance(host, dict):
+            machine = host.get("description") or host.get("name")
+    show_endpoint(ep, fmt, events=events, machine=machine)
 
 
 app.command("describe", rich_help_panel="Endpoints")(describe)

@@ -103,6 +103,15 @@ def test_hardware_and_describe_name_this_machine(hcli: Cli, tmp_path: Path) -> N
     r = hcli("describe", name)
     assert r.code == 0, r
     assert "local / local" in r.stdout and "aws" not in r.stdout and "us-east-1" not in r.stdout, r
+    assert f"local / local — runs on this machine ({socket.gethostname()}:" in r.stdout, r
+
+    # A spec naming a cloud region still runs here, and describe says so beside what was asked for.
+    r = hcli("create", name + "-aws", "-r", str(tmp_path / "model"), "--vendor", "aws", "--region", "us-east-1",
+             "--instance-type", "intel-icl", "--instance-size", "x2")
+    assert r.code == 0, r
+    r = hcli("describe", name + "-aws")
+    assert r.code == 0, r
+    assert f"aws / us-east-1 — runs on this machine ({socket.gethostname()}:" in r.stdout, r
 
     r = hcli("create", name + "-gpu", "-r", str(tmp_path / "model"), "--accelerator", "gpu", "--vendor", "aws",
              "--region", "us-east-1", "--instance-type", "nvidia-a100", "--instance-size", "x2")
