@@ -3,8 +3,8 @@ against the simulated cluster: create → running → update (rolling, new revis
 through the gateway wakes it → pause → resume → delete (zero labelled objects left).
 
 kwok pods serve nothing, so the wake-up asserts the scale-up and the held request's bounded outcome, not an
-answer: the gateway holds the request until a replica is ready, then cannot reach the cluster-internal Service
-from this machine and answers 503 within its hold timeout.
+answer: the gateway holds the request until a replica is ready, then sends it to the pod's simulated IP, which
+serves nothing, and the request comes back, unanswered by a runtime, within its hold timeout.
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def test_full_lifecycle_through_the_api_and_the_worker(k8s_stack, kube_api, kube
                      json={"model": "tgi", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
                      timeout=120)
     held = time.monotonic() - started
-    assert woke.status_code in (502, 503, 504), woke.text  # kwok pods serve nothing; the Service is cluster-internal
+    # kwok pods serve nothing: the gateway now sends the request to the woken pod's own IP (prefix-aware routing),
+    # a simulated address that whatever sits on this machine's network path answers or refuses. The answer is
+    # relayed as it came; what matters here is that the request woke the endpoint and came back within its hold.
+    assert woke.status_code != 200, woke.text
     assert held < 120
     assert apps.read_namespaced_deployment(key, kube_namespace).spec.replicas == 1
     wait_until(lambda: state_is("running"), timeout=120, what="running after the wake-up")
