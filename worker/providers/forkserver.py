@@ -18,6 +18,7 @@ child exits. The child stops by itself when the supervisor (`watch_pid`) dies, l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 
 from worker.providers.procenv import PRIVATE_UMASK
 
@@ -104,6 +106,20 @@ def _child_main(request: dict, inherited_fds: list[int]) -> None:  # pragma: no 
             os._exit(code)
 
 
+@contextlib.contextmanager
+def short_unix_address(path: str) -> Iterator[str]:
+    """An AF_UNIX address holds about 107 bytes, and a data directory deep in a home or a temporary directory is
+    longer: the same socket file is reached through an O_PATH descriptor of its directory under /proc/self/fd."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
+
+
 class Zygote:
     def __init__(self, path: str, owner_pid: int | None) -> None:
         self.path = path
@@ -118,7 +134,8 @@ class Zygote:
         except FileNotFoundError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
+        with short_unix_address(self.path) as address:
+            listener.bind(address)
         os.chmod(self.path, 0o600)
         listener.listen(64)
         self.selector.register(listener, selectors.EVENT_READ, "accept")
@@ -200,7 +217,8 @@ class ForkedChild:
               watch_pid: int, timeout: float = 10.0) -> ForkedChild:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(timeout)
-        conn.connect(socket_path)
+        with short_unix_address(socket_path) as address:
+            conn.connect(address)
         conn.sendall(json.dumps({"module": module, "argv": argv, "env": env, "cwd": os.getcwd(), "log": log_path,
                                  "watch_pid": watch_pid}).encode() + b"\n")
         data = b""
