@@ -15,8 +15,8 @@ from collections.abc import Iterable
 # Longest cause kept in a message; the rest is in the logs.
 MAX_CAUSE = 300
 
-# The runtime's own summary (runtime/app.py); when present it is the best line.
-_SUMMARY = re.compile(r"(model load failed: .+)$")
+# The runtime's own summaries (runtime/app.py, runtime/launch.py); when present they are the best line.
+_SUMMARY = re.compile(r"((?:model load failed|invalid configuration): .+)$")
 # The last line of a Python traceback: `ValueError: ...`, `huggingface_hub.errors.X: ...`, `KeyError`.
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure))(?::\s*(.*))?$")
 # Lines that say a process ended, not why.

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
     except (ValueError, TypeError) as exc:
-        log.error("invalid configuration: %s", exc)
+        log.error("invalid configuration: %s", _one_line(exc))
         return 2
     app = create_app(settings)
     log.info("listening on http://%s:%d (model %s)", settings.hostname, settings.port, settings.model_id)
@@ -66,3 +66,17 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _one_line(exc: ValueError | TypeError) -> str:
+    """A settings error as the one line the provider quotes in the endpoint's status: pydantic's own text is a
+    header, one line per field and a documentation link, and the last of those is what a log tail would show."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return " ".join(str(exc).split())
+    parts = []
+    for error in errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+        shown = f" (got {error['input']!r})" if isinstance(error.get("input"), (str, int, float)) else ""
+        parts.append(f"{where}: {error.get('msg', 'invalid')}{shown}")
+    return "; ".join(parts) or " ".join(str(exc).split())
