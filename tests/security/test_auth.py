@@ -32,6 +32,8 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def _create(server: LiveServer, namespace: str, name: str, kind: str) -> None:
+    made = httpx.post(f"{server.url}/api/namespaces", json={"name": namespace, "kind": "user"}, headers=ADMIN, timeout=30)
+    assert made.status_code in (201, 409), made.text
     r = httpx.post(f"{server.url}/v2/endpoint/{namespace}", json=payload(name, type=kind), headers=ADMIN, timeout=30)
     assert r.status_code == 201, r.text
 
