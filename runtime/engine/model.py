@@ -138,6 +138,9 @@ class _Layer:
     down: Linear
 
 
+PREFILL_CHUNK_ROWS = 512
+"""Prefill rows per native call (a multiple of ROW_MULTIPLE): bounds prefill's activations (see ``prefill``)."""
+
 ROW_MULTIPLE = 4
 """Matrix products run on a multiple of this many rows. Both GEMM libraries pick another kernel (another summation
 order) for a single row; MKL (the fallback) also for 5-7 and 9-11 rows with 2 threads, oneDNN for none other.
@@ -376,10 +379,22 @@ class LeanDecoderRunner:
         tokens = [t for p, c in zip(prompts, cached, strict=True) for t in p[c:]]
         positions = [j for p, c in zip(prompts, cached, strict=True) for j in range(c, len(p))]
         row_slots = [slot for slot, p, c in zip(slots, prompts, cached, strict=True) for _ in range(c, len(p))]
-        h = self._forward_native(self.kernels, tokens, positions, row_slots)
         last = [end - 1 for end in itertools.accumulate(len(p) - c for p, c in zip(prompts, cached, strict=True))]
+        # In chunks of rows: the activations are a few of (rows, hidden or 2 x ffn) floats per layer, tens of MB
+        # per thousand rows, which a batch of long prompts would otherwise add to the weights and the pool at its
+        # peak. A chunk's rows attend to the keys earlier chunks wrote into their blocks, exactly as the uncached
+        # rest of a prompt attends to its cached prefix, and rows are independent of each other (ROW_MULTIPLE), so
+        # the result is the same bits as one call.
+        wanted: list[torch.Tensor] = []
+        for start in range(0, len(tokens), PREFILL_CHUNK_ROWS):
+            end = min(start + PREFILL_CHUNK_ROWS, len(tokens))
+            h = self._forward_native(self.kernels, tokens[start:end], positions[start:end], row_slots[start:end])
+            if keep := [i - start for i in last if start <= i < end]:  # prompts whose last row is in this chunk
+                wanted.append(h[torch.tensor(keep)])
         n = len(prompts)
-        h = h[torch.tensor(last + [last[-1]] * (pad_rows(n) - n))]
+        h = torch.cat(wanted) if len(wanted) > 1 else wanted[0]
+        if pad_rows(n) > n:
+            h = torch.cat([h, h[-1:].expand(pad_rows(n) - n, -1)])
         return self.lm_head(h)[:n].float()
 
     @torch.inference_mode()

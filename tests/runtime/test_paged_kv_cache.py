@@ -253,3 +253,30 @@ def test_a_prompt_prefilled_after_its_cached_prefix_gives_the_logits_of_a_whole_
     else:
         torch.testing.assert_close(part, whole, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(step[0], step[1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_batch_prefilled_in_chunks_of_rows_gives_the_logits_and_keys_of_one_call(tiny_model_dir, monkeypatch):
+    """The native prefill runs long batches in chunks of rows (bounded activations): the same logits and the same
+    keys and values in the blocks, bit for bit, as one call over every row, with prompts ending inside a chunk, on
+    its last row and spanning several."""
+    from transformers import AutoModelForCausalLM
+
+    from runtime.engine import model as model_module
+    from runtime.engine.model import LeanDecoderRunner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    prompts = [[(7 * i + j) % 300 + 3 for i in range(n)] for j, n in enumerate((13, 3, 40, 8, 21))]
+    results = []
+    for chunk in (4096, 8):
+        monkeypatch.setattr(model_module, "PREFILL_CHUNK_ROWS", chunk)
+        runner = LeanDecoderRunner(model, max_slots=8, max_total_tokens=256, use_native=True)
+        if runner.kernels is None:
+            pytest.fail("the native kernels did not build on this machine")
+        logits = runner.prefill(list(range(len(prompts))), prompts)
+        # Each prompt's written positions (the pool is uninitialised past them): (kv heads, positions, head dim).
+        keys = [torch.cat([runner.k_cache[layer][b] for b in runner.kv.blocks(s)], dim=1)[:, :len(prompt)]
+                for s, prompt in enumerate(prompts) for layer in (0, len(runner.layers) - 1)]
+        results.append((logits, keys))
+    (whole, whole_keys), (chunked, chunked_keys) = results
+    assert chunked.shape == (len(prompts), whole.shape[1]) and torch.equal(chunked, whole)
+    assert all(torch.equal(a, b) for a, b in zip(whole_keys, chunked_keys, strict=True))
