@@ -9,9 +9,9 @@ hour), and time to first token is known only to the replicas. The worker already
 Each replica's counters are cumulative since it started; a pass keeps them in its row (`counters`, by replica URL)
 so the next pass, on whichever worker, takes the difference. A counter that went down means the replica restarted:
 its whole count is new. Percentiles come from the difference of the histograms' buckets, interpolated within a
-bucket as Prometheus' `histogram_quantile` does. Both the bundled runtime and vLLM export the `vllm:*` families;
-TGI's `tgi_*` families give requests, tokens and latency (TGI has no time-to-first-token histogram). A replica
-whose image exports neither (a custom container) contributes only to the replica counts.
+bucket as Prometheus' `histogram_quantile` does. Which names each engine exports is `worker.engines.ENGINE_METRICS`
+(the bundled runtime exports vLLM's; TGI and llama.cpp have no time-to-first-token histogram, llama.cpp no request
+count). A replica whose image exports none of them (a custom container) contributes only to the replica counts.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from common.db import session_factory, session_scope
 from common.models import DesiredState, Endpoint, EndpointMetricSample
 from common.queue import SAMPLE_METRICS
 from worker.celery_app import app
+from worker.engines import ENGINE_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ SCRAPERS = 16
 MAX_METRICS_BYTES = 2 * 1024 * 1024
 """A replica's exposition larger than this is not parsed: tenant images choose what they export."""
 
-# Families, first match wins: (cumulative count or sum, histogram) sources per quantity.
-_REQUESTS = (("vllm:e2e_request_latency_seconds", "count"), ("tgi_request_duration", "count"))
-_TOKENS = (("vllm:generation_tokens", "total"), ("tgi_request_generated_tokens", "sum"))
-_TTFT = ("vllm:time_to_first_token_seconds",)
-_LATENCY = ("vllm:e2e_request_latency_seconds", "tgi_request_duration")
-_PENDING = (("vllm:num_requests_waiting", "vllm:num_requests_running"), ("tgi_queue_size", "tgi_batch_current_size"))
+# Families, first match wins: (cumulative count or sum, histogram) sources per quantity, in the engines' order.
+_REQUESTS = tuple(m.requests for m in ENGINE_METRICS if m.requests)
+_TOKENS = tuple(m.tokens for m in ENGINE_METRICS if m.tokens)
+_TTFT = tuple(m.ttft for m in ENGINE_METRICS if m.ttft)
+_LATENCY = tuple(m.latency for m in ENGINE_METRICS if m.latency)
+_PENDING = tuple(m.pending for m in ENGINE_METRICS)
 
 
 @dataclass

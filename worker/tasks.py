@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from common.observed import AutoscaleSample
 from common.queue import AUTOSCALE, QUEUE, RECONCILE, REFRESH_CAPACITY, RESYNC_ALL, SCALE_IDLE_TO_ZERO, enqueue_reconcile
 from worker.celery_app import app
 from worker.lease import endpoint_lease, _redis
+from worker.metrics_sampler import parse_exposition
 from worker.providers import get_provider
 from worker.providers.base import ProviderError, ProviderTemporaryError
 from worker.reconcile import all_endpoint_ids, reconcile_endpoint
@@ -131,24 +131,14 @@ def scale_idle_to_zero() -> list[int]:
     return scaled
 
 
-_METRIC = re.compile(r"^(tgi_queue_size|tgi_batch_current_size|vllm:num_requests_waiting|vllm:num_requests_running)"
-                     r"(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.M)
-
-
 def pending_requests(url: str) -> float | None:
-    """Queued + running requests of one replica, read from its Prometheus metrics (TGI or vLLM names)."""
+    """Queued + running requests of one replica, read from its Prometheus metrics with the names of whichever
+    engine it runs (`worker.engines.ENGINE_METRICS`, the table the charts read too)."""
     try:
         text = httpx.get(url.rstrip("/") + "/metrics", timeout=2.0).text
-    except httpx.HTTPError:
+        return parse_exposition(text).pending
+    except (httpx.HTTPError, ValueError):
         return None
-    values: dict[str, float] = {}
-    for name, value in _METRIC.findall(text):
-        values[name] = values.get(name, 0.0) + float(value)
-    if not values:
-        return None
-    tgi = values.get("tgi_queue_size", 0.0) + values.get("tgi_batch_current_size", 0.0)
-    vllm = values.get("vllm:num_requests_waiting", 0.0) + values.get("vllm:num_requests_running", 0.0)
-    return max(tgi, vllm)
 
 
 def recommend(pending: float, threshold: float, lower: int, upper: int) -> int:

@@ -1,6 +1,7 @@
 """The autoscaler's arithmetic and its stabilisation window (pure functions; the live loop is in tests/e2e)."""
 
-from worker.tasks import _METRIC, recommend, stabilized
+from worker.metrics_sampler import parse_exposition
+from worker.tasks import recommend, stabilized
 
 
 def test_recommendation_is_pending_over_threshold_clamped():
@@ -26,12 +27,11 @@ def test_scale_up_is_immediate_and_scale_down_waits_for_the_window():
     assert all(100.0 - h.at <= 60 for h in history)
 
 
-def test_metrics_parser_reads_tgi_and_vllm_families():
+def test_pending_requests_come_from_the_first_engine_whose_names_a_replica_exports():
     text = "\n".join([
-        "# HELP tgi_queue_size queued", "tgi_queue_size 3.0", "tgi_batch_current_size 5",
-        'vllm:num_requests_waiting{model_name="m"} 1', 'vllm:num_requests_running{model_name="m"} 2',
-        "tgi_queue_size_bucket 99",
+        "# TYPE tgi_queue_size gauge", "tgi_queue_size 3.0", "# TYPE tgi_batch_current_size gauge",
+        "tgi_batch_current_size 5",
     ])
-    found = dict(_METRIC.findall(text))
-    assert found == {"tgi_queue_size": "3.0", "tgi_batch_current_size": "5", "vllm:num_requests_waiting": "1",
-                     "vllm:num_requests_running": "2"}
+    assert parse_exposition(text).pending == 8
+    vllm = "\n".join(['vllm:num_requests_waiting{model_name="m"} 1', 'vllm:num_requests_running{model_name="m"} 2'])
+    assert parse_exposition(vllm + "\n" + text).pending == 3  # the runtime exports vLLM's names: they come first
