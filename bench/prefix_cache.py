@@ -206,7 +206,7 @@ def memory(model_dir: Path, tok, args) -> dict:
         t0 = time.perf_counter()
         failures = 0
         try:
-            run = asyncio.run(_load(url, prompts, clients=clients, max_tokens=new))
+            run = asyncio.run(_load(url, prompts, clients=clients, max_tokens=new, timeout=7200))
         except RuntimeError as exc:  # a request answered with an error
             _log(f"memory: a request failed: {exc}")
             failures += 1

@@ -193,16 +193,17 @@ async def _one(session: aiohttp.ClientSession, url: str, prompt: list[int] | str
     return {"start": start, "arrivals": arrivals, "tokens": tokens, "text": text}
 
 
-def _session(connections: int, *, fresh_connections: bool = False) -> aiohttp.ClientSession:
+def _session(connections: int, *, fresh_connections: bool = False, timeout: float = 600) -> aiohttp.ClientSession:
     # fresh_connections: one connection per request. llama-server closes a connection after a streamed answer
     # without saying so, and a reused one then fails ("Can not write request body").
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, force_close=fresh_connections),
-                                 timeout=aiohttp.ClientTimeout(total=600))
+                                 timeout=aiohttp.ClientTimeout(total=timeout))
 
 
 async def _load(url: str, prompts: list[list[int]] | list[str], *, clients: int, max_tokens: int,
-                extra: dict | None = None, fresh_connections: bool = False) -> dict:
-    async with _session(clients + 4, fresh_connections=fresh_connections) as session:
+                extra: dict | None = None, fresh_connections: bool = False, timeout: float = 600) -> dict:
+    """``timeout``: seconds one request may take, queueing included (a load far above the pool's size queues long)."""
+    async with _session(clients + 4, fresh_connections=fresh_connections, timeout=timeout) as session:
         queue = list(enumerate(prompts))
         results: dict[int, dict] = {}
 
