@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     # Readiness already is the kubelet's probe of the health route; probing again through the gateway needs the
     # gateway to reach Services (it runs in the cluster). Off by default.
     k8s_verify_through_gateway: bool = False
+    # Engine images for variants sent without a `url`, by engine (vllm, sglang, llamacpp, llamacpp-cpu, tgi, tei;
+    # JSON object); unset engines use worker/engines.py's pinned defaults.
+    k8s_engine_images: dict[str, str] = Field(default_factory=dict)
+    # A GGUF repository with the default image runs this llama.cpp server image instead of the bundled runtime
+    # (ENDPOINTCTL_GGUF_IMAGE, e.g. ghcr.io/ggml-org/llama.cpp:server-cuda); unset: the runtime serves GGUF itself.
+    gguf_image: str | None = None
     # Hub access for the download init container (put into the endpoint's Secret, never into the pod spec).
     hub_token: str | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "ENDPOINTCTL_HUB_TOKEN"))
     hub_endpoint: str | None = Field(default=None, validation_alias=AliasChoices("HF_ENDPOINT", "ENDPOINTCTL_HUB_ENDPOINT"))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
 from common.db import session_scope
+from common.engines import engine_info
 from common.envpolicy import refused_env_name
 from common.failure import one_line
 from common.errors import ControlPlaneError
@@ -109,6 +110,8 @@ def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> D
     image = model.get("image") or {"huggingface": {}}
     variant = next(iter(image.values())) if image else {}
     variant = variant or {}
+    # Where the engine listens unless the variant says: vLLM 8000, SGLang 30000, llama.cpp 8080, TGI/TEI 80.
+    default_port = engine_info(next(iter(image))).default_port if image else 80
     env, secrets = _tenant_env(endpoint)
     env = {k: v for k, v in env.items() if refused_env_name(k) is None}
     secrets = {k: v for k, v in secrets.items() if refused_env_name(k) is None}
@@ -120,7 +123,8 @@ def build_deployment(endpoint: Endpoint, settings: Settings, replicas: int) -> D
         model_revision=model.get("revision"), framework=model.get("framework") or "pytorch", task=model.get("task"),
         image=image, command=model.get("command"), args=model.get("args"), env=env,
         secrets=secrets,
-        health_route=health_route(endpoint), port=int(variant.get("port") or 80) if isinstance(variant, dict) else 80,
+        health_route=health_route(endpoint),
+        port=int(variant.get("port") or default_port) if isinstance(variant, dict) else default_port,
         hardware=hardware, endpoint_type=endpoint.type,
         registry_credentials=({str(k): str(v) for k, v in endpoint.image_credentials.items() if v is not None}
                               if endpoint.image_credentials and "custom" in image else None),
@@ -259,6 +263,9 @@ def _write_status(factory: sessionmaker[Session], settings: Settings, provider: 
         # Messages and conditions carry replica output (log tails, exit reasons): no secret value may pass.
         redact = redactor_for(endpoint.secrets, endpoint.image_credentials)
         message = redact(one_line(p.message))  # one line: a provider's log tail belongs in `logs`
+        if p.state == EndpointState.RUNNING.value and not message and deployment is not None:
+            # Which engine serves: a GGUF repository may run llama.cpp, and the variant alone does not say the image.
+            message = redact(one_line(f"engine: {provider.engine(deployment)}"))
         conditions = _conditions(endpoint.conditions, p.conditions, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         conditions = redact.conditions(conditions)
         new_observed = _notices(session, endpoint, deployment,

@@ -123,6 +123,9 @@ class FakeProvider:
     def spec_notices(self, desired) -> list[SpecNotice]:
         return self.notices
 
+    def engine(self, desired) -> str:
+        return "fake engine"
+
 
 @pytest.fixture
 def factory(tmp_path: Path):
@@ -146,6 +149,8 @@ def test_the_reconciler_trusts_a_provider_that_verifies_readiness_itself(factory
     reconcile_endpoint(sessions, provider, settings, 3)
     outcome = reconcile_endpoint(sessions, provider, settings, 3)
     assert outcome.state == "running"  # no gateway runs here: a probe through it would have failed
+    with session_scope(sessions) as session:
+        assert session.get(Endpoint, 3).message == "engine: fake engine"  # which engine serves, in status.message
     assert ("Odd", "runs it oddly") in _events(sessions)
     reconcile_endpoint(sessions, provider, settings, 3)
     assert _events(sessions).count(("Odd", "runs it oddly")) == 1  # once per spec revision

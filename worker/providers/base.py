@@ -162,3 +162,7 @@ class Provider(Protocol):
     def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
         """Where this provider runs `desired` differently from what it asks (an image it cannot run, hardware it
         does not have); empty when it runs it as written."""
+
+    def engine(self, desired: DesiredDeployment) -> str:
+        """Which engine and image run `desired` (`vLLM vllm/vllm-openai:v0.23.0`), for the status message: the
+        variant alone does not say it (a GGUF repository may run llama.cpp, a custom image runs its own)."""

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common.catalog import LOCAL_VENDOR, Machine
+from common.engines import engine_info
 from common.failure import failure_cause
 from common.logreader.local import REPLICAS_DIR, LocalLogReader, tail_lines
 from worker.providers.base import (
@@ -70,6 +71,20 @@ def free_port() -> int:
 
 def looks_like_local_path(repository: str) -> bool:
     return repository.startswith(("/", "./", "../", "~")) or os.path.exists(repository)
+
+
+# Engines that exist only as their own container images. The bundled runtime speaks TGI's variables, so a `tgi` or
+# `custom` variant still runs here as the runtime (with a notice for a custom image); these do not.
+_CONTAINER_ONLY = ("vllm", "sglang", "llamacpp", "tei")
+
+
+def container_engine(desired: DesiredDeployment) -> str | None:
+    """The engine `desired` names that this provider cannot run as a process (vLLM, SGLang, llama.cpp, TEI), or
+    None."""
+    if not desired.image:
+        return None
+    info = engine_info(next(iter(desired.image)))
+    return info.label if info.kind in _CONTAINER_ONLY else None
 
 
 class LocalProvider:
@@ -192,6 +207,10 @@ class LocalProvider:
         return "Terminated"
 
     def apply(self, desired: DesiredDeployment) -> None:
+        needs = container_engine(desired)
+        if needs:
+            raise ProviderPermanentError(f"the local provider runs only the bundled runtime, as processes: {needs} "
+                                         f"needs a container engine (run it on the Kubernetes provider)")
         if looks_like_local_path(desired.repository) and not Path(desired.repository).expanduser().exists():
             raise ProviderPermanentError(f"model repository path {desired.repository} does not exist on this host")
         directory = self._dir(desired.key)
@@ -264,6 +283,9 @@ class LocalProvider:
     def accelerator_usage(self) -> None:
         """This host is not a pool of instance types: the catalog keeps its static figures."""
         return None
+
+    def engine(self, desired: DesiredDeployment) -> str:
+        return "endpointctl runtime (local processes)"
 
     def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
         notices = []

@@ -5,11 +5,11 @@ No I/O, so the manifests are unit-testable and the real API server validates the
 (tests/k8s/test_manifests.py). Every object carries the endpoint's labels; the Service and the Secret are owned
 by the Deployment (set when applying, once its uid is known), so deleting the Deployment removes everything.
 
-The pod: the bundled runtime image (or the custom image `url`) with the endpoint's command/args and env (TGI
-variables, `MODEL_ID=/repository`), an init container that downloads the model snapshot (repository + revision)
-into the model volume mounted at `/repository`, `/dev/shm` as a memory emptyDir, startup and readiness probes on
-the health route sized for slow model loads, `nvidia.com/gpu` limits with the catalog's node selector and GPU
-tolerations, and a non-root, no-privilege-escalation security context.
+The pod: the engine the image variant names, rendered by `worker.engines.engine_run` (image, command line or env
+from that engine's documentation, port, health and metrics routes, `/dev/shm` where it needs one, a startup budget
+sized for its load times), an init container that downloads the model snapshot (repository + revision) into the
+model volume mounted at `/repository`, startup and readiness probes on the health route, `nvidia.com/gpu` limits
+with the catalog's node selector and GPU tolerations, and a non-root, no-privilege-escalation security context.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 
 from common.kube_names import GROUP, LABEL_ENDPOINT, LABEL_MANAGED_BY, MANAGED_BY, RUNTIME_CONTAINER
+from worker.engines import REPOSITORY_PATH, EngineRun, engine_run
 from worker.providers.base import DesiredDeployment, ProviderPermanentError
 
 LABEL_ENDPOINT_ID = f"{GROUP}/endpoint-id"
@@ -27,8 +28,8 @@ ANNOTATION_REVISION = f"{GROUP}/revision"
 ANNOTATION_APPLIED = f"{GROUP}/applied-hash"
 ANNOTATION_NAMESPACE = f"{GROUP}/namespace"
 ANNOTATION_NAME = f"{GROUP}/name"
+ANNOTATION_ENGINE = f"{GROUP}/engine"
 DOWNLOAD_CONTAINER = "model-download"
-REPOSITORY_PATH = "/repository"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 1000
 PROBE_PERIOD = 10
@@ -55,6 +56,8 @@ class RenderOptions:
     resource_request_fraction: float = 0.8
     hub_token: str | None = None
     hub_endpoint: str | None = None
+    engine_images: dict[str, str] = field(default_factory=dict)  # engine kind -> image, for variants without `url`
+    gguf_image: str | None = None  # llama.cpp image that serves GGUF repositories sent with the default image
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,14 @@ def labels_for(desired: DesiredDeployment, opts: RenderOptions) -> dict[str, str
     }
 
 
-def _image(desired: DesiredDeployment, opts: RenderOptions) -> str:
-    if not desired.image:
-        return opts.runtime_image
-    kind, variant = next(iter(desired.image.items()))
-    variant = variant or {}
-    url = variant.get("url") if isinstance(variant, dict) else None
-    if kind == "custom":
-        if not url:
-            raise ProviderPermanentError("a custom image needs a `url`")
-        return str(url)
-    return str(url) if url else opts.runtime_image
+def engine_for(desired: DesiredDeployment, opts: RenderOptions) -> EngineRun:
+    """The engine container `desired` asks for, with this cluster's images and startup budget."""
+    try:
+        return engine_run(desired, runtime_image=opts.runtime_image, engine_images=opts.engine_images,
+                          gguf_image=opts.gguf_image, shm_size=opts.shm_size,
+                          startup_timeout_seconds=opts.startup_timeout_seconds)
+    except ValueError as exc:
+        raise ProviderPermanentError(str(exc)) from exc
 
 
 def _node_placement(desired: DesiredDeployment, opts: RenderOptions) -> tuple[dict[str, str], list[dict]]:
@@ -142,28 +142,13 @@ def _resources(desired: DesiredDeployment, opts: RenderOptions) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def _probe(desired: DesiredDeployment, *, failure_threshold: int) -> dict:
+def _probe(run: EngineRun, *, failure_threshold: int) -> dict:
     return {
-        "httpGet": {"path": desired.health_route, "port": "http"},
+        "httpGet": {"path": run.health_path, "port": "http"},
         "periodSeconds": PROBE_PERIOD,
         "timeoutSeconds": 5,
         "failureThreshold": failure_threshold,
     }
-
-
-def _env(desired: DesiredDeployment, opts: RenderOptions) -> list[dict]:
-    env = {
-        # TGI's variable names, understood by the bundled runtime and TGI-compatible custom images alike.
-        "MODEL_ID": REPOSITORY_PATH,
-        "PORT": str(desired.port),
-        "HOSTNAME": "0.0.0.0",
-        "HF_HUB_OFFLINE": "1",
-        "HOME": "/tmp",
-        **({"NUM_SHARD": str(desired.hardware.num_accelerators)} if desired.hardware.num_accelerators > 1 else {}),
-        **({"TASK": desired.task} if desired.task else {}),
-        **desired.env,
-    }
-    return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def _secret_name(desired: DesiredDeployment) -> str:
@@ -192,6 +177,14 @@ def _download_container(desired: DesiredDeployment, opts: RenderOptions) -> dict
     }
 
 
+def _quantity(size: int) -> str:
+    """Bytes as the largest exact binary quantity (1073741824 -> 1Gi)."""
+    for suffix, unit in (("Ti", 1024 ** 4), ("Gi", 1024 ** 3), ("Mi", 1024 ** 2), ("Ki", 1024)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
 def _container_security() -> dict:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
 
@@ -216,31 +209,38 @@ def render(desired: DesiredDeployment, opts: RenderOptions) -> Manifests:
     # Pods restart when the Secret's content changes (env from a Secret is read at container start only).
     secret_digest = hashlib.sha256(json.dumps(secret_data, sort_keys=True).encode()).hexdigest()[:16]
     node_selector, tolerations = _node_placement(desired, opts)
-    startup_threshold = max(1, opts.startup_timeout_seconds // PROBE_PERIOD)
+    run = engine_for(desired, opts)
+    startup_threshold = max(1, run.startup_seconds // PROBE_PERIOD)
+    ports = [{"name": "http", "containerPort": run.port, "protocol": "TCP"}]
+    if run.metrics_path and run.metrics_port != run.port:
+        ports.append({"name": "metrics", "containerPort": run.metrics_port, "protocol": "TCP"})
     container: dict = {
         "name": RUNTIME_CONTAINER,
-        "image": _image(desired, opts),
+        "image": run.image,
         "imagePullPolicy": opts.image_pull_policy,
-        "ports": [{"name": "http", "containerPort": desired.port, "protocol": "TCP"}],
-        "env": _env(desired, opts),
+        "ports": ports,
+        "env": [{"name": k, "value": v} for k, v in run.env.items()],
         "envFrom": [{"secretRef": {"name": _secret_name(desired)}}],
         "resources": _resources(desired, opts),
-        "startupProbe": _probe(desired, failure_threshold=startup_threshold),
-        "readinessProbe": _probe(desired, failure_threshold=3),
+        "startupProbe": _probe(run, failure_threshold=startup_threshold),
+        "readinessProbe": _probe(run, failure_threshold=3),
         "volumeMounts": [
             {"name": "model", "mountPath": REPOSITORY_PATH, "readOnly": True},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            *([{"name": "dshm", "mountPath": "/dev/shm"}] if run.shm_bytes else []),
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if desired.command:
-        container["command"] = list(desired.command)
-    if desired.args:
-        container["args"] = list(desired.args)
+    if run.command:
+        container["command"] = list(run.command)
+    if run.args:
+        container["args"] = list(run.args)
+    # Which engine runs, and where it exports Prometheus metrics (the conventional scrape annotations).
     pod_annotations = {**opts.extra_annotations, ANNOTATION_REVISION: str(desired.revision),
-                       f"{GROUP}/secret-digest": secret_digest}
+                       f"{GROUP}/secret-digest": secret_digest, ANNOTATION_ENGINE: run.kind,
+                       **({"prometheus.io/scrape": "true", "prometheus.io/path": run.metrics_path,
+                           "prometheus.io/port": str(run.metrics_port)} if run.metrics_path else {})}
     pod_spec: dict = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -250,7 +250,8 @@ def render(desired: DesiredDeployment, opts: RenderOptions) -> Manifests:
         "containers": [container],
         "volumes": [
             _model_volume(opts),
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}},
+            *([{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity(run.shm_bytes)}}]
+              if run.shm_bytes else []),
             {"name": "tmp", "emptyDir": {}},
         ],
         "tolerations": tolerations,

@@ -46,6 +46,7 @@ from worker.providers.kubernetes.manifests import (
     MANAGED_BY,
     Manifests,
     RenderOptions,
+    engine_for,
     owner_reference,
     registry_secret_name,
     render,
@@ -286,6 +287,9 @@ class KubernetesProvider:
         """The cluster runs the image, the hardware and the env as the spec says."""
         return []
 
+    def engine(self, desired: DesiredDeployment) -> str:
+        return engine_for(desired, self.options).describe()
+
     def list_keys(self) -> list[str]:
         self._synced(self.deployments, self.pods, self.secrets, self.services)
         keys: set[str] = set()
@@ -385,4 +389,6 @@ def options_from_settings(settings: Settings) -> RenderOptions:
         resource_request_fraction=settings.k8s_resource_request_fraction,
         hub_token=settings.hub_token,
         hub_endpoint=settings.hub_endpoint,
+        engine_images=dict(settings.k8s_engine_images),
+        gguf_image=settings.gguf_image,
     )
