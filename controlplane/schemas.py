@@ -13,9 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
-# Image variants huggingface_hub forwards as-is; `custom` needs a `url`.
-IMAGE_VARIANTS = ("huggingface", "custom", "tgi", "tgiNeuron", "tei", "vLLM", "sGLang", "llamacpp", "hfServe",
-                  "vLLMNeuron", "huggingfaceNeuron")
 DEFAULT_HEALTH_ROUTE = "/health"
 
 
@@ -30,12 +27,33 @@ class Credentials(_Wire):
 
 
 class ImageVariant(_Wire):
+    """One engine's settings. Unlike the rest of the body, unknown fields are kept so validation can name them:
+    which fields each variant takes is `common.engines.ENGINES`, and a field the variant does not take is a 422."""
+
+    model_config = ConfigDict(extra="allow")
+
     url: str | None = None
     port: int | None = None
     healthRoute: str | None = None
-    tensorParallelSize: int | None = None
-    dataParallelSize: int | None = None
-    credentials: Credentials | None = None
+    credentials: Credentials | None = None  # custom
+    tensorParallelSize: int | None = None  # vLLM, SGLang
+    dataParallelSize: int | None = None  # vLLM
+    maxNumSeqs: int | None = None  # vLLM
+    maxNumBatchedTokens: int | None = None  # vLLM
+    kvCacheDtype: str | None = None  # vLLM
+    maxInputLength: int | None = None  # TGI
+    maxTotalTokens: int | None = None  # TGI
+    maxBatchPrefillTokens: int | None = None  # TGI
+    maxBatchTotalTokens: int | None = None  # TGI
+    quantize: str | None = None  # TGI
+    maxBatchTokens: int | None = None  # TEI
+    maxConcurrentRequests: int | None = None  # TEI
+    pooling: str | None = None  # TEI
+    ctxSize: int | None = None  # llama.cpp: tokens per request
+    nParallel: int | None = None  # llama.cpp: concurrent requests
+    threadsHttp: int | None = None  # llama.cpp
+    embeddings: bool | None = None  # llama.cpp
+    modelPath: str | None = None  # llama.cpp: the GGUF file in the repository
 
 
 class Scaling(_Wire):

@@ -13,7 +13,18 @@ from typing import Any
 from common.catalog import Catalog
 from common.envpolicy import refused_env_name
 from common.errors import InvalidSpec, RefusedSpec
-from controlplane.schemas import DEFAULT_HEALTH_ROUTE, IMAGE_VARIANTS, EndpointCreate
+from common.engines import (
+    COMMON_SETTINGS,
+    GGUF_FILE_ENV,
+    IMAGE_VARIANTS,
+    KV_CACHE_DTYPES,
+    TEI_POOLING,
+    TGI_QUANTIZE,
+    engine_info,
+    gguf_model_path,
+    unknown_settings,
+)
+from controlplane.schemas import DEFAULT_HEALTH_ROUTE, EndpointCreate, ImageVariant
 
 # Matched with fullmatch: `$` would also accept a trailing newline.
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
@@ -155,6 +166,40 @@ def _route_path(value: str | None, param: str) -> str | None:
     return value
 
 
+# Engine settings that become an engine's arguments: (field, lowest, highest) for counts, choices for words.
+_ENGINE_COUNTS = {"tensorParallelSize": 64, "dataParallelSize": 64, "maxNumSeqs": 100_000,
+                  "maxNumBatchedTokens": 10_000_000, "maxInputLength": 10_000_000, "maxTotalTokens": 10_000_000,
+                  "maxBatchPrefillTokens": 10_000_000, "maxBatchTotalTokens": 100_000_000,
+                  "maxBatchTokens": 10_000_000, "maxConcurrentRequests": 100_000, "ctxSize": 10_000_000,
+                  "nParallel": 4096, "threadsHttp": 1024}
+_ENGINE_CHOICES = {"kvCacheDtype": KV_CACHE_DTYPES, "quantize": TGI_QUANTIZE, "pooling": TEI_POOLING}
+
+
+def _check_engine_settings(variant: str, image: ImageVariant, param: str) -> None:
+    """Only the settings the variant's engine documents (`common.engines`), each within what it accepts: the
+    worker turns them into the engine's arguments, and a field the hosted API would silently drop is a 422 here."""
+    given = {name for name in image.model_fields_set if getattr(image, name) is not None}
+    given |= set(image.model_extra or {})
+    unknown = unknown_settings(variant, given)
+    if unknown:
+        allowed = sorted(COMMON_SETTINGS | engine_info(variant).settings)
+        raise RefusedSpec(f"{param}.{unknown[0][:64]} is not a setting of the {variant} image; its settings: "
+                          + ", ".join(allowed), param=f"{param}.{unknown[0][:64]}")
+    for name, highest in _ENGINE_COUNTS.items():
+        value = getattr(image, name)
+        if value is not None and not 1 <= value <= highest:
+            raise InvalidSpec(f"{param}.{name} must be between 1 and {highest} (got {value})", param=f"{param}.{name}")
+    for name, choices in _ENGINE_CHOICES.items():
+        value = getattr(image, name)
+        if value is not None and value not in choices:
+            raise InvalidSpec(f"{param}.{name} must be one of {', '.join(choices)} (got {value[:64]!r})",
+                              param=f"{param}.{name}")
+    if image.modelPath is not None:
+        problem = gguf_model_path(image.modelPath)
+        if problem:
+            raise InvalidSpec(f"{param}.modelPath {problem}", param=f"{param}.modelPath")
+
+
 def validate_create(body: EndpointCreate, catalog: Catalog, limits: SpecLimits = SpecLimits()) -> ValidSpec:
     name = check_name(body.name)
     endpoint_type = "authenticated" if body.type == "protected" else body.type
@@ -214,19 +259,20 @@ def validate_create(body: EndpointCreate, catalog: Catalog, limits: SpecLimits =
     if image.port is not None and not 1 <= image.port <= 65535:
         raise InvalidSpec(f"{param}.port must be between 1 and 65535 (got {image.port})", param=f"{param}.port")
     health_route = _route_path(image.healthRoute, f"{param}.healthRoute") or DEFAULT_HEALTH_ROUTE
-    for size_field in ("tensorParallelSize", "dataParallelSize"):
-        size = getattr(image, size_field)
-        if size is not None and not 1 <= size <= 64:
-            raise InvalidSpec(f"{param}.{size_field} must be between 1 and 64", param=f"{param}.{size_field}")
+    if image.credentials is not None and variant != "custom":
+        raise InvalidSpec("registry credentials are only allowed for a custom image", param=f"{param}.credentials")
+    _check_engine_settings(variant, image, param)
     credentials = None
     image_out = image.model_dump(exclude_none=True, exclude={"credentials"})
     if image.credentials is not None:
-        if variant != "custom":
-            raise InvalidSpec("registry credentials are only allowed for a custom image",
-                              param=f"{param}.credentials")
         _text(image.credentials.username, f"{param}.credentials.username", required=True)
         credentials = {"username": image.credentials.username, "password": image.credentials.password}
         image_out["credentials"] = {"username": image.credentials.username}
+    if (engine_info(variant).kind == "llamacpp" and not image.modelPath
+            and not (model.env or {}).get(GGUF_FILE_ENV)):
+        # llama.cpp loads one named file; the worker cannot list the repository to pick one on a cluster.
+        raise InvalidSpec(f"{param}.modelPath is required: the GGUF file llama.cpp serves (or set model.env."
+                          f"{GGUF_FILE_ENV})", param=f"{param}.modelPath")
     for list_name in ("command", "args"):
         for item in getattr(model, list_name) or []:
             if "\x00" in item:
