@@ -57,9 +57,15 @@ def test_hfapi_full_lifecycle(hf: tuple[HfApi, LiveServer, str]) -> None:
     assert updated.revision == "abc" and updated.raw["compute"]["scaling"]["maxReplica"] == 4
     assert updated.raw["compute"]["scaling"]["measure"] == {"hardwareUsage": 80}
     assert updated.raw["model"]["env"] == {"A": "1"} and updated.raw["tags"] == ["t"]
-    # tensor_parallel_size alone makes the client GET the image and PUT it back whole.
+    # A custom image takes no tensorParallelSize (huggingface_hub warns that the hosted API drops it): a 422 here.
+    with pytest.warns(UserWarning, match="not a known setting"), pytest.raises(HfHubHTTPError) as refused:
+        api.update_inference_endpoint("e1", tensor_parallel_size=2)
+    assert refused.value.response.status_code == 422
+    # On a vLLM image, tensor_parallel_size alone makes the client GET the image and PUT it back whole.
+    api.update_inference_endpoint("e1", custom_image={"vLLM": {"url": "vllm/vllm-openai:v0.23.0", "port": 8000}})
     tp = api.update_inference_endpoint("e1", tensor_parallel_size=2)
-    assert tp.raw["model"]["image"]["custom"]["tensorParallelSize"] == 2
+    assert tp.raw["model"]["image"]["vLLM"] == {"url": "vllm/vllm-openai:v0.23.0", "port": 8000,
+                                                "tensorParallelSize": 2}
 
     paused = api.pause_inference_endpoint("e1")
     assert paused.raw["status"]["desiredState"] == "paused"
@@ -83,8 +89,8 @@ def test_hfapi_full_lifecycle(hf: tuple[HfApi, LiveServer, str]) -> None:
     assert err.value.response.status_code == 409 and "being deleted" in str(err.value)
 
     ids = reconcile_ids(server.redis_url)
-    # create e1, create o1, update x2, pause, resume, scale-to-zero, pause, delete
-    assert len(ids) == 9 and len(set(ids)) == 2
+    # create e1, create o1, update x3 (the refused one enqueues nothing), pause, resume, scale-to-zero, pause, delete
+    assert len(ids) == 10 and len(set(ids)) == 2
     assert "top-secret-x" not in server.log.read_text()
 
 
