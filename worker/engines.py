@@ -73,10 +73,11 @@ class EngineRun:
     metrics_port: int
     shm_bytes: int | None  # None: no /dev/shm mount
     startup_seconds: int
+    gguf: bool = False  # the runtime serving a GGUF repository (it dequantizes at load time)
 
     def describe(self) -> str:
         """For status messages: the engine and the image, never the arguments (they may carry tenant values)."""
-        return f"{self.label} {self.image}"
+        return f"{self.label} {self.image}" + (" (GGUF)" if self.gguf else "")
 
 
 def _variant(desired: DesiredDeployment) -> tuple[str, dict]:
@@ -222,7 +223,8 @@ def engine_run(desired: DesiredDeployment, *, runtime_image: str, engine_images:
     startup = max(MIN_STARTUP_SECONDS, int(startup_timeout_seconds * STARTUP_SHARE[kind]))
     return EngineRun(kind=kind, label=info.label, image=image, port=port, command=command, args=args, env=env,
                      health_path=desired.health_route, metrics_path=metrics_path, metrics_port=metrics_port,
-                     shm_bytes=shm, startup_seconds=startup)
+                     shm_bytes=shm, startup_seconds=startup,
+                     gguf=kind == "runtime" and is_gguf_repository(desired.repository, desired.env))
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------

@@ -182,3 +182,15 @@ def test_each_engine_listens_on_its_documented_port_unless_the_variant_says(tmp_
     assert build_deployment(row, settings, replicas=1).port == port
     spec["model"]["image"] = {variant: {"port": 9001}}
     assert build_deployment(row, settings, replicas=1).port == 9001
+
+
+def test_the_runtime_says_when_it_serves_a_gguf_repository(tmp_path: Path) -> None:
+    assert run(desired(repository=GGUF)).describe() == "endpointctl runtime runtime:test (GGUF)"
+    local = LocalProvider(tmp_path / "data")
+    assert local.engine(desired(repository=GGUF)) == "endpointctl runtime (local processes, GGUF)"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tiny-Q8_0.gguf").write_bytes(b"GGUF")
+    assert local.engine(desired(repository=str(model))) == "endpointctl runtime (local processes, GGUF)"
+    (model / "config.json").write_text("{}")  # a transformers snapshot is served from its weights
+    assert local.engine(desired(repository=str(model))) == "endpointctl runtime (local processes)"

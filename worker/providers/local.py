@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common.catalog import LOCAL_VENDOR, Machine
-from common.engines import engine_info
+from common.engines import engine_info, is_gguf_repository
 from common.failure import failure_cause
 from common.logreader.local import REPLICAS_DIR, LocalLogReader, tail_lines
 from worker.providers.base import (
@@ -76,6 +76,20 @@ def looks_like_local_path(repository: str) -> bool:
 # Engines that exist only as their own container images. The bundled runtime speaks TGI's variables, so a `tgi` or
 # `custom` variant still runs here as the runtime (with a notice for a custom image); these do not.
 _CONTAINER_ONLY = ("vllm", "sglang", "llamacpp", "tei")
+
+
+def _serves_gguf(desired: DesiredDeployment) -> bool:
+    """A GGUF repository, judged as the runtime judges a local directory (`.gguf` files and no `config.json`), or by
+    its name or `GGUF_FILE` for a Hub repository."""
+    if is_gguf_repository(desired.repository, desired.env):
+        return True
+    if not looks_like_local_path(desired.repository):
+        return False
+    path = Path(desired.repository).expanduser()
+    try:
+        return path.is_dir() and not (path / "config.json").exists() and any(path.glob("*.gguf"))
+    except OSError:
+        return False
 
 
 def container_engine(desired: DesiredDeployment) -> str | None:
@@ -285,7 +299,7 @@ class LocalProvider:
         return None
 
     def engine(self, desired: DesiredDeployment) -> str:
-        return "endpointctl runtime (local processes)"
+        return "endpointctl runtime (local processes" + (", GGUF)" if _serves_gguf(desired) else ")")
 
     def spec_notices(self, desired: DesiredDeployment) -> list[SpecNotice]:
         notices = []
