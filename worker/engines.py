@@ -3,8 +3,8 @@ environment its own documentation asks for, the port, the health and metrics rou
 take to start; and the metric names the autoscaler and the charts read from each engine.
 
 The Kubernetes provider renders a container from an `EngineRun` (`providers/kubernetes/manifests.py`); the local
-provider runs only the bundled runtime and uses `engine_run` to say which engine a spec asks for. Nothing here
-does I/O or imports kubernetes, so every variant's rendering is unit-tested as a value.
+provider runs only the bundled runtime and refuses the engines that exist only as images. Nothing here does I/O or
+imports kubernetes, so every variant's rendering is unit-tested as a value.
 
 Per engine (flags from each engine's own reference):
 - bundled runtime and TGI: TGI's variables (`MODEL_ID=/repository`, `PORT`, `HOSTNAME`, `NUM_SHARD`,
