@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Hardware catalog override (a YAML file in the shipped format).
     hardware_catalog: Path | None = None
+    # Model catalog override (common/model_catalog.py; a YAML file in the shipped format of common/data/models.yaml).
+    model_catalog: Path | None = None
     # Provider the worker drives: "local" (processes on this machine) or "kubernetes".
     provider: str = "local"
     # Local provider: the command that runs one replica (default: the bundled runtime, `python -I -u -m runtime`).

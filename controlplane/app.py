@@ -7,15 +7,18 @@ import logging
 
 from fastapi import FastAPI
 
-from common.catalog import catalog_for
+from common.catalog import catalog_for, load_catalog
 from common.config import Settings, get_settings
 from common.db import session_factory
+from common.model_catalog import load_model_catalog
 from controlplane.api import errors
-from controlplane.api.routes import auth, endpoints, health, metrics_history, providers, session
+from controlplane.api.routes import auth, catalog, endpoints, health, metrics_history, providers, session
 from controlplane import dashboard
 from controlplane.gateway import GatewayMiddleware
 from controlplane.metrics import Metrics, MetricsMiddleware
+from controlplane.services.catalog import check_recipes
 from controlplane.services.enqueue import Enqueue, make_enqueuer
+from controlplane.services.validation import SpecLimits
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,14 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
     app.state.catalog = catalog_for(settings)
+    # Recipes are checked against the plain hardware catalog: a GPU recipe is valid on a machine without a GPU.
+    hardware = load_catalog(settings.hardware_catalog)
+    app.state.model_catalog = load_model_catalog(settings.model_catalog, hardware)
+    check_recipes(app.state.model_catalog, hardware, SpecLimits.from_settings(settings))
     app.state.enqueue = enqueue or make_enqueuer(settings)
     app.state.metrics = Metrics(app.state.sessions)
     errors.install(app)
-    for module in (endpoints, metrics_history, providers, auth, session, health):
+    for module in (endpoints, metrics_history, providers, catalog, auth, session, health):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.mount("/ui/static", dashboard.static_app(), name="dashboard-static")

@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.catalog import Catalog
 from common.config import Settings
+from common.model_catalog import ModelCatalog
 from common.errors import Forbidden, NotAuthenticated
 from controlplane.auth import (CSRF_HEADER, SESSION_COOKIE, CsrfRejected, Principal, authenticate_request,
                                authenticate_token, is_metrics_token, token_from_session)
+from controlplane.services.catalog import CatalogService
 from controlplane.services.endpoints import EndpointService
 from controlplane.services.enqueue import Enqueue
 from controlplane.services.quota import Quota
@@ -36,6 +38,7 @@ class Context:
     def __init__(self, state: Any, principal: Principal) -> None:
         self.settings: Settings = state.settings
         self.catalog: Catalog = state.catalog
+        self.model_catalog: ModelCatalog = state.model_catalog
         self.enqueue: Enqueue = state.enqueue
         self.principal = principal
         self._sessions: sessionmaker[Session] = state.sessions
@@ -50,6 +53,9 @@ class Context:
     def endpoints(self) -> EndpointService:
         return EndpointService(self.session, self.principal, self.catalog, self.enqueue,
                                SpecLimits.from_settings(self.settings), Quota.from_settings(self.settings))
+
+    def catalog_service(self) -> CatalogService:
+        return CatalogService(self.settings, self.model_catalog, self.catalog, self.endpoints)
 
     def close(self) -> None:
         if self._session is not None:

@@ -33,6 +33,13 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v2/endpoint/{namespace}/{name}/logs"): (401, 401, HIDDEN, 503, 503),
     ("get", "/v2/endpoint/{namespace}/{name}/metrics"): (401, 401, HIDDEN, 200, 200),
     ("get", "/v2/provider/{namespace}"): (401, 401, HIDDEN, 200, 200),
+    # The model catalog: any token lists it; a deploy creates an endpoint in the body's namespace (alice's).
+    ("get", "/api/v1/catalog/list"): (401, 401, 200, 200, 200),
+    ("post", "/api/v1/catalog/model/{repo_id}/deploy"): (401, 401, HIDDEN, 201, 201),
+    ("post", "/api/v1/catalog/recipe/{recipe_id}/deploy"): (401, 401, HIDDEN, 201, 201),
+    # Any token may ask; the cell names a local directory, which only the local provider reads (the test app has
+    # none), so an authenticated caller gets the 400 that says so.
+    ("get", "/api/v1/catalog/recommend"): (401, 401, 400, 400, 400),
     ("get", "/api/whoami-v2"): (401, 401, 200, 200, 200),
     ("get", "/api/tokens"): (401, 401, 200, 200, 200),
     # bob may mint tokens for himself only; the body asks for one in alice's namespace.
@@ -92,9 +99,14 @@ def _request(world: _World, method: str, template: str, principal: str):
         path = path.replace("{name}", world.fresh_endpoint())
     if "{token_id}" in path:
         path = path.replace("{token_id}", str(world.fresh_token_id()))
+    path = path.replace("{repo_id}", "Qwen/Qwen2.5-7B-Instruct").replace("{recipe_id}", "qwen2-5-7b-instruct-vllm-l40s")
+    if template == "/api/v1/catalog/recommend":
+        path += "?repository=/models/smollm2"
     body = None
     if (method, template) == ("post", "/v2/endpoint/{namespace}"):
         body = payload(f"new{next(world.counter)}")
+    elif template.startswith("/api/v1/catalog/") and method == "post":
+        body = {"namespace": "alice"}  # the name is generated, so every cell creates a new endpoint
     elif method == "put":
         body = {"tags": ["x"]}
     elif (method, template) == ("post", "/api/namespaces"):
@@ -136,4 +148,4 @@ def test_hidden_looks_like_missing(api: Api) -> None:
 
 @pytest.mark.parametrize("cells", [len(MATRIX) * len(PRINCIPALS)])
 def test_matrix_size(cells: int) -> None:
-    assert cells == 120
+    assert cells == 140
