@@ -47,12 +47,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from common.errors import CatalogError
     from controlplane.app import create_app
 
+    try:
+        app = create_app(settings)
+    except CatalogError as exc:  # an operator's hardware or model catalog file: one line, not a traceback
+        log.error("%s", exc.message)
+        return 1
     # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default, and `private` endpoints decide by the client
     # address: only proxies named in ENDPOINTCTL_FORWARDED_ALLOW_IPS may say who the client is.
     trusted = settings.trusted_proxies
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=False, timeout_graceful_shutdown=5, proxy_headers=bool(trusted),
                 forwarded_allow_ips=trusted)
     return 0
