@@ -256,4 +256,9 @@ ENGINE_METRICS: tuple[EngineMetrics, ...] = (
                   ttft="sglang:time_to_first_token_seconds", latency="sglang:e2e_request_latency_seconds"),
     EngineMetrics("llama.cpp", pending=("llamacpp:requests_deferred", "llamacpp:requests_processing"),
                   requests=None, tokens=("llamacpp:tokens_predicted", "total"), ttft=None, latency=None),
+    # TEI answers /metrics on its serving port too (router/src/http/server.rs), so the scrapers need no second
+    # port. `te_queue_size` is its only gauge: requests already in a batch are not counted. No token count (it
+    # generates none) and no latency histogram until a captured sample holds `te_request_duration`.
+    EngineMetrics("TEI", pending=("te_queue_size",), requests=("te_request_success", "total"), tokens=None,
+                  ttft=None, latency=None),
 )

@@ -14,10 +14,13 @@ from worker.engines import ENGINE_METRICS
 from worker.metrics_sampler import parse_exposition
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "engine_metrics"
-SAMPLES = {"vLLM": "vllm.txt", "TGI": "tgi.txt", "SGLang": "sglang.txt", "llama.cpp": "llamacpp.txt"}
-# (queued + running, cumulative requests, cumulative generated tokens) each sample holds.
-EXPECTED = {"vLLM": (3 + 4, 40.0, 5120.0), "TGI": (2 + 6, 25.0, 2210.0), "SGLang": (7 + 5, 50.0, 6400.0),
-            "llama.cpp": (1 + 2, None, 1280.0)}
+SAMPLES = {"vLLM": "vllm.txt", "TGI": "tgi.txt", "SGLang": "sglang.txt", "llama.cpp": "llamacpp.txt",
+           "TEI": "tei.txt"}
+# (queued + running, cumulative requests, cumulative generated tokens) each sample holds. SGLang's and TEI's are
+# captures published by others (README); vLLM's, TGI's and llama.cpp's are still written by hand.
+EXPECTED = {"vLLM": (3 + 4, 40.0, 5120.0), "TGI": (2 + 6, 25.0, 2210.0),
+            "SGLang": (2826 + 162, 11228.0, 7557572.0), "llama.cpp": (1 + 2, None, 1280.0),
+            "TEI": (0.0, 2.0, None)}  # TEI: te_queue_size only; te_request_success{method="batch"}; no tokens
 
 
 def _families(name: str) -> dict[str, str]:
@@ -40,6 +43,19 @@ def test_each_engine_sample_gives_pending_requests_and_counters(engine: str) -> 
     reading = parse_exposition((DATA / SAMPLES[engine]).read_text())
     pending, requests, tokens = EXPECTED[engine]
     assert (reading.pending, reading.requests, reading.tokens) == (pending, requests, tokens)
+
+
+def test_every_engine_in_the_table_has_a_sample() -> None:
+    assert {m.engine for m in ENGINE_METRICS} == set(SAMPLES)
+
+
+def test_charts_read_the_histograms_of_the_captured_sglang_sample() -> None:
+    reading = parse_exposition((DATA / "sglang.txt").read_text())
+    assert reading.ttft["+Inf"] == 11008.0 and reading.ttft["1.0"] == 27.0
+    assert reading.latency["+Inf"] == 11228.0 and reading.latency["60.0"] == 1513.0
+    # Over half the requests took longer than the last finite bound: the median is that bound, as in Prometheus.
+    assert metrics_sampler.histogram_quantile(0.5, reading.latency) == 60.0
+    assert metrics_sampler.histogram_quantile(0.5, reading.ttft) == 30.0
 
 
 def test_the_sampler_and_the_autoscaler_read_the_same_table() -> None:
