@@ -14,7 +14,7 @@ import sys
 import typer
 
 from cli.app import app
-from cli.commands import chat, completion, config, dev, endpoints, hardware, logs, namespaces, tokens  # noqa: F401  (registers the verbs)
+from cli.commands import catalog, chat, completion, config, dev, endpoints, hardware, logs, namespaces, tokens  # noqa: F401  (registers the verbs)
 from cli.errors import CliError, with_hint
 from cli.output import err
 from controlplane.client import ControlPlaneError, InvalidName

@@ -268,6 +268,37 @@ class ControlPlaneClient:
     def hardware(self, namespace: str) -> dict[str, Any]:
         return self._json("GET", f"/v2/provider/{_segment(namespace)}")
 
+    # -- model catalog --------------------------------------------------------------------------------------
+
+    def catalog(self, **filters: Any) -> list[dict[str, Any]]:
+        """`GET /api/v1/catalog/list` with huggingface_hub's filters (accelerator, engine, license, task, search,
+        limit): the models, each with its recipes."""
+        body = self._json("GET", "/api/v1/catalog/list", params=_clean(filters))
+        return list(body.get("items", [])) if isinstance(body, dict) else []
+
+    def deploy_from_catalog(self, namespace: str, *, repo_id: str | None = None, recipe_id: str | None = None,
+                            name: str | None = None, accelerator: str | None = None,
+                            gguf_file: str | None = None) -> dict[str, Any]:
+        """The body `create_inference_endpoint_from_catalog` sends; answers the created endpoint."""
+        if (repo_id is None) == (recipe_id is None):
+            raise ValueError("give exactly one of repo_id or recipe_id")
+        payload: dict[str, Any] = {"namespace": namespace}
+        if name is not None:
+            payload["config"] = {"name": name}
+        if recipe_id is not None:
+            path = f"/api/v1/catalog/recipe/{_segment(recipe_id)}/deploy"
+        else:
+            assert repo_id is not None
+            path = f"/api/v1/catalog/model/{'/'.join(_segment(part) for part in repo_id.split('/'))}/deploy"
+            payload.update(_clean({"accelerator": accelerator, "ggufFile": gguf_file}))
+        body = self._json("POST", path, json=payload)
+        return body.get("endpoint", body) if isinstance(body, dict) else body
+
+    def recommend(self, repository: str, **params: Any) -> dict[str, Any]:
+        """`GET /api/v1/catalog/recommend`: the smallest instance for the repository (context, concurrency, dtype,
+        accelerator, vendor, region, revision), with the arithmetic."""
+        return self._json("GET", "/api/v1/catalog/recommend", params=_clean({"repository": repository, **params}))
+
     # -- tokens ---------------------------------------------------------------------------------------------
 
     def create_token(self, payload: dict[str, Any]) -> dict[str, Any]:
