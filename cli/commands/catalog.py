@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.app import app
+from cli.errors import CliError
 from cli.commands.endpoints import IntervalOpt, TimeoutOpt, WaitOpt, _after_change
 from cli.output import Column, emit_data, message, out, show_items
 from cli.spec import Accelerator
@@ -126,3 +127,26 @@ def recommend(
         message(f"create it with: endpointctl create NAME --repository {repository} --vendor {inst.get('vendor')} "
                 f"--region {inst.get('region')} --instance-type {inst.get('instanceType')} "
                 f"--instance-size {inst.get('instanceSize')}")
+
+
+def apply_recommendation(client: Any, opts: Any, *, context: int | None, concurrency: int) -> None:
+    """`create --recommend`: the recommended instance fills the hardware options not given (an accelerator,
+    vendor or region that was given narrows the choice); the arithmetic goes to stderr."""
+    if opts.instance_type is not None or opts.instance_size is not None:
+        raise CliError("--recommend picks the instance: give --accelerator, --vendor or --region to narrow it, not "
+                       "--instance-type or --instance-size", exit_code=2)
+    repository = str(opts.repository)
+    local = Path(repository).expanduser()
+    answer = client.recommend(str(local.resolve()) if local.is_dir() else repository, context=context,
+                              concurrency=concurrency, accelerator=opts.accelerator, vendor=opts.vendor,
+                              region=opts.region, revision=opts.revision)
+    for line in answer.get("arithmetic") or []:
+        message(line)
+    inst = answer.get("instance")
+    if not inst:
+        raise CliError("--recommend: no instance of the hardware catalog holds this model (the last line above "
+                       "says how much it needs)")
+    for field, key in (("accelerator", "accelerator"), ("vendor", "vendor"), ("region", "region"),
+                       ("instance_type", "instanceType"), ("instance_size", "instanceSize")):
+        if getattr(opts, field) is None:
+            setattr(opts, field, inst.get(key))

@@ -154,15 +154,27 @@ def create(
     interval: IntervalOpt = 1.0,
     namespace: NamespaceOpt = None,
     output: OutputOpt = None,
+    recommend: Annotated[bool, typer.Option("--recommend", help="Size the hardware not given from the model's "
+                                                                "config.json (weights + KV cache; `endpointctl "
+                                                                "recommend` shows the same arithmetic).")] = False,
+    context: Annotated[int | None, typer.Option("--context", min=1, help="With --recommend: tokens per sequence "
+                                                                          "(default: the model's).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=4096,
+                                             help="With --recommend: sequences served at once.")] = 1,
     **spec: Any,
 ) -> None:
-    """Create an endpoint (hardware not given is picked from the catalog: local vendor and CPU first)."""
+    """Create an endpoint (hardware not given is picked from the catalog: local vendor and CPU first, or with
+    --recommend the smallest instance that holds the model)."""
     if not spec["repository"]:
         raise CliError("--repository is required: a hub repo id or a local path", exit_code=2)
     opts = _options(**spec)
     opts.check()
     state = get_state(ctx)
     ns = state.resolve_namespace(namespace)
+    if recommend:
+        from cli.commands.catalog import apply_recommendation
+
+        apply_recommendation(state.client, opts, context=context, concurrency=concurrency)
     catalog = state.client.hardware(ns) if needs_catalog(opts) else None
     body = create_body(name, opts, catalog=catalog)
     ep = state.client.create_endpoint(ns, body)

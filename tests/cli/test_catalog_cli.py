@@ -84,3 +84,20 @@ def test_recommend_prints_the_arithmetic_and_the_create_line(cli: Cli, tmp_path:
 def test_help_imports_nothing_heavy() -> None:
     for args in (("catalog", "--help"), ("catalog", "deploy", "--help"), ("recommend", "--help")):
         assert loaded(modules_after(*args), HEAVY) == [], args
+
+
+def test_create_recommend_fills_the_hardware(cli: Cli, tmp_path: Path) -> None:
+    model = tmp_path / "home" / "smol"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+    r = cli("create", "rec-smol", "--repository", str(model), "--recommend", "--context", "1024", "-o", "json")
+    assert r.code == 0, r
+    ep = json.loads(r.stdout)
+    assert ep["compute"]["id"] == "local-local-cpu-x1" and ep["provider"] == {"vendor": "local", "region": "local"}
+    assert "smallest instance: local/local cpu x1" in r.stderr
+    wide = json.loads(cli("create", "rec-smol-long", "--repository", str(model), "--recommend", "--concurrency",
+                          "8", "-o", "json").stdout)
+    assert wide["compute"]["id"] == "local-local-cpu-x4"  # 0.50 + 8 × 0.35 GiB, + 10% + 1 GiB ≈ 4.6 GiB: over x2's 3.6
+    msg = one_line_error(cli("create", "rec-x", "--repository", str(model), "--recommend", "--instance-size", "x1"),
+                         code=2)
+    assert "--recommend picks the instance" in msg
