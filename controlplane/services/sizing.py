@@ -5,7 +5,10 @@ shows can be checked by hand and by a test:
 
     parameters   embeddings (vocab × hidden) + an untied LM head + layers × (attention + MLP + norms)
                  attention = hidden × (heads + 2 × kv_heads) × head_dim + heads × head_dim × hidden
-                 MLP       = (3 if gated else 2) × hidden × intermediate  (× experts for a mixture of experts)
+                             (+ (heads + 2 × kv_heads) × head_dim with Q/K/V biases: Qwen2, attention_bias)
+                 MLP       = (3 if gated else 2) × hidden × intermediate
+                             (× experts, + hidden × experts for the router, for a mixture of experts)
+                 Biases elsewhere and learned position embeddings (GPT-2, BERT) are left out: under 1%.
     weights      parameters × bytes per parameter (the config's dtype, or a quantization's bits / 8)
     KV per token 2 (K and V) × layers × kv_heads × head_dim × bytes per element
     KV           KV per token × context × concurrency
@@ -83,6 +86,7 @@ class ModelShape:
     vocab: int
     experts: int
     gated: bool
+    qkv_bias: bool
     lm_head: bool  # an untied output projection of its own
     dtype: str
     dtype_bytes: float
@@ -118,6 +122,7 @@ class ModelShape:
                    head_dim=head_dim, intermediate=intermediate, vocab=vocab, experts=experts,
                    gated=model_type in GATED_MLP or (config.get("hidden_act") in ("silu", "swiglu")
                                                      and "intermediate_size" in config),
+                   qkv_bias=bool(config.get("attention_bias")) or model_type == "qwen2",
                    lm_head=generates and not tied, dtype=name, dtype_bytes=size,
                    max_context=max_context if isinstance(max_context, int) and 0 < max_context <= MAX_FIELD
                    else None)
@@ -125,7 +130,11 @@ class ModelShape:
     @property
     def parameters(self) -> int:
         attention = self.hidden * (self.heads + 2 * self.kv_heads) * self.head_dim + self.heads * self.head_dim * self.hidden
+        if self.qkv_bias:
+            attention += (self.heads + 2 * self.kv_heads) * self.head_dim
         mlp = (3 if self.gated else 2) * self.hidden * self.intermediate * self.experts
+        if self.experts > 1:
+            mlp += self.hidden * self.experts
         per_layer = attention + mlp + 2 * self.hidden
         embeddings = self.vocab * self.hidden
         return embeddings + (embeddings if self.lm_head else 0) + self.layers * per_layer + self.hidden
