@@ -32,6 +32,9 @@ from controlplane.services.validation import MAX_NAME, SpecLimits, validate_crea
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few KiB; anything this large is not one
 REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+# Seconds per Hub request (an API call waits on it). huggingface_hub retries an unreachable Hub with backoff (~20 s in
+# all) before it gives up; the answer is then a 503 that says so.
+HUB_TIMEOUT = 5.0
 HUB_CACHE_DIR = "hub-configs"  # under the data directory: config.json files fetched for recommendations
 
 
@@ -234,17 +237,18 @@ class CatalogService:
         try:
             path = hf_hub_download(repository, "config.json", revision=revision,
                                    cache_dir=self.settings.data_dir / HUB_CACHE_DIR,
-                                   token=self.settings.hub_token or False, endpoint=self.settings.hub_endpoint)
+                                   token=self.settings.hub_token or False, endpoint=self.settings.hub_endpoint,
+                                   etag_timeout=HUB_TIMEOUT)
             raw = Path(path).read_bytes()[:MAX_CONFIG_BYTES + 1]
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: the Hub was not reached at all
+            raise ServiceUnavailable("the Hub is not reachable from the control plane (HF_ENDPOINT) and "
+                                     f"{repository}'s config.json is not cached") from None
         except GatedRepoError:
             raise Forbidden(f"{repository} is gated and the control plane's hub token (HF_TOKEN) has no access "
                             "to it") from None
         except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
             raise NotFound(f"no config.json in {repository}"
                            f"{' at ' + revision if revision else ''} on the Hub") from None
-        except LocalEntryNotFoundError:
-            raise ServiceUnavailable("the Hub is not reachable from the control plane (HF_ENDPOINT) and "
-                                     f"{repository}'s config.json is not cached") from None
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "no response"
             raise ServiceUnavailable(f"the Hub answered {status} for {repository}'s config.json") from None

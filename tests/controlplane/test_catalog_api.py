@@ -250,3 +250,15 @@ def test_recommend_reads_the_hub_through_the_operators_endpoint_and_token(settin
                                                                 "context": 131072, "concurrency": 64,
                                                                 "dtype": "float16"}, headers=ADMIN).json()
             assert fp8["instance"] is None and "no instance holds" in fp8["arithmetic"][-1]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # huggingface_hub retries ~20 s: one database
+def test_recommend_says_when_the_hub_cannot_be_reached(settings: Settings) -> None:
+    from tests.fixtures.processes import free_port
+
+    closed = settings.model_copy(update={"hub_endpoint": f"http://127.0.0.1:{free_port()}"})
+    for http in _app(closed):
+        r = http.get("/api/v1/catalog/recommend", params={"repository": "meta-llama/Llama-3.1-8B-Instruct"},
+                     headers=ADMIN)
+        assert r.status_code == 503, r.text
+        assert "the Hub is not reachable from the control plane" in r.json()["error"]
