@@ -32,10 +32,7 @@ from controlplane.services.validation import MAX_NAME, SpecLimits, validate_crea
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few KiB; anything this large is not one
 REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
-# Seconds per Hub request (an API call waits on it). huggingface_hub retries an unreachable Hub with backoff (~20 s in
-# all) before it gives up; the answer is then a 503 that says so.
-HUB_TIMEOUT = 5.0
-HUB_CACHE_DIR = "hub-configs"  # under the data directory: config.json files fetched for recommendations
+HUB_TIMEOUT = 5.0  # seconds for the Hub's answer: an API request waits on it
 
 
 def recipe_body(model: CatalogModel, recipe: Recipe, name: str) -> EndpointCreate:
@@ -224,37 +221,44 @@ class CatalogService:
         return _parse_config(raw)
 
     def _read_hub(self, repository: str, revision: str | None) -> Any:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
-                                            LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
-        from huggingface_hub.utils import validate_repo_id
+        """One GET of the file's resolve URL, built by huggingface_hub (`hf_hub_url`, `build_hf_headers`: the
+        operator's endpoint and token), sent with httpx under one short timeout. Not `hf_hub_download`: it retries
+        an unreachable Hub with backoff for ~20 s, and an API request (one of a thread pool's threads) would wait on
+        every retry; a config.json is small enough not to need its cache either."""
+        import httpx
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import build_hf_headers, validate_repo_id
 
         try:
             validate_repo_id(repository)
         except HFValidationError:
             raise InvalidSpec("repository must be a Hub repository id (owner/name) or, on the local provider, an "
                               "absolute directory", param="repository") from None
+        url = hf_hub_url(repository, "config.json", revision=revision, endpoint=self.settings.hub_endpoint)
+        headers = build_hf_headers(token=self.settings.hub_token or False)
+        where = f"{repository}{' at ' + revision if revision else ''}"
         try:
-            path = hf_hub_download(repository, "config.json", revision=revision,
-                                   cache_dir=self.settings.data_dir / HUB_CACHE_DIR,
-                                   token=self.settings.hub_token or False, endpoint=self.settings.hub_endpoint,
-                                   etag_timeout=HUB_TIMEOUT)
-            raw = Path(path).read_bytes()[:MAX_CONFIG_BYTES + 1]
-        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: the Hub was not reached at all
-            raise ServiceUnavailable("the Hub is not reachable from the control plane (HF_ENDPOINT) and "
-                                     f"{repository}'s config.json is not cached") from None
-        except GatedRepoError:
+            with httpx.Client(timeout=HUB_TIMEOUT, follow_redirects=True) as client, \
+                    client.stream("GET", url, headers=headers) as response:
+                if response.status_code < 400:
+                    raw = b""
+                    for chunk in response.iter_bytes():
+                        raw += chunk
+                        if len(raw) > MAX_CONFIG_BYTES:
+                            break
+                    return _parse_config(raw)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"the Hub is not reachable from the control plane (HF_ENDPOINT): "
+                                     f"{type(exc).__name__} fetching {repository}'s config.json") from None
+        code = response.headers.get("x-error-code", "")
+        if code == "GatedRepo":
             raise Forbidden(f"{repository} is gated and the control plane's hub token (HF_TOKEN) has no access "
-                            "to it") from None
-        except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
-            raise NotFound(f"no config.json in {repository}"
-                           f"{' at ' + revision if revision else ''} on the Hub") from None
-        except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else "no response"
-            raise ServiceUnavailable(f"the Hub answered {status} for {repository}'s config.json") from None
-        except OSError as exc:
-            raise ServiceUnavailable(f"cannot store {repository}'s config.json: {exc.strerror}") from None
-        return _parse_config(raw)
+                            "to it")
+        if response.status_code in (401, 404) or code in ("RepoNotFound", "RevisionNotFound", "EntryNotFound"):
+            # The Hub answers 401 for a repository that does not exist or that the token cannot see.
+            raise NotFound(f"no config.json in {where} on the Hub")
+        raise ServiceUnavailable(f"the Hub answered {response.status_code} for {repository}'s config.json")
 
 
 def _parse_config(raw: bytes) -> Any:

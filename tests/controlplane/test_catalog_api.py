@@ -252,7 +252,6 @@ def test_recommend_reads_the_hub_through_the_operators_endpoint_and_token(settin
             assert fp8["instance"] is None and "no instance holds" in fp8["arithmetic"][-1]
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # huggingface_hub retries ~20 s: one database
 def test_recommend_says_when_the_hub_cannot_be_reached(settings: Settings) -> None:
     from tests.fixtures.processes import free_port
 
