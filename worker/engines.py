@@ -20,7 +20,8 @@ Per engine (flags from each engine's own reference):
   `--threads-http`, `--embeddings`). The file is the variant's `modelPath`, else `GGUF_FILE`; the API requires one,
   because on a cluster the worker cannot list the repository to choose.
 - TEI: `text-embeddings-router --model-id /repository` (+ `--max-batch-tokens`, `--max-concurrent-requests`,
-  `--pooling`); its Prometheus endpoint listens on its own port, 9000.
+  `--pooling`); its router serves `/metrics` on the serving port too (router/src/http/server.rs), which is
+  the one read: its separate Prometheus listener (`--prometheus-port`, 9000) is not started by every release.
 
 Tensor parallelism defaults to the instance's accelerators, as on Inference Endpoints. vLLM and SGLang share tensors
 between GPU workers through `/dev/shm` (NCCL, their multiprocessing): they get 1 GiB per GPU, at least the operator's
@@ -54,7 +55,6 @@ DEFAULT_IMAGES: dict[str, str] = {
 # and capture CUDA graphs after loading; the runtime and TGI warm up; llama.cpp maps one file; TEI loads small models.
 STARTUP_SHARE = {"runtime": 1.0, "custom": 1.0, "tgi": 1.0, "vllm": 1.0, "sglang": 1.0, "llamacpp": 0.5, "tei": 0.25}
 MIN_STARTUP_SECONDS = 300
-TEI_METRICS_PORT = 9000
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,6 @@ def engine_run(desired: DesiredDeployment, *, runtime_image: str, engine_images:
                 args += [flag, str(settings[field])]
         env = dict(base_env)
         shm = None
-        metrics_port = TEI_METRICS_PORT
 
     env.update(desired.env)  # the endpoint's own variables last: engines read their tuning knobs from the env
     if desired.command:

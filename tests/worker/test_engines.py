@@ -99,14 +99,14 @@ def test_llamacpp_serves_the_named_gguf_file_with_metrics() -> None:
         render(dataclasses.replace(d, image={"llamacpp": {}}), OPTS)
 
 
-def test_tei_listens_on_the_port_and_exports_metrics_on_its_own() -> None:
+def test_tei_listens_on_the_port_and_its_metrics_are_read_there() -> None:
     d = desired(image={"tei": {"pooling": "mean", "maxBatchTokens": 16384}}, hardware=CPU, port=80)
     r = run(d)
     assert r.image == "ghcr.io/huggingface/text-embeddings-inference:cpu-1.8"
     assert flag(r.args, "--model-id") == "/repository" and flag(r.args, "--pooling") == "mean"
-    assert r.metrics_port == 9000 and r.shm_bytes is None and r.startup_seconds == 450
+    assert r.metrics_port == 80 and r.metrics_path == "/metrics" and r.shm_bytes is None and r.startup_seconds == 450
     c, pod = container(d)
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 80, "metrics": 9000}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 80}
     assert "dshm" not in {v["name"] for v in pod["volumes"]}
 
 
