@@ -141,11 +141,14 @@ class CatalogService:
             raise InvalidSpec(f"context {context} is longer than the model's {shape.max_context} tokens "
                               f"(max_position_embeddings)", param="context")
         memory = sizing.need(shape, context=context, concurrency=concurrency)
-        candidates = self._candidates(accelerator=accelerator, vendor=vendor, region=region)
+        candidates, refused = self._candidates(accelerator=accelerator, vendor=vendor, region=region)
         chosen = sizing.smallest(candidates, memory.total)
         largest = max(candidates, key=lambda c: sizing.capacity_bytes(c.instance) or 0.0, default=None)
         lines = sizing.arithmetic(shape, memory, context=context, concurrency=concurrency, chosen=chosen,
                                   largest=largest)
+        if chosen is None and refused:
+            # Say why the bigger instances were not candidates (a GPU the local machine lacks, say).
+            lines.append(f"left out, as a create here would refuse them: {len(refused)} instances, e.g. {refused[0]}")
         answer: dict[str, Any] = {
             "repository": repository, "revision": revision, "context": context, "concurrency": concurrency,
             "model": {"modelType": shape.model_type, "parameters": shape.parameters, "dtype": shape.dtype,
@@ -166,11 +169,13 @@ class CatalogService:
         return answer
 
     def _candidates(self, *, accelerator: str | None, vendor: str | None,
-                    region: str | None) -> list[sizing.Candidate]:
-        """Instances a create here would accept. Without a vendor: on the local provider the `local` vendor (every
-        instance runs on this machine), elsewhere every vendor but `local`."""
+                    region: str | None) -> tuple[list[sizing.Candidate], list[str]]:
+        """Instances a create here would accept, and the reasons the others would be refused. Without a vendor: on
+        the local provider the `local` vendor (every instance runs on this machine), elsewhere every vendor but
+        `local`."""
         local = self.settings.provider == "local"
         found = []
+        refused: list[str] = []
         for v in self.hardware.vendors:
             if vendor is not None and v.name != vendor:
                 continue
@@ -185,10 +190,11 @@ class CatalogService:
                     try:
                         self.hardware.resolve(vendor=v.name, region=r.name, instance_type=inst.instanceType,
                                               instance_size=inst.instanceSize)
-                    except InvalidSpec:
+                    except InvalidSpec as exc:
+                        refused.append(exc.message)
                         continue
                     found.append(sizing.Candidate(vendor=v.name, region=r.name, instance=inst))
-        return found
+        return found, refused
 
     def _read_config(self, repository: str, revision: str | None) -> Any:
         if revision is not None and (not REVISION_RE.fullmatch(revision) or ".." in revision):

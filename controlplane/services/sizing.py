@@ -17,7 +17,7 @@ shows can be checked by hand and by a test:
 
 An instance holds it when `needed` ≤ 90% of its memory (GPU memory, all GPUs together, for a GPU instance; RAM for a
 CPU one) — vLLM's default `gpu_memory_utilization`, and room for the OS on a CPU. The smallest is the cheapest, then
-the one with the least memory. Figures are in GiB (2^30 bytes), as the catalog's `memoryGb` is read.
+the one with the least memory, then the first in the catalog. Figures are in GiB (2^30 bytes), as the catalog's `memoryGb` is read.
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ class Candidate:
 def smallest(candidates: Iterable[Candidate], needed: float) -> Candidate | None:
     fits = [c for c in candidates
             if (cap := capacity_bytes(c.instance)) is not None and needed <= cap * USABLE_FRACTION]
-    return min(fits, key=lambda c: (c.instance.pricePerHour, capacity_bytes(c.instance) or 0.0, c.instance.id),
-               default=None)
+    # `min` keeps the first of equals: on a tie the catalog's own order (its first region) wins.
+    return min(fits, key=lambda c: (c.instance.pricePerHour, capacity_bytes(c.instance) or 0.0), default=None)
 
 
 def gib(value: float) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from common.catalog import Machine
 from common.config import Settings
 from tests.controlplane.conftest import ADMIN_TOKEN, Api, reconcile_ids
 from tests.fixtures.hub import serve_hub
@@ -214,6 +215,14 @@ def test_recommend_reads_a_local_snapshot_and_shows_the_arithmetic(local_api: tu
     longer = http.get("/api/v1/catalog/recommend", params={"repository": str(model), "context": 9000},
                       headers=ADMIN)
     assert longer.status_code == 400 and longer.json()["param"] == "context"
+    # GPU instances on a machine without one are left out, and the answer says why.
+    gpu = http.get("/api/v1/catalog/recommend", params={"repository": str(model), "vendor": "aws",
+                                                        "accelerator": "gpu"}, headers=ADMIN).json()
+    if Machine.detect().gpus:
+        assert gpu["instance"]["id"] == "aws-us-east-1-nvidia-t4-x1"
+    else:
+        assert gpu["instance"] is None and "needs a GPU" in gpu["arithmetic"][-1]
+        assert gpu["arithmetic"][-1].startswith("left out, as a create here would refuse them: 48 instances")
     # A directory without config.json, '..', and a config that is not one.
     (tmp_path / "empty").mkdir()
     assert http.get("/api/v1/catalog/recommend", params={"repository": str(tmp_path / "empty")},
