@@ -16,10 +16,11 @@ from worker.metrics_sampler import parse_exposition
 DATA = Path(__file__).resolve().parents[1] / "data" / "engine_metrics"
 SAMPLES = {"vLLM": "vllm.txt", "TGI": "tgi.txt", "SGLang": "sglang.txt", "llama.cpp": "llamacpp.txt",
            "TEI": "tei.txt"}
-# (queued + running, cumulative requests, cumulative generated tokens) each sample holds. SGLang's and TEI's are
-# captures published by others (README); vLLM's, TGI's and llama.cpp's are still written by hand.
+# (queued + running, cumulative requests, cumulative generated tokens) each sample holds. llama.cpp's is captured here
+# from a running llama-server; SGLang's and TEI's are captures published by others (README); vLLM's and TGI's are
+# still written by hand.
 EXPECTED = {"vLLM": (3 + 4, 40.0, 5120.0), "TGI": (2 + 6, 25.0, 2210.0),
-            "SGLang": (2826 + 162, 11228.0, 7557572.0), "llama.cpp": (1 + 2, None, 1280.0),
+            "SGLang": (2826 + 162, 11228.0, 7557572.0), "llama.cpp": (2 + 2, None, 32.0),
             "TEI": (0.0, 2.0, None)}  # TEI: te_queue_size only; te_request_success{method="batch"}; no tokens
 
 
