@@ -229,7 +229,24 @@ def check_against_hardware(catalog: ModelCatalog, hardware: Catalog, *, source: 
                                    f"{recipe.accelerator!r} but {where} is {inst.accelerator!r}")
 
 
-def parse_model_catalog(text: str, *, hardware: Catalog, source: str = "<model catalog>") -> ModelCatalog:
+def fit_to_hardware(catalog: ModelCatalog, hardware: Catalog) -> ModelCatalog:
+    """The recipes whose instance this hardware catalog has, with that accelerator; models left without one go.
+
+    For the shipped default only: its recipes name the shipped hardware catalog's instances, and an operator who
+    replaced the hardware catalog (an on-premises cluster's GPUs) should get the default models that fit it rather
+    than a start-up failure over instances they never had. An operator's own model catalog is checked strictly."""
+    kept = []
+    for model in catalog.models:
+        recipes = [r for r in model.recipes
+                   if (inst := hardware.lookup(r.vendor, r.region, r.instanceType, r.instanceSize)) is not None
+                   and inst.accelerator == r.accelerator]
+        if recipes:
+            kept.append(model.model_copy(update={"recipes": recipes}))
+    return ModelCatalog(models=tuple(kept))
+
+
+def parse_model_catalog(text: str, *, hardware: Catalog, source: str = "<model catalog>",
+                        strict: bool = True) -> ModelCatalog:
     try:
         data = ModelCatalogFile.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
@@ -246,15 +263,18 @@ def parse_model_catalog(text: str, *, hardware: Catalog, source: str = "<model c
                                    f"{seen[recipe.id]} and {model.repoId}")
             seen[recipe.id] = model.repoId
     catalog = ModelCatalog(models=tuple(data.models))
+    if not strict:
+        return fit_to_hardware(catalog, hardware)
     check_against_hardware(catalog, hardware, source=source)
     return catalog
 
 
 def load_model_catalog(path: Path | None, hardware: Catalog) -> ModelCatalog:
-    """The catalog at `path`, or the shipped default, checked against `hardware` (read once, at start-up)."""
+    """The catalog at `path`, checked against `hardware`, or the shipped default fitted to it (read once, at
+    start-up)."""
     if path is None:
         text = resources.files("common").joinpath("data/models.yaml").read_text()
-        return parse_model_catalog(text, hardware=hardware, source="(shipped default)")
+        return parse_model_catalog(text, hardware=hardware, source="(shipped default)", strict=False)
     try:
         text = Path(path).read_text()
     except OSError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.catalog import load_catalog
+from common.catalog import load_catalog, parse_catalog
 from common.config import Settings
 from common.errors import CatalogError
 from common.model_catalog import ENGINE_VARIANTS, CatalogFilter, load_model_catalog, parse_model_catalog
@@ -45,6 +45,34 @@ def test_the_shipped_default_serves_every_engine_on_instances_that_exist() -> No
     smollm = catalog.model("huggingfacetb/smollm2-135m-instruct")
     assert smollm is not None and smollm.recipes[0].vendor == "local" and smollm.recipes[0].engine == "huggingface"
     assert [m.repoId for m, _ in catalog.list(CatalogFilter(engine="tei"))] == ["BAAI/bge-small-en-v1.5"]
+    # Every shipped recipe fits the shipped hardware: checked strictly, nothing is dropped by the fitting.
+    shipped = (Path(__file__).resolve().parents[2] / "common" / "data" / "models.yaml").read_text()
+    assert parse_model_catalog(shipped, hardware=HARDWARE) == catalog
+
+
+def test_the_shipped_default_keeps_what_fits_an_operators_hardware_catalog() -> None:
+    """An operator who replaced the hardware catalog gets the default recipes their instances can run, not a
+    start-up failure over instances they never had; an operator's own model catalog stays strict."""
+    onprem = parse_catalog("""
+vendors:
+  - name: onprem
+    regions:
+      - name: rack-1
+        computes:
+          - {id: onprem-rack-1-nvidia-l40s-x4, accelerator: gpu, instanceType: nvidia-l40s, instanceSize: x4,
+             numAccelerators: 4, memoryGb: 256, gpuMemoryGb: 192}
+  - name: local
+    regions:
+      - name: local
+        computes:
+          - {id: local-local-cpu-x2, accelerator: cpu, instanceType: cpu, instanceSize: x2, numCpus: 2, memoryGb: 4}
+""")
+    catalog = load_model_catalog(None, onprem)
+    recipes = [r for m in catalog.models for r in m.recipes]
+    assert recipes and {r.vendor for r in recipes} == {"local"}
+    assert [m.repoId for m in catalog.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    with pytest.raises(CatalogError, match="which the hardware catalog does not have"):
+        parse_model_catalog(GOOD, hardware=onprem)
 
 
 @pytest.mark.parametrize(("text", "needle"), [
