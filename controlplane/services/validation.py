@@ -175,6 +175,27 @@ _ENGINE_COUNTS = {"tensorParallelSize": 64, "dataParallelSize": 64, "maxNumSeqs"
 _ENGINE_CHOICES = {"kvCacheDtype": KV_CACHE_DTYPES, "quantize": TGI_QUANTIZE, "pooling": TEI_POOLING}
 
 
+def _documented_aliases(image: ImageVariant, param: str) -> tuple[ImageVariant, dict[str, str] | None]:
+    """huggingface_hub's own `create_inference_endpoint` example sends `custom_image={"health_route": ..., "env":
+    {...}, "url": ...}`: `health_route` is read as `healthRoute`, and the image's `env` joins `model.env` (under the
+    same policy, `model.env` winning a clash). Returns the image without them, and that env."""
+    extra = dict(image.model_extra or {})
+    if "env" not in extra and "health_route" not in extra:
+        return image, None
+    image_env = extra.pop("env", None)
+    if image_env is not None and (not isinstance(image_env, dict)
+                                  or not all(isinstance(k, str) and isinstance(v, str) for k, v in image_env.items())):
+        raise InvalidSpec(f"{param}.env must be an object of string values", param=f"{param}.env")
+    snake = extra.pop("health_route", None)
+    if snake is not None and not isinstance(snake, str):
+        raise InvalidSpec(f"{param}.health_route must be a string", param=f"{param}.health_route")
+    fields = {name: getattr(image, name) for name in image.model_fields_set
+              if name in ImageVariant.model_fields and getattr(image, name) is not None}
+    if snake is not None and fields.get("healthRoute") is None:
+        fields["healthRoute"] = snake
+    return ImageVariant.model_validate({**extra, **fields}), image_env
+
+
 def _check_engine_settings(variant: str, image: ImageVariant, param: str) -> None:
     """Only the settings the variant's engine documents (`common.engines`), each within what it accepts: the
     worker turns them into the engine's arguments, and a field the hosted API would silently drop is a 422 here."""
@@ -253,6 +274,7 @@ def validate_create(body: EndpointCreate, catalog: Catalog, limits: SpecLimits =
         raise InvalidSpec(f"unknown model.image variant {variant[:64]!r}; valid variants: " + ", ".join(IMAGE_VARIANTS),
                           param="model.image")
     param = f"model.image.{variant}"
+    image, image_env = _documented_aliases(image, param)
     if variant == "custom" and not image.url:
         raise InvalidSpec(f"{param}.url is required for a custom image", param=f"{param}.url")
     _text(image.url, f"{param}.url")
@@ -277,7 +299,7 @@ def validate_create(body: EndpointCreate, catalog: Catalog, limits: SpecLimits =
         for item in getattr(model, list_name) or []:
             if "\x00" in item:
                 raise InvalidSpec(f"model.{list_name} contains a NUL character", param=f"model.{list_name}")
-    env = _env(model.env, "model.env")
+    env = {**_env(image_env, f"{param}.env"), **_env(model.env, "model.env")}  # model.env wins a clash
     secrets = _env(model.secrets, "model.secrets")
     _check_sizes(model, env, secrets, limits)
     _check_args(model.args)

@@ -35,7 +35,7 @@ def test_documented_settings_are_accepted_and_stored(api: Api, variant: str) -> 
     ({"sGLang": {"dataParallelSize": 2}}, "model.image.sGLang.dataParallelSize"),
     ({"huggingface": {"maxNumSeqs": 4}}, "model.image.huggingface.maxNumSeqs"),
     ({"llamacpp": {"modelPath": "a.gguf", "kvCacheDtype": "fp8"}}, "model.image.llamacpp.kvCacheDtype"),
-    ({"custom": {"url": "x:1", "env": {"A": "b"}}}, "model.image.custom.env"),
+    ({"custom": {"url": "x:1", "environment": {"A": "b"}}}, "model.image.custom.environment"),
 ])
 def test_an_unknown_setting_is_a_422_naming_the_field(api: Api, image: dict, param: str) -> None:
     r = _create(api, _with("model.image", image))
@@ -77,3 +77,32 @@ def test_update_refuses_an_unknown_setting_too(api: Api) -> None:
     r = api.http.put("/v2/endpoint/admin/upd", json={"model": {"image": {"vLLM": {"maxNumSeqs": 8}}}},
                      headers=api.admin)
     assert r.status_code == 200 and r.json()["model"]["image"] == {"vLLM": {"maxNumSeqs": 8}}, r.text
+
+
+def test_huggingface_hubs_documented_custom_image_example_is_honoured(api: Api) -> None:
+    """huggingface_hub's create_inference_endpoint example: `health_route` and `env` inside `custom_image`. The
+    route is the health route; the env joins model.env under the same policy, model.env winning a clash."""
+    body = _with("model.image", {"custom": {"url": "ghcr.io/huggingface/text-generation-inference:latest",
+                                            "health_route": "/ready",
+                                            "env": {"MAX_TOTAL_TOKENS": "1512", "MODEL_ID": "/repository",
+                                                    "SHARED": "from-image"}}}, name="hf-example")
+    body["model"]["env"] = {"SHARED": "from-model"}
+    r = _create(api, body)
+    assert r.status_code == 201, r.text
+    model = r.json()["model"]
+    assert model["image"] == {"custom": {"url": "ghcr.io/huggingface/text-generation-inference:latest",
+                                         "healthRoute": "/ready"}}
+    assert model["env"] == {"MAX_TOTAL_TOKENS": "1512", "MODEL_ID": "/repository", "SHARED": "from-model"}
+
+
+@pytest.mark.parametrize(("image", "status", "param"), [
+    ({"custom": {"url": "x:1", "env": {"LD_PRELOAD": "/tmp/evil.so"}}}, 422, "model.image.custom.env.LD_PRELOAD"),
+    ({"custom": {"url": "x:1", "env": ["A=b"]}}, 400, "model.image.custom.env"),
+    ({"custom": {"url": "x:1", "env": {"A": 1}}}, 400, "model.image.custom.env"),
+    ({"custom": {"url": "x:1", "health_route": 5}}, 400, "model.image.custom.health_route"),
+    ({"custom": {"url": "x:1", "health_route": "health"}}, 400, "model.image.custom.healthRoute"),
+])
+def test_the_documented_aliases_get_the_same_checks(api: Api, image: dict, status: int, param: str) -> None:
+    r = _create(api, _with("model.image", image, name="alias-bad"))
+    assert r.status_code == status, r.text
+    assert r.json()["param"] == param and "Traceback" not in r.text
