@@ -36,6 +36,8 @@ def test_gguf_repositories_run_or_fail_with_the_reason(make_stack, tmp_path: Pat
     assert "Traceback" not in message, message
 
     running = api.wait_state("gguf-smollm2", "running", timeout=300)
+    # status.message says which engine serves it: the bundled runtime, from the GGUF file.
+    assert running["status"]["message"] == "engine: endpointctl runtime (local processes, GGUF)", running["status"]
     client = openai.OpenAI(base_url=running["status"]["url"] + "/v1/", api_key=ADMIN_TOKEN, max_retries=0, timeout=120)
     reply = client.chat.completions.create(model="tgi", temperature=0, max_tokens=32, messages=[
         {"role": "user", "content": FRANCE_QUESTION}])
