@@ -85,8 +85,16 @@ class Api:
         return self.get(name, ns)["status"]["state"]
 
     def wait_state(self, name: str, state: str, *, timeout: float = 180, ns: str = "admin") -> dict:
-        return wait_until(lambda: (body := self.get(name, ns))["status"]["state"] == state and body,
-                          timeout=timeout, what=f"{ns}/{name} to be {state}")
+        last: dict = {}
+
+        def reached() -> dict | None:
+            last["status"] = (body := self.get(name, ns))["status"]
+            return body if body["status"]["state"] == state else None
+
+        try:
+            return wait_until(reached, timeout=timeout, what=f"{ns}/{name} to be {state}")
+        except AssertionError as exc:  # say where it stayed: state and message
+            raise AssertionError(f"{exc}; last status: {last.get('status')!r}") from None
 
     def events(self, name: str, ns: str = "admin") -> list[dict]:
         return self.http.get(f"/v2/endpoint/{ns}/{name}/events", params={"limit": 100}).json()["items"]
