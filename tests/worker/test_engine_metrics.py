@@ -16,10 +16,9 @@ from worker.metrics_sampler import parse_exposition
 DATA = Path(__file__).resolve().parents[1] / "data" / "engine_metrics"
 SAMPLES = {"vLLM": "vllm.txt", "TGI": "tgi.txt", "SGLang": "sglang.txt", "llama.cpp": "llamacpp.txt",
            "TEI": "tei.txt"}
-# (queued + running, cumulative requests, cumulative generated tokens) each sample holds. llama.cpp's is captured here
-# from a running llama-server; SGLang's and TEI's are captures published by others (README); vLLM's and TGI's are
-# still written by hand.
-EXPECTED = {"vLLM": (3 + 4, 40.0, 5120.0), "TGI": (2 + 6, 25.0, 2210.0),
+# (queued + running, cumulative requests, cumulative generated tokens) each sample holds. vLLM's and llama.cpp's are
+# captured here from running servers; SGLang's, TEI's and TGI's are captures published by others (README).
+EXPECTED = {"vLLM": (3 + 2, 3.0, 43.0), "TGI": (0 + 0, 109.0, 3423.0),
             "SGLang": (2826 + 162, 11228.0, 7557572.0), "llama.cpp": (2 + 2, None, 32.0),
             "TEI": (0.0, 2.0, None)}  # TEI: te_queue_size only; te_request_success{method="batch"}; no tokens
 
@@ -57,6 +56,16 @@ def test_charts_read_the_histograms_of_the_captured_sglang_sample() -> None:
     # Over half the requests took longer than the last finite bound: the median is that bound, as in Prometheus.
     assert metrics_sampler.histogram_quantile(0.5, reading.latency) == 60.0
     assert metrics_sampler.histogram_quantile(0.5, reading.ttft) == 30.0
+
+
+def test_charts_read_the_histograms_of_the_captured_tgi_and_vllm_samples() -> None:
+    tgi = parse_exposition((DATA / "tgi.txt").read_text())
+    assert tgi.ttft == {} and tgi.latency["+Inf"] == 109.0  # TGI exports no time-to-first-token histogram
+    # The 54.5th of 109 latencies lies in (3.79 s, 5.68 s]: 51 below it, 77 up to its top; interpolated within.
+    lo, hi = 3.787675244106352, 5.681512866159528
+    assert metrics_sampler.histogram_quantile(0.5, tgi.latency) == pytest.approx(lo + (hi - lo) * (54.5 - 51) / 26)
+    vllm = parse_exposition((DATA / "vllm.txt").read_text())
+    assert vllm.ttft["+Inf"] == 5.0 and vllm.latency["+Inf"] == 3.0
 
 
 def test_the_sampler_and_the_autoscaler_read_the_same_table() -> None:

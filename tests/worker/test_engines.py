@@ -59,8 +59,8 @@ def test_vllm_serves_the_repository_with_tensor_parallel_over_the_instance_gpus(
                 hardware=with_gpus(4), port=8000, args=["--enable-lora"])
     r = run(d)
     assert r.command == ["vllm", "serve"] and r.args[0] == "/repository"
-    assert r.args[r.args.index("--served-model-name") + 1: r.args.index("--served-model-name") + 3] == [
-        "acme/tiny-llama", "tgi"]
+    assert r.args[r.args.index("--served-model-name") + 1: r.args.index("--served-model-name") + 4] == [
+        "acme/tiny-llama", "tgi", "dummy"]
     assert flag(r.args, "--port") == "8000" and flag(r.args, "--host") == "0.0.0.0"
     assert flag(r.args, "--tensor-parallel-size") == "4" and flag(r.args, "--max-model-len") == "1024"
     assert flag(r.args, "--max-num-seqs") == "64" and flag(r.args, "--kv-cache-dtype") == "fp8"
